@@ -1,0 +1,193 @@
+"""The embedded default backbone: the toy DiT (setseq.toy.dit) over the toy world's vocabulary.
+
+`--base toy` loads the pretrained weights shipped in `setseq/toy/weights/`; while none ship it
+builds the DiT with seeded random weights and says so. `toy-tiny` is a tiny random instance for
+tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, safe_open
+
+from setseq.backbones.base import Geometry, SamplingDefaults, Text
+from setseq.errors import SetseqError
+from setseq.fileio import atomic_path
+from setseq.log import warn
+from setseq.toy.dit import DiTConfig, TextEncoder, Tokenizer, ToyDiT
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "toy" / "weights"
+
+# name -> (model config, default geometry)
+PRESETS: dict[str, tuple[DiTConfig, Geometry]] = {
+    "toy": (DiTConfig(), Geometry(frames=8, height=32, width=32, fps=8.0)),
+    "toy-tiny": (
+        DiTConfig(dim=32, depth=2, heads=2, text_dim=32, text_depth=1, text_heads=2),
+        Geometry(frames=4, height=16, width=16, fps=8.0),
+    ),
+}
+
+
+class ToyBackbone:
+    """The toy DiT and its text encoder behind the `Backbone` protocol."""
+
+    supports_self_conditioning = True
+    lora_targets = ["blocks.*.attn.[qkvo]", "blocks.*.cross.[qkvo]", "blocks.*.mlp.fc[12]"]
+
+    def __init__(self, name: str, cfg: DiTConfig, geometry: Geometry,
+                 state: dict[str, torch.Tensor] | None = None, seed: int = 0,
+                 sampling: SamplingDefaults | None = None):
+        self.name, self.cfg, self.geometry = name, cfg, geometry
+        self.sampling = sampling or SamplingDefaults(steps=25, guidance=4.0)
+        if not cfg.vocab:
+            from setseq.toy import world
+
+            cfg.vocab = world.vocabulary()
+        self.tokenizer = Tokenizer(cfg.vocab, cfg.concept_slots)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.text_encoder = TextEncoder(cfg, len(self.tokenizer.words))
+            self.transformer = ToyDiT(cfg)
+            if state is None:
+                randomise_zero_init(self.transformer)
+        if state is not None:
+            self.load_state_dict(state)
+        for p in [*self.text_encoder.parameters(), *self.transformer.parameters()]:
+            p.requires_grad_(False)
+        self.text_encoder.eval()
+        self.transformer.eval()
+        self._fingerprint = _fingerprint(self.state_dict())
+
+    # -- weights ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        sd = {f"transformer.{k}": v for k, v in self.transformer.state_dict().items()}
+        sd.update({f"text_encoder.{k}": v for k, v in self.text_encoder.state_dict().items()
+                   if k != "concepts"})  # concept slots belong to concepts, not to the base
+        return sd
+
+    def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        tr = {k[len("transformer."):]: v for k, v in sd.items() if k.startswith("transformer.")}
+        te = {k[len("text_encoder."):]: v for k, v in sd.items() if k.startswith("text_encoder.")}
+        te["concepts"] = self.text_encoder.concepts.detach().clone()
+        self.transformer.load_state_dict(tr)
+        self.text_encoder.load_state_dict(te)
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def parameters(self):
+        return [*self.transformer.parameters(), *self.text_encoder.parameters()]
+
+    # -- geometry and video ----------------------------------------------------------------
+    def check_geometry(self, g: Geometry) -> None:
+        p = self.cfg.patch
+        if g.height % p or g.width % p or g.height <= 0 or g.width <= 0:
+            raise SetseqError(f"the toy model needs height and width that are positive multiples of {p}, "
+                              f"got {g.height}x{g.width}.")
+        if g.frames < 1:
+            raise SetseqError(f"the clip needs at least one frame, got {g.frames}.")
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        return video  # pixel space: (B, F, C, H, W)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.clamp(-1, 1)
+
+    def latent_shape(self, g: Geometry) -> tuple[int, ...]:
+        return (g.frames, self.cfg.channels, g.height, g.width)
+
+    # -- text and concept tokens -----------------------------------------------------------
+    def add_concept_tokens(self, tokens: list[str]) -> None:
+        for tok in tokens:
+            try:
+                slot = self.tokenizer.add(tok)
+            except ValueError as e:
+                raise SetseqError(f"cannot add concept token {tok!r}: {e}.") from None
+            with torch.no_grad():
+                self.text_encoder.concepts[slot].zero_()
+
+    def concept_token_parameters(self) -> list[nn.Parameter]:
+        return [self.text_encoder.concepts]
+
+    def token_embeddings(self) -> dict[str, torch.Tensor]:
+        return {t: self.text_encoder.concepts[s].detach().clone() for t, s in self.tokenizer.concepts.items()}
+
+    def load_token_embeddings(self, embeddings: dict[str, torch.Tensor]) -> None:
+        for tok, emb in embeddings.items():
+            if tok not in self.tokenizer.concepts:
+                self.add_concept_tokens([tok])
+            with torch.no_grad():
+                self.text_encoder.concepts[self.tokenizer.concepts[tok]].copy_(emb)
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        return self.tokenizer.unknown(prompt)
+
+    def encode_text(self, prompts: list[str]) -> Text:
+        ids = [self.tokenizer.encode(p, self.cfg.max_text_len) for p in prompts]
+        n = max(len(i) for i in ids)
+        dev = self.text_encoder.words.weight.device
+        tok = torch.zeros(len(ids), n, dtype=torch.long, device=dev)  # [pad] = 0
+        mask = torch.zeros(len(ids), n, dtype=torch.bool, device=dev)
+        for row, i in enumerate(ids):
+            tok[row, : len(i)] = torch.tensor(i)
+            mask[row, : len(i)] = True
+        return Text(self.text_encoder(tok, mask), mask)
+
+    # -- the model -------------------------------------------------------------------------
+    def velocity(self, x_t, t, text: Text, self_cond=None):
+        return self.transformer(x_t, t, text.emb, text.mask, self_cond)
+
+    def prior_prompts(self, n: int, seed: int) -> list[tuple[str, str]]:
+        from setseq.toy import world
+
+        return world.prior_prompts(n, seed)
+
+
+def randomise_zero_init(model: nn.Module, std: float = 0.02) -> None:
+    """Give the zero-initialised adaLN and output layers small random weights, so that a random
+    (not pretrained) model is a non-trivial function whose adapters receive gradients."""
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Linear) and (name.endswith("ada.1") or name in ("final", "final_ada.1")):
+                m.weight.normal_(0.0, std)
+
+
+def _fingerprint(sd: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_weights(backbone: ToyBackbone, path: Path, info: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    meta = {"config": json.dumps(backbone.cfg.to_dict()),
+            "geometry": json.dumps(backbone.geometry.__dict__),
+            "info": json.dumps(info or {})}
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp), metadata=meta)
+
+
+def load(name: str = "toy", seed: int = 0) -> ToyBackbone:
+    """The toy backbone `name`: shipped weights when present, else seeded random ones (warned)."""
+    if name not in PRESETS:
+        raise SetseqError(f"unknown toy model {name!r}; choose one of {sorted(PRESETS)}.")
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    if path.is_file():
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        cfg = DiTConfig(**json.loads(meta["config"]))
+        geometry = Geometry(**json.loads(meta["geometry"]))
+        return ToyBackbone(name, cfg, geometry, state=load_file(str(path)))
+    cfg, geometry = PRESETS[name]
+    if name == "toy":
+        warn("no pretrained toy weights ship with this install yet; using the toy DiT with seeded "
+             "random weights, so generated videos will be noise-like.")
+    return ToyBackbone(name, DiTConfig(**cfg.to_dict()), geometry, seed=seed)

@@ -1,0 +1,111 @@
+"""Rectified flow (flow matching with straight paths), model-agnostic and for tensors of any rank.
+
+    x_t = (1 - t) x_0 + t eps,    t in [0, 1],  t = 0 data, t = 1 noise
+    v   = d x_t / d t = eps - x_0                      (the regression target)
+    L   = E || v_theta(x_t, t) - v ||^2                 (paper eq. 1)
+
+Sampling integrates dx/dt = v from t = 1 to t = 0 with Euler steps; classifier-free guidance
+mixes the conditional and unconditional velocities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def _bcast(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, ..., 1) to broadcast against x."""
+    return t.reshape(t.shape[0], *([1] * (x.ndim - 1))).to(x.dtype)
+
+
+def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    tb = _bcast(t, x0)
+    return (1.0 - tb) * x0 + tb * noise
+
+
+def target_velocity(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    return noise - x0
+
+
+def predict_x0(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The clean sample implied by a velocity: x_0 = x_t - t v (used for self-conditioning)."""
+    return x_t - _bcast(t, x_t) * v
+
+
+def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """SD3-style resolution shift: more time near the noise end when shift > 1."""
+    if shift == 1.0:
+        return t
+    return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def sample_timesteps(
+    n: int,
+    kind: str = "logit-normal",
+    mean: float = 0.0,
+    std: float = 1.0,
+    shift: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Training timesteps (n,) in (0, 1): uniform, or logit-normal (sigmoid of a Gaussian)."""
+    if kind == "uniform":
+        t = torch.rand(n, generator=generator, device=device)
+    elif kind == "logit-normal":
+        t = torch.sigmoid(mean + std * torch.randn(n, generator=generator, device=device))
+    else:
+        raise ValueError(f"unknown timestep sampling {kind!r}")
+    return shift_time(t, shift)
+
+
+def loss_per_sample(v_pred: torch.Tensor, v_target: torch.Tensor) -> torch.Tensor:
+    """Mean squared velocity error per sample: (B, ...) -> (B,)."""
+    return (v_pred.float() - v_target.float()).pow(2).flatten(1).mean(1)
+
+
+def guide(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: v_u + g (v_c - v_u)."""
+    return v_uncond + scale * (v_cond - v_uncond)
+
+
+def schedule(steps: int, shift: float = 1.0, device: torch.device | str | None = None) -> torch.Tensor:
+    """Sampling times (steps + 1,) from 1 down to 0."""
+    return shift_time(torch.linspace(1.0, 0.0, steps + 1, device=device), shift)
+
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+@torch.no_grad()
+def euler_sample(
+    velocity: VelocityFn,
+    noise: torch.Tensor,
+    steps: int,
+    shift: float = 1.0,
+    self_condition: bool = False,
+    callback: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Integrate from noise (t = 1) to data (t = 0).
+
+    Args:
+        velocity: v(x_t, t, self_cond) with t of shape (B,); self_cond is the previous step's
+            x_0 estimate when `self_condition` is set, else None. Guidance lives in this callable.
+        noise: the starting sample (B, ...).
+        steps: number of Euler steps.
+        shift: timestep shift of the schedule.
+        self_condition: feed each step's x_0 estimate back to the next (Chen et al. 2023).
+        callback: called with the step index after each step (progress bars).
+    """
+    ts = schedule(steps, shift, noise.device)
+    x, x0_prev = noise, None
+    for i in range(steps):
+        t = ts[i].expand(x.shape[0])
+        v = velocity(x, t, x0_prev if self_condition else None)
+        if self_condition:
+            x0_prev = predict_x0(x, v, t)
+        x = x + (ts[i + 1] - ts[i]) * v
+        if callback is not None:
+            callback(i)
+    return x

@@ -1,0 +1,79 @@
+"""Text-to-video sampling with a backbone (and whatever concept set is applied to it)."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from tqdm.auto import tqdm
+
+from setseq import flow
+from setseq.backbones.base import Backbone, Geometry, Text
+from setseq.errors import SetseqError
+
+TOKEN = re.compile(r"\[[A-Za-z]+\d*\]")
+
+
+def check_prompt_tokens(prompt: str, known: list[str]) -> None:
+    """A bracketed token the model does not know is almost always a typo: say so."""
+    unknown = sorted(set(TOKEN.findall(prompt)) - set(known))
+    if unknown:
+        have = ", ".join(known) if known else "none (no concept loaded)"
+        raise SetseqError(f"the prompt uses {', '.join(unknown)}, but the loaded concept tokens are: {have}.")
+
+
+@torch.no_grad()
+def generate(
+    backbone: Backbone,
+    prompts: list[str],
+    *,
+    geometry: Geometry | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    negative: str = "",
+    self_condition: bool | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Sample one clip per prompt.
+
+    Args:
+        backbone: the model, with any concept already applied.
+        prompts: text prompts; concept tokens must be known to the backbone.
+        geometry: clip geometry (default: the backbone's).
+        steps, guidance: Euler steps and classifier-free guidance (default: the backbone's).
+        seed: seeds the starting noise, so the same call gives the same video.
+        negative: the unconditional prompt for guidance.
+        self_condition: feed x_0 estimates back (default: when the backbone supports it).
+        progress: show a progress bar.
+
+    Returns:
+        (B, F, C, H, W) videos in [-1, 1].
+    """
+    g = geometry or backbone.geometry
+    backbone.check_geometry(g)
+    known = list(backbone.token_embeddings())
+    for p in prompts:
+        check_prompt_tokens(p, known)
+    steps = steps or backbone.sampling.steps
+    scale = backbone.sampling.guidance if guidance is None else guidance
+    sc = backbone.supports_self_conditioning if self_condition is None else self_condition
+    backbone.transformer.eval()
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn((len(prompts), *backbone.latent_shape(g)), generator=gen)
+    device = next(iter(backbone.transformer.parameters())).device
+    noise = noise.to(device)
+    cond = backbone.encode_text(prompts)
+    both = Text.cat([cond, backbone.encode_text([negative] * len(prompts))]) if scale != 1.0 else cond
+
+    def velocity(x, t, self_cond):
+        if scale == 1.0:
+            return backbone.velocity(x, t, cond, self_cond)
+        sc2 = None if self_cond is None else torch.cat([self_cond, self_cond])
+        v_c, v_u = backbone.velocity(torch.cat([x, x]), torch.cat([t, t]), both, sc2).chunk(2)
+        return flow.guide(v_c, v_u, scale)
+
+    bar = tqdm(total=steps, desc="sampling", leave=False, disable=not progress)
+    latents = flow.euler_sample(velocity, noise, steps, backbone.sampling.shift, sc, callback=lambda i: bar.update())
+    bar.close()
+    return backbone.decode_latents(latents)

@@ -1,0 +1,179 @@
+"""The spatio-temporal LoRA layer of Set-and-Sequence (paper sec. 3.2-3.4, eqs. 3 and 6).
+
+One adapted linear layer computes
+
+    y = W x + s * A ( g (.) s_id * (B_id (.) M_id) + sum_c w_c * (B_mo[c] (.) M_mo) ) x
+
+    A       (out x R)  the identity *basis*            (paper A1; PEFT's lora_B, "up")
+    B_id    (R x in)   the identity *coefficients*     (paper B1; PEFT's lora_A, "down")
+    B_mo[c] (R x in)   the motion coefficients of concept c (paper B2), a residual in span(A)
+    M       Bernoulli dropout masks on the coefficient matrices only, in training only (sec. 3.4.2)
+    s       the LoRA scale alpha / R;  s_id, w_c  identity and per-concept motion scales
+    g       (R,) per-component weights on the identity part (stylisation by reweighting)
+
+Stage 1 trains A and B_id (A starts at zero, so step 0 is the base model). Stage 2 freezes them
+and trains B_mo[c], which starts at zero, so step 0 is the stage-1 model. The layer knows nothing
+of any backbone: `inject` wraps whichever `nn.Linear` modules match the given name patterns.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from setseq.errors import SetseqError
+
+
+def _drop(b: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Element-wise Bernoulli mask on a coefficient matrix, rescaled so its mean is unchanged."""
+    if not training or p <= 0.0:
+        return b
+    keep = torch.bernoulli(torch.full_like(b, 1.0 - p))
+    return b * keep / (1.0 - p)
+
+
+class SetSeqLinear(nn.Module):
+    """An `nn.Linear` plus a shared identity basis, identity coefficients and per-concept motion."""
+
+    def __init__(self, base_layer: nn.Linear, rank: int, scale: float = 1.0):
+        super().__init__()
+        out_features, in_features = base_layer.weight.shape
+        self.base_layer = base_layer
+        self.rank, self.scale = rank, scale
+        # Init as PEFT does for (lora_B, lora_A): the basis is zero so the adapter starts as a no-op,
+        # the coefficients are random so the basis receives a gradient at step 0.
+        self.basis = nn.Parameter(torch.zeros(out_features, rank))  # A: (out, R)
+        self.identity = nn.Parameter(torch.empty(rank, in_features))  # B_id: (R, in)
+        nn.init.kaiming_uniform_(self.identity, a=math.sqrt(5))
+        self.motion = nn.ParameterDict()  # B_mo[c]: (R, in) each
+        # Inference-time controls.
+        self.identity_scale = 1.0
+        self.motion_scales: dict[str, float] = {}
+        self.register_buffer("rank_weights", torch.ones(rank), persistent=False)  # g: (R,)
+        # Training-time dropout probabilities, set by the trainer per stage.
+        self.identity_dropout = 0.0
+        self.motion_dropout = 0.0
+        self.merged = False
+
+    def add_motion(self, concept: str) -> None:
+        """A zero motion residual for `concept`, so adding it leaves the output unchanged."""
+        if concept in self.motion:
+            raise SetseqError(f"motion coefficients for concept {concept!r} already exist.")
+        self.motion[concept] = nn.Parameter(torch.zeros_like(self.identity))
+
+    def coefficients(self) -> torch.Tensor:
+        """g (.) s_id B_id (.) M_id + sum_c w_c B_mo[c] (.) M_mo: (R, in)."""
+        ident = _drop(self.identity, self.identity_dropout, self.training)
+        coef = (self.identity_scale * self.rank_weights)[:, None] * ident
+        for name, b in self.motion.items():
+            w = self.motion_scales.get(name, 1.0)
+            if w != 0.0:
+                coef = coef + w * _drop(b, self.motion_dropout, self.training)
+        return coef
+
+    def delta_weight(self) -> torch.Tensor:
+        """s * A @ coefficients: (out, in); serves both merge and unmerge."""
+        return self.scale * self.basis @ self.coefficients()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        if self.merged:
+            return y
+        # Two thin matmuls, (.., in) -> (.., R) -> (.., out), never the full (out, in) delta.
+        return y + self.scale * F.linear(F.linear(x, self.coefficients()), self.basis)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if self.merged:
+            return
+        if self.training:
+            raise SetseqError("cannot merge an adapter in training mode: dropout would be baked in.")
+        self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, scale={self.scale}, motion={list(self.motion)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Injection and model-wide controls
+# --------------------------------------------------------------------------------------------
+
+def matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def inject(model: nn.Module, patterns: list[str], rank: int, scale: float = 1.0) -> dict[str, SetSeqLinear]:
+    """Wrap every `nn.Linear` of `model` whose qualified name matches a pattern (fnmatch, `*` any).
+
+    Returns the adapters by module name. Raises if nothing matches, with a few names that exist.
+    """
+    targets = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and matches(n, patterns)]
+    if not targets:
+        linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        raise SetseqError(
+            f"no linear layer matches the target patterns {patterns}; some that exist: {linear[:6]}."
+        )
+    out: dict[str, SetSeqLinear] = {}
+    for name in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        base = getattr(parent, child)
+        layer = SetSeqLinear(base, rank, scale).to(device=base.weight.device, dtype=base.weight.dtype)
+        setattr(parent, child, layer)
+        out[name] = layer
+    return out
+
+
+def adapters(model: nn.Module) -> dict[str, SetSeqLinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, SetSeqLinear)}
+
+
+def set_scales(
+    model: nn.Module,
+    identity: float | None = None,
+    motion: dict[str, float] | float | None = None,
+    rank_weights: torch.Tensor | None = None,
+) -> None:
+    """Inference controls: identity scale s_id, motion scales w_c (one number = every concept), g."""
+    for layer in adapters(model).values():
+        if identity is not None:
+            layer.identity_scale = float(identity)
+        if isinstance(motion, (int, float)):
+            layer.motion_scales = {c: float(motion) for c in layer.motion}
+        elif motion is not None:
+            unknown = set(motion) - set(layer.motion)
+            if unknown:
+                raise SetseqError(f"no motion for concept(s) {sorted(unknown)}; this concept set has {list(layer.motion)}.")
+            layer.motion_scales.update({c: float(w) for c, w in motion.items()})
+        if rank_weights is not None:
+            if rank_weights.shape != (layer.rank,):
+                raise SetseqError(f"rank weights must have {layer.rank} entries, got {tuple(rank_weights.shape)}.")
+            layer.rank_weights.copy_(rank_weights)
+
+
+def set_dropout(model: nn.Module, identity: float = 0.0, motion: float = 0.0) -> None:
+    for layer in adapters(model).values():
+        layer.identity_dropout, layer.motion_dropout = identity, motion
+
+
+def merge(model: nn.Module) -> None:
+    for layer in adapters(model).values():
+        layer.merge()
+
+
+def unmerge(model: nn.Module) -> None:
+    for layer in adapters(model).values():
+        layer.unmerge()

@@ -1,0 +1,1 @@
+"""The embedded default: a procedural toy world and a small video DiT trained on it."""

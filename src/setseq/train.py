@@ -1,0 +1,370 @@
+"""The two-stage Set-and-Sequence trainer (paper sec. 3.2-3.4), backbone-agnostic.
+
+A run is a list of stages (config.StageConfig), each training one part of the model:
+    identity  A, B_id        on an unordered set of frames (stage 1, "set") or on clips
+    motion    B_mo[c]        on whole clips, A and B_id frozen (stage 2, "sequence")
+    tokens    concept-token embeddings only (textual inversion)
+with the regularisers of sec. 3.4 switchable in config.RegConfig. Every random draw comes from
+torch's global generator, whose state is checkpointed, so a resumed CPU run ends bit-identical
+to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from setseq import concept as concept_io
+from setseq import flow, lora
+from setseq.backbones.base import Backbone, Geometry
+from setseq.config import StageConfig, TrainConfig
+from setseq.errors import SetseqError
+from setseq.fileio import atomic_path
+from setseq.generate import generate
+from setseq.log import note, warn
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class ConceptSpec:
+    """One dynamic concept: its clip (F, C, H, W) in [-1, 1], prompts and tokens."""
+
+    name: str
+    video: torch.Tensor
+    prompt: str  # static, with the identity token: "a [v] ..."
+    motion_prompt: str | None = None  # dynamic, with the motion token: "... [u] motion"
+    identity_token: str = "[v]"
+    motion_token: str = "[u]"
+    source: str = ""
+
+    @property
+    def full_prompt(self) -> str:
+        """T_motion = T_static U T_dynamic (eq. 7)."""
+        return f"{self.prompt} {self.motion_prompt or ''}".strip()
+
+
+def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geometry) -> None:
+    """Prompts carry their tokens, and clips are long enough for the clip stages."""
+    if not concepts:
+        raise SetseqError("no concept to train: give at least one video.")
+    needs_motion = any(s.train == "motion" for s in cfg.stages)
+    needs_clip = any(s.data in ("clip", "mixed") for s in cfg.stages)
+    for c in concepts:
+        if c.identity_token not in c.prompt:
+            raise SetseqError(f"the static prompt for {c.name!r} must contain its concept token "
+                              f"{c.identity_token}, e.g. 'a {c.identity_token} dancer on a bridge'; got {c.prompt!r}.")
+        if needs_motion and not c.motion_prompt:
+            raise SetseqError(f"method {cfg.method!r} learns motion, so {c.name!r} needs a motion prompt with "
+                              f"{c.motion_token}, e.g. 'it moves in {c.motion_token} motion'.")
+        if c.motion_prompt and needs_motion and c.motion_token not in c.motion_prompt:
+            raise SetseqError(f"the motion prompt for {c.name!r} must contain its motion token "
+                              f"{c.motion_token}; got {c.motion_prompt!r}.")
+        if needs_clip and c.video.shape[0] < geometry.frames:
+            raise SetseqError(f"the video for {c.name!r} has {c.video.shape[0]} frames at {geometry.fps:g} fps, "
+                              f"but a clip needs {geometry.frames}; use a longer video or pass --frames.")
+
+
+class Trainer:
+    """Trains a concept set into `backbone` and writes it to `out` (see `run`)."""
+
+    def __init__(self, backbone: Backbone, concepts: list[ConceptSpec], cfg: TrainConfig, out: str | Path,
+                 geometry: Geometry | None = None, progress: bool = True, cache_dir: str | Path | None = None):
+        cfg.validate()
+        self.backbone, self.concepts, self.cfg = backbone, concepts, cfg
+        self.geometry = geometry or backbone.geometry
+        backbone.check_geometry(self.geometry)
+        check_concepts(concepts, cfg, self.geometry)
+        self.out = Path(out)
+        self.ckpt_path = self.out.with_name(self.out.stem + ".ckpt")
+        self.progress = progress
+        self.cache_dir = Path(cache_dir or os.environ.get("SETSEQ_CACHE", Path.home() / ".cache" / "setseq"))
+        self.losses: dict[str, list[float]] = {s.name: [] for s in cfg.stages}
+        self.uses_lora = any(s.train != "tokens" for s in cfg.stages)
+        self.self_cond = cfg.reg.self_conditioning and backbone.supports_self_conditioning
+        if cfg.reg.self_conditioning and not backbone.supports_self_conditioning:
+            warn(f"base {backbone.name!r} has no self-conditioning input; that regulariser is off for this run.")
+        for c in concepts:
+            unknown = backbone.unknown_words(c.full_prompt)
+            if unknown:
+                warn(f"the text encoder does not know the words {sorted(set(unknown))}; they carry no meaning.")
+
+    # ---------------------------------------------------------------------------------------
+    # Set-up
+    # ---------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        torch.manual_seed(self.cfg.seed)
+        self.prior = self._prior_videos() if self.cfg.reg.prior_preservation else None
+        tokens = [t for c in self.concepts for t in (c.identity_token, c.motion_token)]
+        self.backbone.add_concept_tokens(tokens)
+        self.layers: dict[str, lora.SetSeqLinear] = {}
+        if self.uses_lora:
+            self.targets = self.cfg.lora.targets or self.backbone.lora_targets
+            self.layers = lora.inject(self.backbone.transformer, self.targets, self.cfg.lora.rank, self.cfg.lora.scale)
+            if any(s.train == "motion" for s in self.cfg.stages):
+                for layer in self.layers.values():
+                    for c in self.concepts:
+                        layer.add_motion(c.name)
+        for p in self.backbone.transformer.parameters():
+            p.requires_grad_(False)
+        for p in self.backbone.concept_token_parameters():
+            p.requires_grad_(False)
+
+    def _prior_videos(self) -> tuple[torch.Tensor, list[tuple[str, str]]]:
+        """Videos generated once by the base model from generic prompts (sec. 3.4.1), cached."""
+        reg, g = self.cfg.reg, self.geometry
+        prompts = self.backbone.prior_prompts(reg.prior_videos, self.cfg.seed)
+        key = json.dumps([self.backbone.fingerprint(), prompts, g.__dict__, reg.prior_steps, self.cfg.seed])
+        path = self.cache_dir / "prior" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+        if path.is_file():
+            return torch.load(path), prompts
+        note(f"generating {len(prompts)} prior-preservation videos with the base model (cached in {path.parent})")
+        videos = torch.cat([
+            generate(self.backbone, [f"{a} {m}"], geometry=g, steps=reg.prior_steps, seed=self.cfg.seed + i)
+            for i, (a, m) in enumerate(prompts)
+        ])  # (N, F, C, H, W)
+        with atomic_path(path) as tmp:
+            torch.save(videos, tmp)
+        return videos, prompts
+
+    # ---------------------------------------------------------------------------------------
+    # Batches
+    # ---------------------------------------------------------------------------------------
+    def _randint(self, n: int) -> int:
+        return int(torch.randint(n, ()).item())
+
+    def _sample(self, stage: StageConfig, n: int, concept: ConceptSpec) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        """n samples of one shape: clips (n, F', C, H, W), prompts and loss weights (n,)."""
+        reg = self.cfg.reg
+        as_frames = stage.data == "frames" or (stage.data == "mixed" and torch.rand(()).item() >= stage.mixed_clip_prob)
+        clips, prompts, weights = [], [], []
+        for _ in range(n):
+            if self.prior is not None and torch.rand(()).item() < reg.prior_ratio:
+                videos, texts = self.prior
+                j = self._randint(len(texts))
+                video, (static, dynamic), w = videos[j], texts[j], reg.prior_weight
+            else:
+                video, static, dynamic, w = concept.video, concept.prompt, concept.motion_prompt or "", 1.0
+            if as_frames:  # stage 1: one frame of the unordered set, as a one-frame clip
+                clips.append(video[self._randint(video.shape[0])][None])
+                prompts.append(static)
+            else:  # the whole clip, or a random window when it is longer than the model's clips
+                f = self.geometry.frames
+                start = self._randint(video.shape[0] - f + 1)
+                clips.append(video[start:start + f])
+                prompts.append(f"{static} {dynamic}".strip() if stage.prompt == "full" else static)
+            weights.append(w)
+        return torch.stack(clips), prompts, torch.tensor(weights)
+
+    def _mask_tokens(self, mask: torch.Tensor) -> torch.Tensor:
+        """Mask random text tokens (sec. 3.4.3), never all of a prompt's."""
+        p = self.cfg.reg.token_mask_prob
+        if p <= 0:
+            return mask
+        kept = mask & (torch.rand(mask.shape) >= p)
+        empty = ~kept.any(1)
+        kept[empty] = mask[empty]
+        return kept
+
+    # ---------------------------------------------------------------------------------------
+    # One optimisation step
+    # ---------------------------------------------------------------------------------------
+    def _loss(self, stage: StageConfig, n: int, train_tokens: bool, micro_index: int) -> torch.Tensor:
+        reg, fc, bb = self.cfg.reg, self.cfg.flow, self.backbone
+        concept = self.concepts[micro_index % len(self.concepts)]  # concepts take turns
+        if stage.train == "motion" and len(self.concepts) > 1:  # each concept learns its own residual
+            lora.set_scales(bb.transformer, motion={c.name: float(c is concept) for c in self.concepts})
+        clips, prompts, weights = self._sample(stage, n, concept)
+        prompts = [("" if torch.rand(()).item() < reg.prompt_dropout else p) for p in prompts]
+        with torch.set_grad_enabled(train_tokens):
+            text = bb.encode_text(prompts)
+        text.mask = self._mask_tokens(text.mask)
+        x0 = bb.encode_video(clips)
+        noise = torch.randn_like(x0)
+        t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift)
+        x_t = flow.interpolate(x0, noise, t)
+        self_cond = None
+        if self.self_cond:  # self-conditioning (sec. 3.4.3): a first pass's x_0 estimate as input
+            with torch.no_grad():
+                x0_hat = flow.predict_x0(x_t, bb.velocity(x_t, t, text, None), t)
+            use = (torch.rand(n) < reg.self_cond_prob).to(x0_hat.dtype)
+            self_cond = x0_hat * use.view(n, *([1] * (x0_hat.ndim - 1)))
+        v = bb.velocity(x_t, t, text, self_cond)
+        return (flow.loss_per_sample(v, flow.target_velocity(x0, noise)) * weights).sum()
+
+    def _step(self, stage: StageConfig, step: int, params: list[torch.nn.Parameter],
+              opt: torch.optim.Optimizer, train_tokens: bool) -> torch.Tensor:
+        o = self.cfg.optim
+        micro = o.micro_batch or o.batch_size
+        n_micro = o.batch_size // micro
+        opt.zero_grad(set_to_none=True)
+        total = torch.zeros(())
+        for m in range(n_micro):  # gradient accumulation
+            loss = self._loss(stage, micro, train_tokens, step * n_micro + m) / o.batch_size
+            loss.backward()
+            total += loss.detach()
+        torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+        opt.step()
+        return total
+
+    def _optimizer(self, stage: StageConfig) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter], bool]:
+        o = self.cfg.optim
+        groups = []
+        if stage.train == "identity":
+            groups.append([p for l in self.layers.values() for p in (l.basis, l.identity)])
+            lora.set_dropout(self.backbone.transformer, identity=stage.coef_dropout)
+        elif stage.train == "motion":
+            groups.append([p for l in self.layers.values() for p in l.motion.values()])
+            lora.set_dropout(self.backbone.transformer, motion=stage.coef_dropout)
+        tokens = self.backbone.concept_token_parameters()
+        token_lr = o.token_lr if o.token_lr is not None else (o.lr if stage.train == "tokens" else None)
+        param_groups = [{"params": g, "lr": o.lr, "weight_decay": o.weight_decay} for g in groups]
+        if token_lr is not None:
+            param_groups.append({"params": tokens, "lr": token_lr, "weight_decay": 0.0})
+        params = [p for g in param_groups for p in g["params"]]
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(param_groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        return opt, params, token_lr is not None
+
+    # ---------------------------------------------------------------------------------------
+    # Checkpoints and outputs
+    # ---------------------------------------------------------------------------------------
+    def _meta(self, stage: str) -> dict[str, Any]:
+        from setseq import __version__
+
+        return {
+            "setseq_version": __version__,
+            "base": {"name": self.backbone.name, "fingerprint": self.backbone.fingerprint()},
+            "rank": self.cfg.lora.rank if self.uses_lora else 0,
+            "scale": self.cfg.lora.scale,
+            "target_modules": sorted(self.layers),
+            "concepts": [{"name": c.name, "identity_token": c.identity_token, "motion_token": c.motion_token,
+                          "prompt": c.prompt, "motion_prompt": c.motion_prompt, "video": c.source}
+                         for c in self.concepts],
+            "method": self.cfg.method,
+            "config": self.cfg.to_dict(),
+            "geometry": self.geometry.__dict__,
+            "stage": stage,
+            "losses": {k: [round(x, 6) for x in v] for k, v in self.losses.items()},
+        }
+
+    def _save_checkpoint(self, stage_index: int, step: int, opt: torch.optim.Optimizer | None) -> None:
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "stage": stage_index,
+            "step": step,
+            "tensors": concept_io.collect(self.backbone, {}).tensors,
+            "optimizer": None if opt is None else opt.state_dict(),
+            "rng": torch.get_rng_state(),
+            "losses": self.losses,
+            "config": self.cfg.to_dict(),
+            "fingerprint": self.backbone.fingerprint(),
+        }
+        with atomic_path(self.ckpt_path) as tmp:
+            torch.save(state, tmp)
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        if not self.ckpt_path.is_file():
+            warn(f"no checkpoint at {self.ckpt_path}; starting from the beginning.")
+            return None
+        try:
+            state = torch.load(self.ckpt_path, weights_only=False)
+        except Exception as e:  # a torn or foreign file: say which, do not guess
+            raise SetseqError(f"checkpoint {str(self.ckpt_path)!r} cannot be read ({e}); delete it to start afresh.") from None
+        if state.get("config") != self.cfg.to_dict() or state.get("fingerprint") != self.backbone.fingerprint():
+            raise SetseqError(f"checkpoint {str(self.ckpt_path)!r} was made with another configuration or base; "
+                              f"run with the same settings, or delete it to start afresh.")
+        with torch.no_grad():
+            for name, layer in self.layers.items():
+                layer.basis.copy_(state["tensors"][f"{name}.basis"])
+                layer.identity.copy_(state["tensors"][f"{name}.identity"])
+                for c, b in layer.motion.items():
+                    b.copy_(state["tensors"][f"{name}.motion.{c}"])
+        self.backbone.load_token_embeddings({k[6:]: v for k, v in state["tensors"].items() if k.startswith("token.")})
+        self.losses = state["losses"]
+        return state
+
+    def _validate(self, stage: StageConfig, step: int) -> None:
+        from setseq.data import write_video
+
+        c = self.concepts[0]
+        video = generate(self.backbone, [c.full_prompt], geometry=self.geometry, seed=self.cfg.seed)[0]
+        folder = self.out.with_name(self.out.stem + ".samples")
+        write_video(folder / f"{stage.name}-{step:05d}.mp4", video, self.geometry.fps)
+        self.backbone.transformer.train()
+
+    # ---------------------------------------------------------------------------------------
+    # The run
+    # ---------------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> concept_io.ConceptSet:
+        """Train every stage, checkpointing as it goes; write `out` (and `NAME.stage1.safetensors`
+        after the set stage of a two-stage method). Returns the final concept set."""
+        cfg = self.cfg
+        self._setup()
+        state = self._load_checkpoint() if resume else None
+        if not resume and self.ckpt_path.is_file():
+            warn(f"starting afresh and overwriting {self.ckpt_path}; pass --resume to continue it instead.")
+        start_stage, start_step = (state["stage"], state["step"]) if state else (0, 0)
+        total = sum(s.steps for s in cfg.stages)
+        done = sum(s.steps for s in cfg.stages[:start_stage]) + start_step
+        bar = tqdm(total=total, initial=done, desc="training", disable=not self.progress, dynamic_ncols=True)
+        self.backbone.transformer.train()
+        for si, stage in enumerate(cfg.stages):
+            if si < start_stage:
+                continue
+            opt, params, train_tokens = self._optimizer(stage)
+            first = start_step if si == start_stage else 0
+            if state is not None and si == start_stage and state["optimizer"] is not None:
+                opt.load_state_dict(state["optimizer"])
+            if state is not None and si == start_stage:
+                torch.set_rng_state(state["rng"])
+            bar.set_description(f"stage {si + 1}/{len(cfg.stages)} ({stage.name})")
+            pending: list[torch.Tensor] = []
+            for step in range(first, stage.steps):
+                pending.append(self._step(stage, step, params, opt, train_tokens))
+                last = step + 1 == stage.steps
+                if len(pending) >= 10 or last or (step + 1) % cfg.checkpoint_every == 0:
+                    self._flush(pending, stage, step, bar)
+                    pending = []
+                if (step + 1) % cfg.checkpoint_every == 0 and not last:
+                    self._save_checkpoint(si, step + 1, opt)
+                if cfg.validate_every and (step + 1) % cfg.validate_every == 0:
+                    self._validate(stage, step + 1)
+            for p in params:
+                p.requires_grad_(False)
+            lora.set_dropout(self.backbone.transformer)
+            if si == 0 and len(cfg.stages) > 1:
+                concept_io.save(concept_io.collect(self.backbone, self._meta(stage.name)), self.stage1_path)
+            self._save_checkpoint(si + 1, 0, None)
+            state = None
+        bar.close()
+        self.backbone.transformer.eval()
+        lora.set_scales(self.backbone.transformer, motion=1.0)
+        result = concept_io.collect(self.backbone, self._meta("final"))
+        concept_io.save(result, self.out)
+        self.ckpt_path.unlink(missing_ok=True)
+        return result
+
+    @property
+    def stage1_path(self) -> Path:
+        return self.out.with_name(self.out.name.removesuffix(".safetensors") + ".stage1.safetensors")
+
+    def _flush(self, pending: list[torch.Tensor], stage: StageConfig, step: int, bar: tqdm) -> None:
+        """One host sync per few steps: record losses, stop on a non-finite one."""
+        values = torch.stack(pending).tolist()
+        if not all(map(lambda x: x == x and abs(x) != float("inf"), values)):
+            where = (f"the last good checkpoint is {self.ckpt_path}; resume it with --resume (perhaps with a lower --lr)"
+                     if self.ckpt_path.is_file() else "no checkpoint had been written yet")
+            raise SetseqError(f"the loss became non-finite in stage {stage.name!r} by step {step + 1}; "
+                              f"training stopped and {where}.")
+        self.losses[stage.name].extend(values)
+        bar.update(len(values))
+        bar.set_postfix(loss=f"{values[-1]:.4f}")

@@ -1,0 +1,138 @@
+"""The command line: a tiny train -> generate round trip, and every bad input exits 2 cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from setseq import concept as cio
+from setseq import data
+from setseq.cli import main
+
+TRAIN = ["--base", "toy-tiny", "--stage1-steps", "2", "--stage2-steps", "2", "--batch-size", "2",
+         "--no-prior", "--quiet"]
+PROMPT = ["--prompt", "a [v] red square on a blue background.", "--motion-prompt", "it moves in [u] motion."]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("trained")
+    video = data.make_test_video(d / "clip.mp4", frames=8, size=(16, 16))
+    out = d / "sq.safetensors"
+    # a high learning rate so that two steps move the adapters visibly past 8-bit video quantisation
+    assert main(["train", str(video), *PROMPT, *TRAIN, "--lr", "2e-2", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_concept_and_stage_one(trained):
+    assert trained.is_file() and trained.with_name("sq.stage1.safetensors").is_file()
+    cs = cio.load(trained)
+    assert cs.meta["method"] == "setseq" and cs.meta["base"]["name"] == "toy-tiny"
+    assert cs.concepts[0]["prompt"] == "a [v] red square on a blue background."
+    assert not trained.with_name("sq.ckpt").exists()
+
+
+def test_generate_writes_a_playable_video(trained, tmp_path):
+    out = tmp_path / "gen.mp4"
+    args = ["generate", str(trained), "--prompt", "a [v] on a green background. it moves in [u] motion.",
+            "--out", str(out), "--steps", "3", "--preview"]
+    assert main(args) == 0
+    video = data.load_video(out)
+    assert video.frames.shape[0] == 4 and video.frames.shape[-1] == 256  # 16 px upscaled to 256
+    assert (tmp_path / "gen.gif").is_file()
+    # the same seed gives the same video; the motion scale changes it
+    again = tmp_path / "again.mp4"
+    assert main([*args[:5], str(again), "--steps", "3"]) == 0
+    assert torch.equal(data.load_video(again).frames, video.frames)
+    still = tmp_path / "still.mp4"
+    assert main([*args[:5], str(still), "--steps", "3", "--motion-scale", "0"]) == 0
+    assert not torch.equal(data.load_video(still).frames, video.frames)
+
+
+def test_info_describes_the_concept(trained, capsys):
+    assert main(["info", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert "setseq" in out and "[v]" in out and "toy-tiny" in out and "sequence:" in out
+
+
+def test_prompts_come_from_the_txt_beside_the_video(tmp_path):
+    video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
+    (tmp_path / "clip.txt").write_text("static: a [v] square.\nmotion: it moves in [u] motion.\n")
+    assert main(["train", str(video), *TRAIN]) == 0
+    assert cio.load(tmp_path / "clip.safetensors").concepts[0]["motion_prompt"] == "it moves in [u] motion."
+
+
+def _bad_inputs(tmp: Path, trained: Path):
+    video = data.make_test_video(tmp / "ok.mp4", frames=8, size=(16, 16))
+    short = data.make_test_video(tmp / "short.mp4", frames=2, size=(16, 16))
+    (tmp / "text.mp4").write_text("this is not a video")
+    (tmp / "junk.safetensors").write_bytes(b"\x00\x01 definitely not safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp / "foreign.safetensors"))
+    out = ["--out", str(tmp / "new.safetensors")]
+    gen = ["--prompt", "a [v]", "--out", str(tmp / "new.mp4")]
+    return {
+        "missing video": ["train", str(tmp / "nope.mp4"), *PROMPT, *TRAIN, *out],
+        "not a video": ["train", str(tmp / "text.mp4"), *PROMPT, *TRAIN, *out],
+        "too few frames": ["train", str(short), *PROMPT, *TRAIN, *out],
+        "prompt without token": ["train", str(video), "--prompt", "a red square", "--motion-prompt", "it moves [u].", *TRAIN, *out],
+        "motion prompt without token": ["train", str(video), "--prompt", "a [v].", "--motion-prompt", "it moves.", *TRAIN, *out],
+        "no prompt at all": ["train", str(video), *TRAIN, *out],
+        "unknown method": ["train", str(video), *PROMPT, *TRAIN, *out, "--method", "magic"],
+        "bad output suffix": ["train", str(video), *PROMPT, *TRAIN, "--out", str(tmp / "new.bin")],
+        "missing concept": ["generate", str(tmp / "none.safetensors"), *gen],
+        "corrupt concept": ["generate", str(tmp / "junk.safetensors"), *gen],
+        "foreign concept": ["generate", str(tmp / "foreign.safetensors"), *gen],
+        "concept for another base": ["generate", str(trained), "--base", "toy", *gen],
+        "unknown token in prompt": ["generate", str(trained), "--prompt", "a [x]", "--out", str(tmp / "new.mp4")],
+        "bad video suffix": ["generate", str(trained), "--prompt", "a [v]", "--out", str(tmp / "new.txt")],
+    }
+
+
+BAD_CASES = ["missing video", "not a video", "too few frames", "prompt without token", "motion prompt without token",
+             "no prompt at all", "unknown method", "bad output suffix", "missing concept", "corrupt concept",
+             "foreign concept", "concept for another base", "unknown token in prompt", "bad video suffix"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_exits_2_with_one_sentence_and_leaves_nothing(case, trained, tmp_path):
+    args = _bad_inputs(tmp_path, trained)[case]
+    before = set(tmp_path.iterdir())
+    proc = subprocess.run([sys.executable, "-m", "setseq.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "SETSEQ_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 2, proc.stderr
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("setseq: error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_sigkilled_run_resumes_to_the_same_result(tmp_path):
+    video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
+    steps = ["--stage1-steps", "30", "--stage2-steps", "30", "--checkpoint-every", "5"]
+    common = [sys.executable, "-m", "setseq.cli", "train", str(video), *PROMPT, "--base", "toy-tiny",
+              "--batch-size", "2", "--no-prior", "--quiet", *steps]
+    env = {**os.environ, "SETSEQ_CACHE": str(tmp_path / "cache")}
+    subprocess.run([*common, "--out", str(tmp_path / "full.safetensors")], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen([*common, "--out", str(tmp_path / "cut.safetensors")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "cut.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.is_file() and torch.load(ckpt, weights_only=False)["stage"] == 1:  # killed inside stage 2
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "cut.safetensors").exists()
+    subprocess.run([*common, "--out", str(tmp_path / "cut.safetensors"), "--resume"], check=True, env=env,
+                   capture_output=True)
+    full, cut = cio.load(tmp_path / "full.safetensors"), cio.load(tmp_path / "cut.safetensors")
+    assert full.tensors.keys() == cut.tensors.keys()
+    assert all(torch.equal(full.tensors[k], cut.tensors[k]) for k in full.tensors)

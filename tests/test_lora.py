@@ -1,0 +1,144 @@
+"""Properties of the spatio-temporal LoRA layer that must always hold."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from setseq import lora
+from setseq.errors import SetseqError
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(12, 16), nn.GELU(), nn.Linear(16, 8))
+
+
+def _trained_like(layers, seed=1, basis=True):
+    """Give every adapter non-zero basis and motion, as after training."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in layers.values():
+            if basis:
+                layer.basis.copy_(torch.randn(layer.basis.shape, generator=g))
+            for b in layer.motion.values():
+                b.copy_(torch.randn(b.shape, generator=g))
+
+
+def test_zero_initialised_adapter_reproduces_base_exactly():
+    model, x = _model(), torch.randn(5, 12)
+    ref = model(x)
+    layers = lora.inject(model, ["*"], rank=4)
+    for layer in layers.values():
+        layer.add_motion("c")
+    model.train()
+    lora.set_dropout(model, identity=0.8, motion=0.5)
+    assert torch.equal(model(x), ref)
+    model.eval()
+    assert torch.equal(model(x), ref)
+
+
+def test_merged_equals_unmerged_and_unmerge_restores_weights():
+    model, x = _model(), torch.randn(5, 12)
+    layers = lora.inject(model, ["0", "2"], rank=3, scale=0.5)
+    for layer in layers.values():
+        layer.add_motion("c")
+    _trained_like(layers)
+    lora.set_scales(model, identity=0.7, motion=1.3)
+    model.eval()
+    before = {n: l.base_layer.weight.clone() for n, l in layers.items()}
+    unmerged = model(x)
+    lora.merge(model)
+    merged = model(x)
+    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(layers["0"].base_layer.weight, before["0"])
+    lora.unmerge(model)
+    for n, l in layers.items():
+        torch.testing.assert_close(l.base_layer.weight, before[n], rtol=0, atol=1e-6)
+
+
+def test_forward_is_the_papers_formula():
+    torch.manual_seed(0)
+    base = nn.Linear(6, 5)
+    layer = lora.SetSeqLinear(base, rank=3, scale=0.25)
+    layer.add_motion("a")
+    layer.add_motion("b")
+    _trained_like({"x": layer})
+    layer.identity_scale, layer.motion_scales = 0.5, {"a": 2.0, "b": -1.0}
+    layer.rank_weights.copy_(torch.tensor([1.0, 0.0, 3.0]))
+    layer.eval()
+    x = torch.randn(4, 6)
+    A, B1 = layer.basis, layer.identity
+    coef = torch.diag(torch.tensor([1.0, 0.0, 3.0])) @ (0.5 * B1) + 2.0 * layer.motion["a"] - layer.motion["b"]
+    expected = base(x) + 0.25 * x @ (A @ coef).T
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_motion_scale_zero_gives_identity_only_model():
+    model, x = _model(), torch.randn(3, 12)
+    layers = lora.inject(model, ["*"], rank=2)
+    _trained_like(layers)
+    model.eval()
+    identity_only = model(x)
+    for layer in layers.values():
+        layer.add_motion("c")
+    _trained_like(layers, seed=2, basis=False)  # motion now non-zero
+    with_motion = model(x)
+    assert not torch.allclose(with_motion, identity_only)
+    lora.set_scales(model, motion={"c": 0.0})
+    torch.testing.assert_close(model(x), identity_only)
+
+
+def test_dropout_masks_only_coefficients_and_only_in_training():
+    torch.manual_seed(0)
+    layer = lora.SetSeqLinear(nn.Linear(8, 8), rank=4)
+    _trained_like({"x": layer})
+    layer.identity_dropout = 0.8
+    seen = []
+    orig = lora._drop
+
+    def spy(b, p, training):
+        out = orig(b, p, training)
+        seen.append((b is layer.identity, p, training, (out == 0).float().mean().item()))
+        return out
+
+    lora._drop = spy
+    try:
+        x = torch.randn(2, 8)
+        layer.train()
+        layer(x)
+        layer.eval()
+        y1, y2 = layer(x), layer(x)
+    finally:
+        lora._drop = orig
+    # in training the identity coefficients were masked (about 80 % zeros) ...
+    assert seen[0][0] and seen[0][2] and 0.5 < seen[0][3] < 0.98
+    # ... in eval nothing was masked and the output is deterministic
+    assert all(frac < 0.05 for _, _, training, frac in seen[1:] if not training)
+    assert torch.equal(y1, y2)
+    # the basis itself is never masked: its values are untouched by a training forward
+    basis = layer.basis.clone()
+    layer.train()
+    layer(x)
+    assert torch.equal(layer.basis, basis)
+
+
+def test_dropout_keeps_mean_of_coefficients():
+    torch.manual_seed(0)
+    b = torch.ones(200, 200)
+    dropped = lora._drop(b, 0.8, training=True)
+    assert abs(dropped.mean().item() - 1.0) < 0.05
+    assert abs((dropped == 0).float().mean().item() - 0.8) < 0.02
+
+
+def test_inject_without_match_raises_with_names():
+    with pytest.raises(SetseqError, match="no linear layer matches"):
+        lora.inject(_model(), ["nothing.*"], rank=2)
+
+
+def test_set_scales_rejects_unknown_concept():
+    model = _model()
+    layers = lora.inject(model, ["*"], rank=2)
+    for layer in layers.values():
+        layer.add_motion("a")
+    with pytest.raises(SetseqError, match="no motion for concept"):
+        lora.set_scales(model, motion={"zzz": 1.0})

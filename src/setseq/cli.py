@@ -246,6 +246,103 @@ def cmd_info(a) -> int:
 
 
 # ============================================================================================
+# demo and toy
+# ============================================================================================
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole method on the embedded base and write a report",
+                       description="Learn a shipped example concept on the embedded toy base, generate its "
+                                   "reconstruction, edits and a restyle next to the base model, and write "
+                                   "report.html, metrics.json, the concept file and the videos into --out.")
+    p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
+    p.add_argument("--concept", default="sprite", help="example concept: sprite, waves or flicker (default: sprite)")
+    p.add_argument("--quick", action="store_true", help="a short run (tests use it): a few minutes on 2 CPU cores")
+    p.add_argument("--base", default="toy", help="base model (default: toy)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(a) -> int:
+    from setseq.demo import run_demo
+
+    m = run_demo(a.out, concept=a.concept, quick=a.quick, base=a.base, seed=a.seed)
+    s = m["summary"]
+    print(f"identity kept: concept {s['concept']['identity_kept']:.0%}, base {s['base']['identity_kept']:.0%}; "
+          f"edits followed: concept {s['concept']['edit_followed']:.0%}, base {s['base']['edit_followed']:.0%}")
+    print(f"open {Path(a.out) / 'report.html'}")
+    return 0
+
+
+def _toy_parser(sub) -> None:
+    p = sub.add_parser("toy", help="the embedded toy world and base model: pretrain, evaluate, examples",
+                       description="Tools for the embedded default base model.")
+    tsub = p.add_subparsers(dest="toy_command", required=True, metavar="TOOL")
+    pre = tsub.add_parser("pretrain", help="pretrain the toy DiT from scratch on the toy world (resumable)")
+    pre.add_argument("--out", required=True, help="folder for the checkpoint, log and MODEL.safetensors")
+    pre.add_argument("--model", default="toy", help="architecture preset: toy or toy-tiny (default: toy)")
+    pre.add_argument("--steps", type=int, help="optimiser steps (default 2400)")
+    pre.add_argument("--batch-size", type=int, help="clips per step (default 32)")
+    pre.add_argument("--lr", type=float, help="peak learning rate (default 8e-4, cosine decay)")
+    pre.add_argument("--seed", type=int, help="random seed (default 0)")
+    pre.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    pre.set_defaults(func=cmd_toy_pretrain)
+    ev = tsub.add_parser("eval", help="attribute accuracy of a base model on held-out captions")
+    ev.add_argument("--base", default="toy", help="base model (default: toy)")
+    ev.add_argument("--weights", help="a weights file from `setseq toy pretrain` instead of the shipped one")
+    ev.add_argument("-n", type=int, default=100, help="number of held-out captions (default 100)")
+    ev.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    ev.add_argument("--guidance", type=float, help="guidance (default: the model's)")
+    ev.add_argument("--json", help="also write the results to this JSON file")
+    ev.set_defaults(func=cmd_toy_eval)
+    ex = tsub.add_parser("examples", help="render the example concept videos and their prompt files")
+    ex.add_argument("--out", help="folder (default: the package's examples folder)")
+    ex.set_defaults(func=cmd_toy_examples)
+
+
+def cmd_toy_pretrain(a) -> int:
+    from setseq.toy.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(model=a.model)
+    for name in ("steps", "batch_size", "lr", "seed"):
+        if getattr(a, name) is not None:
+            setattr(cfg, name, getattr(a, name))
+    if a.model not in ("toy", "toy-tiny"):
+        raise SetseqError(f"unknown model preset {a.model!r}; use toy or toy-tiny.")
+    print(f"wrote {pretrain(a.out, cfg, resume=a.resume)}")
+    return 0
+
+
+def cmd_toy_eval(a) -> int:
+    from setseq.backbones import load_backbone
+    from setseq.toy.evaluate import attribute_accuracy
+
+    if a.weights:
+        from setseq.backbones.toy import load_file_weights
+
+        bb = load_file_weights(a.weights)
+    else:
+        bb = load_backbone(a.base)
+    r = attribute_accuracy(bb, n=a.n, steps=a.steps, guidance=a.guidance)
+    for k, v in r["accuracy"].items():
+        print(f"{k:<12} {v:.1%}")
+    print(f"{'mean':<12} {r['mean']:.1%}  over {a.n} held-out captions")
+    if a.json:
+        from setseq.fileio import atomic_path
+
+        with atomic_path(a.json) as tmp:
+            tmp.write_text(json.dumps(r, indent=1))
+    return 0
+
+
+def cmd_toy_examples(a) -> int:
+    from setseq.toy.examples import EXAMPLES_DIR, write_examples
+
+    for p in write_examples(a.out or EXAMPLES_DIR):
+        print(f"wrote {p} and {p.with_suffix('.txt').name}")
+    return 0
+
+
+# ============================================================================================
 # main
 # ============================================================================================
 
@@ -261,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _generate_parser(sub)
     _info_parser(sub)
+    _demo_parser(sub)
+    _toy_parser(sub)
     return parser
 
 

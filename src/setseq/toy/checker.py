@@ -35,8 +35,9 @@ def _nearest(rgb: np.ndarray) -> np.ndarray:
     return np.linalg.norm(rgb[..., None, :] - PALETTE_RGB, axis=-1).argmin(-1)
 
 
-def _mode(indices: np.ndarray) -> str:
-    return COLORS[int(np.bincount(indices.ravel(), minlength=len(COLORS)).argmax())]
+def _median_color(pixels: np.ndarray) -> str:
+    """Name of the nearest palette colour to the per-channel median of (..., 3) pixels."""
+    return COLORS[int(_nearest(np.median(pixels.reshape(-1, 3), axis=0)))]
 
 
 def _object_color(pixels: np.ndarray, backs: np.ndarray, exclude: set[str]) -> str | None:
@@ -59,10 +60,27 @@ def _object_color(pixels: np.ndarray, backs: np.ndarray, exclude: set[str]) -> s
     alpha = np.clip((offset * towards).sum(-1) / length2, 0.0, 1.0)  # (N, K)
     residual = np.linalg.norm(offset - alpha[..., None] * towards, axis=-1)  # (N, K)
     best = residual.argmin(-1)  # (N,)
-    weight = alpha[np.arange(len(best)), best]
+    weight = alpha[np.arange(len(best)), best] ** 2
     keep = ~np.isin(best, [COLORS.index(c) for c in exclude])
     votes = np.bincount(best[keep], weight[keep], minlength=len(COLORS))
     return COLORS[int(votes.argmax())] if votes.max() > 0 else None
+
+
+def _lerp_matrix(pos: np.ndarray, size: int) -> np.ndarray:
+    """Linear-interpolation weights (C, M, size) that sample a length-`size` axis at pos (C, M)."""
+    pos = np.clip(pos, 0, size - 1)[..., None]
+    return np.maximum(0.0, 1.0 - np.abs(pos - np.arange(size, dtype=np.float32)))
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """Dilate (F, H, W) masks by one pixel in each direction (3x3)."""
+    padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)))
+    height, width = mask.shape[1:]
+    grown = np.zeros_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            grown |= padded[:, dy : dy + height, dx : dx + width]
+    return grown
 
 
 def _camera_motion(rgb: np.ndarray) -> tuple[float, float]:
@@ -78,8 +96,8 @@ def _camera_motion(rgb: np.ndarray) -> tuple[float, float]:
     """
     first, last = rgb[0], rgb[-1]  # (H, W, 3)
     height, width, _ = first.shape
-    pans = np.arange(-0.35, 0.35 + 1e-6, 0.25 / width, dtype=np.float32)  # quarter-pixel steps
-    zooms = np.geomspace(0.7, 1.0 / 0.7, 41).astype(np.float32)
+    pans = np.arange(-0.3, 0.3 + 1e-6, 0.5 / width, dtype=np.float32)  # half-pixel steps
+    zooms = np.geomspace(0.75, 1.0 / 0.75, 21).astype(np.float32)
     pan = np.concatenate([pans, np.zeros_like(zooms)])[:, None]  # (C, 1) candidates
     zoom = np.concatenate([np.ones_like(pans), zooms])[:, None]
     # Where each last-frame pixel centre was in the first frame, in pixel coordinates.
@@ -88,30 +106,13 @@ def _camera_motion(rgb: np.ndarray) -> tuple[float, float]:
     xs = (0.5 + (u - 0.5) / zoom + pan) * width - 0.5  # (C, W)
     ys = (0.5 + (v - 0.5) / zoom) * height - 0.5  # (C, H)
     valid = ((ys >= 0) & (ys <= height - 1))[:, :, None] & ((xs >= 0) & (xs <= width - 1))[:, None, :]
-    x0 = np.clip(np.floor(xs).astype(int), 0, width - 2)
-    y0 = np.clip(np.floor(ys).astype(int), 0, height - 2)
-    fx = np.clip(xs - x0, 0.0, 1.0)[:, None, :, None]  # (C, 1, W, 1)
-    fy = np.clip(ys - y0, 0.0, 1.0)[:, :, None, None]  # (C, H, 1, 1)
-    rows0, rows1 = first[y0], first[y0 + 1]  # (C, H, W, 3)
-    take = np.arange(len(pan))[:, None, None]
-
-    def along_x(rows: np.ndarray) -> np.ndarray:
-        return rows[take, :, x0[:, None, :]].squeeze(-2) * (1 - fx) + rows[
-            take, :, x0[:, None, :] + 1
-        ].squeeze(-2) * fx
-
-    del along_x
-    left = np.take_along_axis(rows0, x0[:, None, :, None], axis=2)
-    right = np.take_along_axis(rows0, x0[:, None, :, None] + 1, axis=2)
-    top = left * (1 - fx) + right * fx
-    left = np.take_along_axis(rows1, x0[:, None, :, None], axis=2)
-    right = np.take_along_axis(rows1, x0[:, None, :, None] + 1, axis=2)
-    bottom = left * (1 - fx) + right * fx
-    seen = top * (1 - fy) + bottom * fy  # (C, H, W, 3): the first frame under each warp
+    # Each warp is separable: resample rows then columns with linear-interpolation matrices.
+    rows = _lerp_matrix(ys, height) @ first.reshape(height, -1)  # (C, H, W * 3)
+    seen = _lerp_matrix(xs, width)[:, None] @ rows.reshape(-1, height, width, 3)  # (C, H, W, 3)
     error = np.minimum(((seen - last) ** 2).sum(-1), 0.1)  # (C, H, W)
     count = valid.sum((1, 2))
     error = (error * valid).sum((1, 2)) / np.maximum(count, 1)
-    error[count < 0.4 * height * width] = np.inf  # too little overlap to judge
+    error[count < 0.55 * height * width] = np.inf  # too little overlap to judge
     # A slight pull towards "no motion" breaks ties on backgrounds with little structure.
     error = error + 1e-4 * (np.abs(pan[:, 0]) + np.abs(np.log(zoom[:, 0])))
     best = int(error.argmin())
@@ -165,9 +166,10 @@ def check(video: torch.Tensor, mask_hint: torch.Tensor | np.ndarray | None = Non
 
     Returns:
         dict with
-          background: most common colour name on the frame border;
-          background_top, background_bottom: most common colour of the top / bottom row (they
-            differ on a gradient background);
+          background: colour of the top and bottom rows together (side columns are left out:
+            a vertical wave front can fill one);
+          background_top, background_bottom: colour of the top / bottom row (they differ on a
+            gradient background);
           color: the object's colour name (None when nothing stands out);
           direction: "left" | "right" | "up" | "down" | "still" (None without an object);
           camera: one of CAMERAS; pan (fraction of the frame, < 0 = left), zoom (ratio);
@@ -176,9 +178,9 @@ def check(video: torch.Tensor, mask_hint: torch.Tensor | np.ndarray | None = Non
     """
     rgb = _to_rgb(video)  # (F, H, W, 3)
     frames, height, width, _ = rgb.shape
-    names = _nearest(rgb)  # (F, H, W)
-    border = np.concatenate([names[:, 0], names[:, -1], names[:, :, 0], names[:, :, -1]], axis=1)
-    top, bottom = _mode(names[:, 0]), _mode(names[:, -1])
+    # Per-channel medians: the background covers most of every row, and blurred edges sit
+    # between it and the object, so a median lands on the background even for busy textures.
+    top, bottom = _median_color(rgb[:, 0]), _median_color(rgb[:, -1])
     # The background varies along y (gradient), so compare each pixel with its own row's median;
     # an object covers less than half of any row.
     backs = np.broadcast_to(np.median(rgb, axis=2, keepdims=True), rgb.shape)  # (F, H, W, 3)
@@ -186,10 +188,12 @@ def check(video: torch.Tensor, mask_hint: torch.Tensor | np.ndarray | None = Non
         fg = np.linalg.norm(rgb - backs, axis=-1) > FOREGROUND
     else:
         fg = np.asarray(mask_hint, dtype=bool)
-    pan, zoom = _camera_motion(rgb)
+    # The camera is read from the background alone: the object, grown by a pixel to cover its
+    # blurred rim, is painted over with its row's background so its motion cannot pass for a pan.
+    pan, zoom = _camera_motion(np.where(_grow(fg)[..., None], backs, rgb))
     centroids = _centroids(fg)
     return {
-        "background": _mode(border),
+        "background": _median_color(rgb[:, [0, -1]]),
         "background_top": top,
         "background_bottom": bottom,
         "color": _object_color(rgb[fg], backs[fg], {top, bottom}),

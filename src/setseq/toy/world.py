@@ -75,9 +75,9 @@ HELDOUT_MOTION_BACKGROUND = frozenset({
     ("circle", "black"), ("bounce", "yellow"), ("spin", "pink"), ("zigzag", "cyan"),
 })  # fmt: skip
 
-SIZE_RANGE = (0.10, 0.15)  # sprite radius / fire scale
+SIZE_RANGE = (0.12, 0.17)  # sprite radius / fire scale
 SPEED_RANGE = (0.75, 1.25)  # travel multiplier for sprites, cycles multiplier for textures
-WAVELENGTH_RANGE = (0.22, 0.45)
+WAVELENGTH_RANGE = (0.25, 0.45)
 TRAVEL = 0.38  # a linear mover crosses ~1/3 of the frame over the clip at speed 1
 PAN = 0.2  # a pan moves the camera by a fifth of the frame over the clip
 ZOOM = 1.25  # zoom factor reached at the end of a zoom-in (1 / ZOOM for a zoom-out)
@@ -291,9 +291,9 @@ def edit_scene(scene: Scene, **changes) -> Scene:
 # --------------------------------------------------------------------------------------------
 # captions
 
-SIZE_WORDS = {"small": 0.115, "large": 0.135}  # below / above these sizes; between: no word
+SIZE_WORDS = {"small": 0.135, "large": 0.155}  # below / above these sizes; between: no word
 SPEED_WORDS = {"slowly": 0.9, "quickly": 1.1}  # below / above these speeds
-WAVELENGTH_WORDS = {"short": 0.29, "long": 0.38}
+WAVELENGTH_WORDS = {"short": 0.31, "long": 0.39}
 TEXTURE_WORDS = {"solid": "", "striped": "striped", "dotted": "dotted", "checked": "checked",
                  "shaded": "shaded", "spots": "", CUSTOM: "patterned"}  # fmt: skip
 # (verb, rest) of a sprite's motion clause; a speed adverb goes between them.
@@ -579,7 +579,7 @@ def _shape_distance(shape: str, qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
     if shape == "ring":  # thick, so that blur does not wash its colour out
         return np.abs(np.hypot(qx, qy) - 0.7) - 0.38
     if shape == "cross":
-        return np.minimum(_box(qx, qy, 1.0, 0.36), _box(qx, qy, 0.36, 1.0))
+        return np.minimum(_box(qx, qy, 1.0, 0.42), _box(qx, qy, 0.42, 1.0))
     # Equilateral triangle pointing up with inradius 0.6: the farthest of its three edge lines.
     edges = [qy, -0.866 * qx - 0.5 * qy, 0.866 * qx - 0.5 * qy]
     return np.maximum.reduce(edges) - 0.6
@@ -609,7 +609,7 @@ def _pattern(texture: str, qx: np.ndarray, qy: np.ndarray, px: np.ndarray):
         return np.where(cell, inner, 1.0 - inner), None
     if texture in ("dotted", "spots"):  # dots on a 0.8 grid
         ix, iy = np.round(qx / 0.8), np.round(qy / 0.8)
-        d = np.hypot(qx - 0.8 * ix, qy - 0.8 * iy) - (0.2 if texture == "dotted" else 0.25)
+        d = np.hypot(qx - 0.8 * ix, qy - 0.8 * iy) - (0.2 if texture == "dotted" else 0.22)
         return _soft(d * px), ((ix + iy) % 2 == 1) if texture == "spots" else None
     # CUSTOM: a six-armed swirl cycling through the three colours
     sector = np.floor((np.arctan2(qy, qx) + 1.8 * np.hypot(qx, qy)) / (np.pi / 3.0)) % 3
@@ -647,25 +647,35 @@ def _band(value: np.ndarray, threshold: float, width: float) -> np.ndarray:
     return np.clip((value - threshold) / width + 0.5, 0.0, 1.0)
 
 
-def _render_waves(scene: Scene, t, wx, wy):
-    """Body coverage (F, H, W) and crest coverage (F, H, W) of a wave texture."""
-    lam, rate, p = scene.wavelength, 0.6 * scene.speed, scene.phase
+def _band_coverage(cycle: np.ndarray, width, px_per_cycle) -> np.ndarray:
+    """Coverage of the band [1 - width, 1) of a wave's cycle position (fraction in [0, 1))."""
+    inside = np.minimum(cycle - (1.0 - width), 1.0 - cycle)  # > 0 inside: distance to an edge
+    outside = -np.minimum(1.0 - width - cycle, cycle)  # < 0 outside
+    return _soft(-np.where(inside > 0, inside, outside) * px_per_cycle)
+
+
+def _render_waves(scene: Scene, t, zoom, wx, wy):
+    """Body and crest coverage (F, H, W) of a wave texture.
+
+    Each wave is a band about a third of a wavelength wide whose leading edge is its crest, like
+    breakers seen from above.
+    """
+    lam, tt = scene.wavelength, t[:, None, None]
+    px_per_cycle = lam * wx.shape[2] * zoom[:, None, None]
     if scene.motion == CUSTOM:
-        # Two crossing diagonal trains whose clock surges: the concept's own rhythm.
-        clock = t + 0.12 * np.sin(4 * np.pi * t)
-        clock = clock[:, None, None]
-        a = 2 * np.pi * ((wx + 0.5 * wy) / lam - 0.8 * clock) + p
-        b = 2 * np.pi * ((wx - 0.7 * wy) / (1.3 * lam) - 0.5 * clock)
-        level = 0.5 + 0.5 * (0.6 * np.sin(a) + 0.4 * np.sin(b))
+        # A diagonal train on a surging clock, its bands swelling where a second train crosses:
+        # the concept's own rhythm.
+        clock = tt + 0.12 * np.sin(4 * np.pi * tt)
+        cycles = (wx + 0.5 * wy) / lam - 0.8 * scene.speed * clock
+        width = 0.3 + 0.12 * np.sin(2 * np.pi * ((wx - 0.7 * wy) / (1.3 * lam) - 0.5 * clock))
     else:
         along = wx if scene.motion == "right" else -wx  # distance in the direction of travel
-        bend = 0.03 * np.sin(2 * np.pi * wy / 0.45 + p)  # fronts are not ruler-straight
-        tt = t[:, None, None]
-        main = 2 * np.pi * ((along + bend) / lam - rate * tt) + p
-        # A faster half-wavelength harmonic keeps changing the wave's profile.
-        ripple = 2 * np.pi * (2 * along / lam - 1.5 * rate * tt)
-        level = 0.5 + 0.5 * (0.8 * np.sin(main) + 0.2 * np.sin(ripple))
-    return _band(level, 0.58, 0.1), _band(level, 0.9, 0.06)
+        bend = 0.03 * np.sin(2 * np.pi * wy / 0.45 + scene.phase)  # fronts are not ruler-straight
+        cycles = (along + bend) / lam - 0.6 * scene.speed * tt
+        # The bands breathe at their own pace, so the texture has a rhythm beyond its drift.
+        width = 0.33 + 0.05 * np.sin(2 * np.pi * (2 * along / lam - 0.9 * scene.speed * tt))
+    cycle = (cycles + scene.phase / (2 * np.pi)) % 1.0
+    return _band_coverage(cycle, width, px_per_cycle), _band_coverage(cycle, 0.1, px_per_cycle)
 
 
 def _render_fire(scene: Scene, t, zoom, wx, wy):
@@ -730,7 +740,7 @@ def render(scene: Scene, frames: int = 8, height: int = 32, width: int = 32) -> 
         rgb = background + alpha[..., None] * (colour - background)
     else:
         if scene.kind == "waves":
-            alpha, inner = _render_waves(scene, t, wx, wy)
+            alpha, inner = _render_waves(scene, t, zoom, wx, wy)
         else:
             alpha, inner = _render_fire(scene, t, zoom, wx, wy)
         outer, core = _rgb(scene.color), _rgb(scene.color2)

@@ -1,0 +1,152 @@
+"""Pretraining the toy DiT from scratch on the toy world (`setseq toy pretrain`).
+
+Flow matching on freshly rendered clips with their two-part captions, and, like the paper's joint
+image-video pretraining, a share of single frames with the appearance caption alone (stage 1 of
+Set-and-Sequence trains on single frames, so the base must know them). Captions are dropped with
+probability 0.1 for classifier-free guidance, and self-conditioning is trained with probability
+0.5. An exponential moving average of the weights is kept and is what ships. Resumable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from setseq import flow
+from setseq.backbones.base import Geometry
+from setseq.backbones.toy import PRESETS, ToyBackbone, save_weights
+from setseq.fileio import atomic_path
+from setseq.toy import world
+from setseq.toy.dit import DiTConfig
+
+
+@dataclass
+class PretrainConfig:
+    model: str = "toy"  # a preset of backbones.toy: architecture and geometry
+    steps: int = 2400
+    batch_size: int = 32
+    lr: float = 8e-4
+    warmup: int = 100
+    min_lr_ratio: float = 0.1  # cosine decay to this share of lr
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    frame_prob: float = 0.25  # share of batches made of single frames with the static caption
+    prompt_dropout: float = 0.1
+    self_cond_prob: float = 0.5
+    ema: float = 0.998
+    seed: int = 0
+    checkpoint_every: int = 200
+
+
+def _lr(cfg: PretrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def batch(rng: np.random.Generator, n: int, g: Geometry, frames_only: bool) -> tuple[torch.Tensor, list[str]]:
+    """n training clips (n, F, C, H, W) of the world's train split and their captions."""
+    clips, texts = [], []
+    for _ in range(n):
+        scene = world.sample_scene(rng, "train")
+        video = world.render(scene, g.frames, g.height, g.width).video
+        static, motion = world.caption(scene)
+        if frames_only:
+            clips.append(video[int(rng.integers(g.frames))][None])
+            texts.append(static)
+        else:
+            clips.append(video)
+            texts.append(f"{static} {motion}")
+    return torch.stack(clips), texts
+
+
+def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, progress: bool = True,
+             threads: int | None = None) -> Path:
+    """Train the toy DiT; writes `out_dir/ckpt.pt` as it goes and `out_dir/<model>.safetensors`.
+
+    Returns the path of the weights file.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "ckpt.pt"
+    dit_cfg, g = PRESETS[cfg.model]
+    bb = ToyBackbone(cfg.model, DiTConfig(**dit_cfg.to_dict()), g, seed=cfg.seed, pretrained_init=True)
+    modules = torch.nn.ModuleDict({"transformer": bb.transformer, "text_encoder": bb.text_encoder})
+    for p in modules.parameters():
+        p.requires_grad_(True)
+    modules.train()
+    ema = {k: v.detach().clone() for k, v in modules.state_dict().items()}
+    decay, no_decay = [], []
+    for name, p in modules.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name or name.endswith("concepts") else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    step, log, elapsed = 0, [], 0.0
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, weights_only=False)
+        modules.load_state_dict(state["model"])
+        ema = state["ema"]
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = state["np_rng"]
+        step, log, elapsed = state["step"], state["log"], state["elapsed"]
+    bar = tqdm(total=cfg.steps, initial=step, desc="pretraining", disable=not progress, dynamic_ncols=True)
+    t0, window = time.time() - elapsed, []
+    while step < cfg.steps:
+        for group in opt.param_groups:
+            group["lr"] = _lr(cfg, step)
+        clips, texts = batch(rng, cfg.batch_size, g, frames_only=rng.random() < cfg.frame_prob)
+        texts = ["" if rng.random() < cfg.prompt_dropout else t for t in texts]
+        text = bb.encode_text(texts)
+        noise = torch.randn_like(clips)
+        t = flow.sample_timesteps(len(texts), "logit-normal")
+        x_t = flow.interpolate(clips, noise, t)
+        self_cond = None
+        if rng.random() < cfg.self_cond_prob:
+            with torch.no_grad():
+                self_cond = flow.predict_x0(x_t, bb.velocity(x_t, t, text, None), t)
+        v = bb.velocity(x_t, t, text, self_cond)
+        loss = flow.loss_per_sample(v, flow.target_velocity(clips, noise)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(modules.parameters(), cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            for k, v_ in modules.state_dict().items():
+                ema[k].lerp_(v_, 1.0 - cfg.ema) if v_.is_floating_point() else ema[k].copy_(v_)
+        step += 1
+        window.append(loss.item())
+        bar.update()
+        if step % 20 == 0 or step == cfg.steps:
+            log.append({"step": step, "loss": float(np.mean(window)), "time": time.time() - t0})
+            bar.set_postfix(loss=f"{log[-1]['loss']:.4f}")
+            window = []
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            with atomic_path(ckpt_path) as tmp:
+                torch.save({"model": modules.state_dict(), "ema": ema, "optimizer": opt.state_dict(),
+                            "torch_rng": torch.get_rng_state(), "np_rng": rng.bit_generator.state,
+                            "step": step, "log": log, "elapsed": time.time() - t0}, tmp)
+    bar.close()
+    modules.load_state_dict(ema)
+    info = {"pretrain": asdict(cfg), "steps": step, "seconds": round(time.time() - t0),
+            "final_loss": log[-1]["loss"] if log else None,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                       f"{torch.get_num_threads()} threads"}
+    weights = out_dir / f"{cfg.model}.safetensors"
+    save_weights(bb, weights, info)
+    (out_dir / "log.json").write_text(json.dumps({"info": info, "log": log}, indent=1))
+    return weights

@@ -1,4 +1,8 @@
+import os
+
 import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub; models are built in code
 
 from setseq.config import preset
 

@@ -20,8 +20,11 @@ EXIT_USAGE = 2
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="learn a dynamic concept from a video (stage 1 then stage 2)",
                        description="Learn one or more dynamic concepts from videos into LoRA weights.")
-    p.add_argument("videos", nargs="+", metavar="VIDEO",
+    p.add_argument("videos", nargs="*", metavar="VIDEO",
                    help="video file (mp4, webm, mov, gif, ...) or a folder of frames; several for a joint concept set")
+    p.add_argument("--concepts", metavar="FILE",
+                   help="TOML file listing the concepts instead of VIDEO arguments: [[concept]] tables with "
+                        "video, prompt, motion_prompt and optional name (paths relative to the file)")
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                    help="static prompt with the identity token, e.g. 'a [v] dancer on a bridge.' "
                         "(one per video, in order; tokens [v1], [v2], ... when there are several videos); "
@@ -91,6 +94,23 @@ def _concept_name(path: Path, taken: set[str]) -> str:
     return name
 
 
+def _read_concept_list(path: str) -> list[dict]:
+    """[[concept]] tables of a TOML file: video (relative to the file), prompt, motion_prompt, name."""
+    from setseq.config import read_toml
+
+    file = Path(path)
+    entries = read_toml(file).get("concept", [])
+    if not isinstance(entries, list) or not entries:
+        raise SetseqError(f"{path!r} lists no concepts; write one [[concept]] table per video.")
+    for e in entries:
+        unknown = set(e) - {"video", "prompt", "motion_prompt", "name"}
+        if "video" not in e or unknown:
+            raise SetseqError(f"each [[concept]] in {path!r} needs a video and may have prompt, motion_prompt and name; "
+                              f"got {sorted(e)}.")
+        e["video"] = str(file.parent / e["video"])
+    return entries
+
+
 def cmd_train(a) -> int:
     from dataclasses import replace
 
@@ -98,6 +118,15 @@ def cmd_train(a) -> int:
     from setseq.backbones import load_backbone
     from setseq.train import ConceptSpec, Trainer
 
+    listed = _read_concept_list(a.concepts) if a.concepts else []
+    if listed and (a.videos or a.prompt or a.motion_prompt):
+        raise SetseqError("give the concepts either as VIDEO arguments with --prompt, or in --concepts FILE, not both.")
+    if listed:
+        a.videos = [c["video"] for c in listed]
+        a.prompt = [c.get("prompt") for c in listed]
+        a.motion_prompt = [c.get("motion_prompt") for c in listed]
+    if not a.videos:
+        raise SetseqError("no video given: pass VIDEO arguments or --concepts FILE.")
     videos = [Path(v) for v in a.videos]
     for v in videos:
         if not v.exists():
@@ -121,13 +150,14 @@ def cmd_train(a) -> int:
     specs = []
     for i, v in enumerate(videos):
         txt_static, txt_motion = data.read_prompt_file(v)
-        static = a.prompt[i] if a.prompt else txt_static
-        motion = a.motion_prompt[i] if a.motion_prompt else txt_motion
+        static = (a.prompt[i] if a.prompt else None) or txt_static
+        motion = (a.motion_prompt[i] if a.motion_prompt else None) or txt_motion
         if not static:
             raise SetseqError(f"no prompt for {str(v)!r}: pass --prompt 'a [v] ...' or write {v.with_suffix('.txt').name} beside it.")
         video = data.load_video(v, fps=g.fps, size=(g.height, g.width), min_frames=g.frames if needs_clip else 1)
         suffix = "" if n == 1 else str(i + 1)
-        specs.append(ConceptSpec(_concept_name(v, taken), video.frames, static, motion,
+        name = listed[i]["name"] if listed and listed[i].get("name") else _concept_name(v, taken)
+        specs.append(ConceptSpec(name, video.frames, static, motion,
                                  identity_token=f"[v{suffix}]", motion_token=f"[u{suffix}]", source=str(v)))
     trainer = Trainer(backbone, specs, cfg, out, geometry=g, progress=not a.quiet)
     trainer.run(resume=a.resume)
@@ -154,6 +184,43 @@ def _parse_scales(text: str | None) -> dict[str, float]:
     return out
 
 
+def _concept_scales(cs, scales: dict[str, float]) -> tuple[float | None, dict[str, float]]:
+    """Split --scale entries into the (shared) identity scale and motion scales by concept name."""
+    by_token = {}
+    for c in cs.concepts:
+        by_token[c["motion_token"].strip("[]")] = c["name"]
+        by_token[c["name"]] = c["name"]
+    identity_keys = {c["identity_token"].strip("[]") for c in cs.concepts}
+    identity, motion = None, {}
+    for key, value in scales.items():
+        k = key.strip("[]")
+        if k in identity_keys:
+            if identity is not None and identity != value:
+                raise SetseqError("the identity basis is shared by all concepts of a set, so one identity scale "
+                                  f"applies to all; --scale gave {identity} and {value}.")
+            identity = value
+        elif k in by_token:
+            motion[by_token[k]] = value
+        else:
+            names = sorted(identity_keys | set(by_token))
+            raise SetseqError(f"--scale names {key!r}, which this concept set does not have; it has {', '.join(names)}.")
+    return identity, motion
+
+
+def _rank_weights(text: str | None, cs):
+    if not text:
+        return None
+    import torch
+
+    try:
+        w = torch.tensor([float(x) for x in text.split(",")])
+    except ValueError:
+        raise SetseqError(f"--rank-weights takes comma-separated numbers, got {text!r}.") from None
+    if len(w) != int(cs.meta.get("rank", 0)):
+        raise SetseqError(f"--rank-weights needs {cs.meta.get('rank')} numbers (the rank), got {len(w)}.")
+    return w
+
+
 def _generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate a video with a trained concept",
                        description="Generate a video from a prompt, with a concept file applied (or the base alone).")
@@ -163,7 +230,9 @@ def _generate_parser(sub) -> None:
     p.add_argument("--base", help="base model (default: the one the concept was trained on)")
     p.add_argument("--identity-scale", type=float, default=1.0, help="scale of the identity coefficients (default 1)")
     p.add_argument("--motion-scale", type=float, default=1.0, help="scale of every concept's motion residual (default 1)")
-    p.add_argument("--scale", help="per-concept motion scales, e.g. 'dancer=1.0,waves=0.5' (names from `setseq info`)")
+    p.add_argument("--scale", help="per-concept motion scales by motion token or concept name, e.g. 'u1=1.0,u2=0.5' "
+                                   "(a v/v1 key sets the identity scale, which all concepts of a set share)")
+    p.add_argument("--rank-weights", help="R comma-separated weights on the identity basis components (restyling)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the base model's)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance (paper: 8; default: the base model's)")
@@ -193,9 +262,10 @@ def cmd_generate(a) -> int:
     if cs is not None:
         concept_io.apply(cs, backbone, source=repr(a.concept))
         g = replace(g, **cs.meta.get("geometry", {}))
-        lora.set_scales(backbone.transformer, identity=a.identity_scale, motion=a.motion_scale)
-        if a.scale:
-            lora.set_scales(backbone.transformer, motion=_parse_scales(a.scale))
+        identity, motion = _concept_scales(cs, _parse_scales(a.scale))
+        lora.set_scales(backbone.transformer, identity=a.identity_scale if identity is None else identity,
+                        motion=a.motion_scale, rank_weights=_rank_weights(a.rank_weights, cs))
+        lora.set_scales(backbone.transformer, motion=motion)
     if a.frames:
         g = replace(g, frames=a.frames)
     video = generate(backbone, [a.prompt], geometry=g, steps=a.steps, guidance=a.guidance, seed=a.seed,
@@ -242,6 +312,118 @@ def cmd_info(a) -> int:
     for stage, losses in m.get("losses", {}).items():
         if losses:
             print(f"loss         {stage}: {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} steps")
+    return 0
+
+
+# ============================================================================================
+# eval
+# ============================================================================================
+
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="score a generated video against its reference and prompt",
+                       description="Compute the paper's metrics (MSE, ArcFace ID, CLIP-T, TC) of a generated video "
+                                   "against its reference clip and prompt, plus toy-world metrics for an example "
+                                   "concept. Metrics whose model is not given are skipped.")
+    p.add_argument("video", metavar="VIDEO", help="the generated video")
+    p.add_argument("--reference", required=True, metavar="REF", help="the reference video (e.g. the concept's training clip)")
+    p.add_argument("--prompt", required=True, metavar="TEXT", help="the prompt VIDEO was generated from")
+    p.add_argument("--clip", metavar="PATH", help="local CLIP folder in transformers format (for CLIP-T and TC)")
+    p.add_argument("--arcface", metavar="PATH", help="insightface model folder (.../models/NAME) or ArcFace .onnx file (for ID)")
+    p.add_argument("--toy-scene", metavar="NAME", help="REF is this example concept: sprite, waves or flicker (toy metrics)")
+    p.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+
+def _format_metric(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def _eval_metrics(a, video, reference) -> tuple[dict, dict[str, str]]:
+    """The metrics `setseq eval` can compute with the models it was given, and why the others were skipped."""
+    from setseq.metrics import mse, pixel_coherence
+
+    results: dict = {"mse": mse(video, reference), "tc_pixel": pixel_coherence(video)}
+    skipped: dict[str, str] = {}
+    if a.clip:
+        from setseq.metrics.clip import clip_temporal_coherence, clip_text_score, load_clip
+
+        clip = load_clip(a.clip)
+        results.update(clip_t=clip_text_score(clip, video, a.prompt), tc_clip=clip_temporal_coherence(clip, video))
+    else:
+        skipped["clip_t, tc_clip"] = "no --clip PATH (a local CLIP folder in transformers format)"
+    if a.arcface:
+        from setseq.metrics.identity import identity_similarity, load_face_embedder
+
+        results.update(identity_similarity(video, reference, load_face_embedder(a.arcface)))
+    else:
+        skipped["id"] = "no --arcface PATH (an insightface model folder or an ArcFace .onnx file)"
+    if a.toy_scene:
+        from setseq.metrics.toy import concept_metrics
+
+        results.update(concept_metrics(video, reference, a.toy_scene, a.prompt))
+        if "toy_edit" not in results:
+            skipped["toy_edit"] = "the prompt names no background, colour or camera other than the reference's"
+    else:
+        skipped["toy_*"] = "no --toy-scene NAME (sprite, waves or flicker)"
+    return results, skipped
+
+
+def cmd_eval(a) -> int:
+    import math
+
+    from setseq import data
+    from setseq.toy.world import CONCEPTS
+
+    if a.toy_scene is not None and a.toy_scene not in CONCEPTS:
+        raise SetseqError(f"--toy-scene must be one of {', '.join(CONCEPTS)}, got {a.toy_scene!r}.")
+    video = data.load_video(a.video).frames
+    reference = data.load_video(a.reference).frames
+    results, skipped = _eval_metrics(a, video, reference)
+    for name, value in results.items():
+        print(f"{name:<16} {_format_metric(value)}")
+    for name, why in skipped.items():
+        print(f"{name:<16} skipped: {why}")
+    if a.json:
+        from setseq.fileio import atomic_path
+
+        # NaN (no face found) is not valid JSON: write null.
+        metrics = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in results.items()}
+        report = {"video": a.video, "reference": a.reference, "prompt": a.prompt, "metrics": metrics, "skipped": skipped}
+        with atomic_path(a.json) as tmp:
+            tmp.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+# ============================================================================================
+# export
+# ============================================================================================
+
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a concept as a standard LoRA for diffusers or ComfyUI",
+                       description="Fold a concept file's identity basis, identity and motion coefficients and "
+                                   "scales into a standard rank-R LoRA (up = s A, down = s_id B_id + w B_mo).")
+    p.add_argument("concept", metavar="CONCEPT", help="concept file from `setseq train`")
+    p.add_argument("--format", required=True, choices=["comfyui", "diffusers"],
+                   help="comfyui (Wan: original Wan key names; LTX-Video) or diffusers (load_lora_weights; any base)")
+    p.add_argument("--part", default="full", choices=["full", "identity"],
+                   help="full (appearance and motion, default) or identity (the stage-1 appearance only)")
+    p.add_argument("--identity-scale", type=float, default=1.0, help="scale of the identity coefficients (default 1)")
+    p.add_argument("--motion-scale", type=float, default=1.0, help="scale of every concept's motion (default 1)")
+    p.add_argument("--out", required=True, help="output LoRA file, NAME.safetensors")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(a) -> int:
+    from setseq import concept as concept_io
+    from setseq.export import export
+
+    cs = concept_io.load(a.concept)
+    out = export(cs, a.out, a.format, part=a.part, identity_scale=a.identity_scale, motion_scale=a.motion_scale)
+    print(f"wrote {out}")
     return 0
 
 
@@ -358,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _generate_parser(sub)
     _info_parser(sub)
+    _export_parser(sub)
+    _eval_parser(sub)
     _demo_parser(sub)
     _toy_parser(sub)
     return parser

@@ -55,6 +55,9 @@ class RegConfig:
     prompt_dropout: float = 0.1  # whole prompt dropped, for classifier-free guidance
     self_conditioning: bool = True
     self_cond_prob: float = 0.9  # Table 5
+    # Several concepts only (sec. 4, composition): share of micro-batches made of two concepts'
+    # clips side by side or stacked, with the composed prompt, against identity leakage.
+    stitch_prob: float = 0.2
 
 
 @dataclass
@@ -123,7 +126,7 @@ class TrainConfig:
 
 def _no_reg() -> RegConfig:
     return RegConfig(prior_preservation=False, token_mask_prob=0.0, prompt_dropout=0.0,
-                     self_conditioning=False)
+                     self_conditioning=False, stitch_prob=0.0)
 
 
 def preset_setseq() -> TrainConfig:
@@ -212,21 +215,23 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
             setattr(obj, key, value)
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    p = Path(path)
+    if not p.is_file():
+        raise SetseqError(f"file {str(p)!r} does not exist.")
+    try:
+        return tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SetseqError(f"{str(p)!r} is not valid TOML: {e}.") from None
+
+
 def load_config(path: str | Path | None, method: str | None = None) -> TrainConfig:
     """The preset named by `method` (or by the file's `method`, default setseq), updated by the file."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            import tomllib  # type: ignore[import-not-found]
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        p = Path(path)
-        if not p.is_file():
-            raise SetseqError(f"config file {str(p)!r} does not exist.")
-        try:
-            values = tomllib.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise SetseqError(f"config file {str(p)!r} is not valid TOML: {e}.") from None
+    values: dict[str, Any] = read_toml(path) if path is not None else {}
     cfg = preset(method or values.get("method", "setseq"))
     values = copy.deepcopy(values)
     values.pop("method", None)

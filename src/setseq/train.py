@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from setseq import concept as concept_io
@@ -140,8 +141,16 @@ class Trainer:
     def _randint(self, n: int) -> int:
         return int(torch.randint(n, ()).item())
 
-    def _sample(self, stage: StageConfig, n: int, concept: ConceptSpec) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-        """n samples of one shape: clips (n, F', C, H, W), prompts and loss weights (n,)."""
+    def _excerpt(self, video: torch.Tensor, as_frames: bool) -> torch.Tensor:
+        if as_frames:  # stage 1: one frame of the unordered set, as a one-frame clip
+            return video[self._randint(video.shape[0])][None]
+        f = self.geometry.frames  # the whole clip, or a random window of a longer one
+        start = self._randint(video.shape[0] - f + 1)
+        return video[start:start + f]
+
+    def _sample(self, stage: StageConfig, n: int, concepts: list[ConceptSpec]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        """n samples of one shape, each of a random concept of `concepts` or a prior video:
+        clips (n, F', C, H, W), prompts and loss weights (n,)."""
         reg = self.cfg.reg
         as_frames = stage.data == "frames" or (stage.data == "mixed" and torch.rand(()).item() >= stage.mixed_clip_prob)
         clips, prompts, weights = [], [], []
@@ -151,24 +160,40 @@ class Trainer:
                 j = self._randint(len(texts))
                 video, (static, dynamic), w = videos[j], texts[j], reg.prior_weight
             else:
-                video, static, dynamic, w = concept.video, concept.prompt, concept.motion_prompt or "", 1.0
-            if as_frames:  # stage 1: one frame of the unordered set, as a one-frame clip
-                clips.append(video[self._randint(video.shape[0])][None])
-                prompts.append(static)
-            else:  # the whole clip, or a random window when it is longer than the model's clips
-                f = self.geometry.frames
-                start = self._randint(video.shape[0] - f + 1)
-                clips.append(video[start:start + f])
-                prompts.append(f"{static} {dynamic}".strip() if stage.prompt == "full" else static)
+                c = concepts[self._randint(len(concepts))]
+                video, static, dynamic, w = c.video, c.prompt, c.motion_prompt or "", 1.0
+            clips.append(self._excerpt(video, as_frames))
+            full = not as_frames and stage.prompt == "full"
+            prompts.append(f"{static} {dynamic}".strip() if full else static)
             weights.append(w)
         return torch.stack(clips), prompts, torch.tensor(weights)
+
+    def _stitched(self, stage: StageConfig, n: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        """n samples of two different concepts side by side (or stacked), each squeezed into half
+        the frame, with the composed prompt: the paper's stitched-video regulariser."""
+        as_frames = stage.data == "frames" or (stage.data == "mixed" and torch.rand(()).item() >= stage.mixed_clip_prob)
+        clips, prompts = [], []
+        for _ in range(n):
+            i = self._randint(len(self.concepts))
+            j = (i + 1 + self._randint(len(self.concepts) - 1)) % len(self.concepts)
+            a, b = self.concepts[i], self.concepts[j]
+            xa, xb = self._excerpt(a.video, as_frames), self._excerpt(b.video, as_frames)  # (F', C, H, W)
+            H, W = xa.shape[-2:]
+            dim = 3 if torch.rand(()).item() < 0.5 else 2  # side by side, or one above the other
+            half = (H, W // 2) if dim == 3 else (H // 2, W)
+            xa, xb = (F.interpolate(x, size=half, mode="bilinear", antialias=True) for x in (xa, xb))
+            clip = torch.cat([xa, xb], dim)
+            clips.append(F.interpolate(clip, size=(H, W), mode="bilinear") if clip.shape[-2:] != (H, W) else clip)
+            full = not as_frames and stage.prompt == "full"
+            prompts.append(f"{a.full_prompt} {b.full_prompt}" if full else f"{a.prompt} {b.prompt}")
+        return torch.stack(clips), prompts, torch.ones(n)
 
     def _mask_tokens(self, mask: torch.Tensor) -> torch.Tensor:
         """Mask random text tokens (sec. 3.4.3), never all of a prompt's."""
         p = self.cfg.reg.token_mask_prob
         if p <= 0:
             return mask
-        kept = mask & (torch.rand(mask.shape) >= p)
+        kept = mask & (torch.rand(mask.shape, device=mask.device) >= p)
         empty = ~kept.any(1)
         kept[empty] = mask[empty]
         return kept
@@ -178,38 +203,49 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     def _loss(self, stage: StageConfig, n: int, train_tokens: bool, micro_index: int) -> torch.Tensor:
         reg, fc, bb = self.cfg.reg, self.cfg.flow, self.backbone
-        concept = self.concepts[micro_index % len(self.concepts)]  # concepts take turns
-        if stage.train == "motion" and len(self.concepts) > 1:  # each concept learns its own residual
+        several = len(self.concepts) > 1
+        if several and torch.rand(()).item() < reg.stitch_prob:
+            if stage.train == "motion":  # both concepts move: both residuals on
+                lora.set_scales(bb.transformer, motion=1.0)
+            clips, prompts, weights = self._stitched(stage, n)
+        elif stage.train == "motion" and several:
+            # Each concept's clips train its own residual only: one concept per micro-batch, in turn.
+            concept = self.concepts[micro_index % len(self.concepts)]
             lora.set_scales(bb.transformer, motion={c.name: float(c is concept) for c in self.concepts})
-        clips, prompts, weights = self._sample(stage, n, concept)
+            clips, prompts, weights = self._sample(stage, n, [concept])
+        else:  # batches mix concepts
+            clips, prompts, weights = self._sample(stage, n, self.concepts)
         prompts = [("" if torch.rand(()).item() < reg.prompt_dropout else p) for p in prompts]
         with torch.set_grad_enabled(train_tokens):
             text = bb.encode_text(prompts)
         text.mask = self._mask_tokens(text.mask)
         x0 = bb.encode_video(clips)
         noise = torch.randn_like(x0)
-        t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift)
+        t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=x0.device)
         x_t = flow.interpolate(x0, noise, t)
         self_cond = None
         if self.self_cond:  # self-conditioning (sec. 3.4.3): a first pass's x_0 estimate as input
             with torch.no_grad():
                 x0_hat = flow.predict_x0(x_t, bb.velocity(x_t, t, text, None), t)
-            use = (torch.rand(n) < reg.self_cond_prob).to(x0_hat.dtype)
+            use = (torch.rand(n, device=x0.device) < reg.self_cond_prob).to(x0_hat.dtype)
             self_cond = x0_hat * use.view(n, *([1] * (x0_hat.ndim - 1)))
         v = bb.velocity(x_t, t, text, self_cond)
-        return (flow.loss_per_sample(v, flow.target_velocity(x0, noise)) * weights).sum()
+        return (flow.loss_per_sample(v, flow.target_velocity(x0, noise)) * weights.to(v.device)).sum()
 
     def _step(self, stage: StageConfig, step: int, params: list[torch.nn.Parameter],
               opt: torch.optim.Optimizer, train_tokens: bool) -> torch.Tensor:
         o = self.cfg.optim
         micro = o.micro_batch or o.batch_size
-        n_micro = o.batch_size // micro
+        sizes = [micro] * (o.batch_size // micro)
+        if stage.train == "motion" and len(self.concepts) > 1:  # one micro-batch per concept at least
+            parts = max(len(sizes), min(len(self.concepts), o.batch_size))
+            sizes = [len(range(i, o.batch_size, parts)) for i in range(parts)]
         opt.zero_grad(set_to_none=True)
-        total = torch.zeros(())
-        for m in range(n_micro):  # gradient accumulation
-            loss = self._loss(stage, micro, train_tokens, step * n_micro + m) / o.batch_size
+        total = 0.0
+        for m, size in enumerate(sizes):  # gradient accumulation
+            loss = self._loss(stage, size, train_tokens, step * len(sizes) + m) / o.batch_size
             loss.backward()
-            total += loss.detach()
+            total = total + loss.detach()  # stays on the device: no host sync per step
         torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
         opt.step()
         return total

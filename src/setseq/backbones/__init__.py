@@ -13,12 +13,13 @@ BASES = ("toy", "toy-tiny")
 
 
 def load_backbone(spec: str) -> Backbone:
-    """`toy` (the embedded default), `toy-tiny` (tests), or a path to a local model directory."""
+    """`toy` (the embedded default), `toy-tiny` (tests), or a local diffusers folder (Wan, LTX-Video)."""
     if spec in BASES:
         from setseq.backbones import toy
 
         return toy.load(spec)
-    if Path(spec).exists():
-        raise SetseqError(f"loading a model from a local path ({spec!r}) is not supported in this "
-                          f"version yet; use --base toy.")
+    if Path(spec).exists():  # a local diffusers folder: Wan or LTX-Video
+        from setseq.backbones.diffusers_common import load_local
+
+        return load_local(spec)
     raise SetseqError(f"unknown base model {spec!r}; use one of {', '.join(BASES)} or a local model path.")

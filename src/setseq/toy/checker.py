@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from setseq.errors import SetseqError
 from setseq.toy.world import COLORS, LINEAR_MOTIONS, PALETTE, Scene
 
 PALETTE_RGB = np.asarray([PALETTE[c] for c in COLORS], np.float32)  # (K, 3)
@@ -22,11 +23,11 @@ PAN = 0.07  # camera offsets above this fraction of the frame count as a pan (tr
 ZOOM = 1.1  # zoom ratios beyond this (or below its inverse) count as a zoom (true zooms: 1.25)
 
 
-def _to_rgb(video: torch.Tensor) -> np.ndarray:
+def _to_rgb(video: torch.Tensor | np.ndarray) -> np.ndarray:
     """(F, 3, H, W) in [-1, 1] -> (F, H, W, 3) float32 in [0, 1]."""
     if video.ndim != 4 or video.shape[1] != 3:
-        raise ValueError(f"expected a video (F, 3, H, W), got shape {tuple(video.shape)}")
-    rgb = (video.detach().float().cpu().numpy() + 1.0) / 2.0
+        raise SetseqError(f"expected a video (F, 3, H, W), got shape {tuple(video.shape)}")
+    rgb = (torch.as_tensor(video).detach().float().cpu().numpy() + 1.0) / 2.0
     return np.clip(rgb, 0.0, 1.0).transpose(0, 2, 3, 1)
 
 
@@ -83,13 +84,18 @@ def _grow(mask: np.ndarray) -> np.ndarray:
     return grown
 
 
-def _camera_motion(rgb: np.ndarray) -> tuple[float, float]:
+def _camera_motion(rgb: np.ndarray, ignore: np.ndarray) -> tuple[float, float]:
     """Camera pan offset (fraction of the frame) and zoom ratio between first and last frame.
 
     The last frame is compared with the first one warped by each candidate pan (at zoom 1) and
     each candidate zoom (at pan 0): the world's camera does one or the other. The background's
-    stripes and gradient make the right warp match best; the per-pixel error is capped so that
-    the moving object cannot outvote the background.
+    stripes and gradient make the right warp match best. Pixels of the object (`ignore`, in
+    either frame) are left out so that its own motion cannot pass for a camera move, and the
+    per-pixel error is capped so that whatever the mask missed cannot outvote the background.
+
+    Args:
+        rgb: (F, H, W, 3) clip.
+        ignore: (F, H, W) bool, pixels to leave out (the object).
 
     Returns:
         (pan, zoom): pan < 0 means the camera moved left (content slid right); zoom > 1 magnifies.
@@ -105,14 +111,20 @@ def _camera_motion(rgb: np.ndarray) -> tuple[float, float]:
     v = (np.arange(height, dtype=np.float32) + 0.5) / height
     xs = (0.5 + (u - 0.5) / zoom + pan) * width - 0.5  # (C, W)
     ys = (0.5 + (v - 0.5) / zoom) * height - 0.5  # (C, H)
-    valid = ((ys >= 0) & (ys <= height - 1))[:, :, None] & ((xs >= 0) & (xs <= width - 1))[:, None, :]
+    inside_y = (ys >= 0) & (ys <= height - 1)
+    inside_x = (xs >= 0) & (xs <= width - 1)
     # Each warp is separable: resample rows then columns with linear-interpolation matrices.
-    rows = _lerp_matrix(ys, height) @ first.reshape(height, -1)  # (C, H, W * 3)
-    seen = _lerp_matrix(xs, width)[:, None] @ rows.reshape(-1, height, width, 3)  # (C, H, W, 3)
+    lerp_y, lerp_x = _lerp_matrix(ys, height), _lerp_matrix(xs, width)  # (C, H, H), (C, W, W)
+    rows = lerp_y @ first.reshape(height, -1)  # (C, H, W * 3)
+    seen = lerp_x[:, None] @ rows.reshape(-1, height, width, 3)  # (C, H, W, 3)
+    touched = lerp_y @ ignore[0].astype(np.float32) @ lerp_x.transpose(0, 2, 1)  # (C, H, W)
+    valid = inside_y[:, :, None] & inside_x[:, None, :] & (touched == 0) & ~ignore[-1]
     error = np.minimum(((seen - last) ** 2).sum(-1), 0.1)  # (C, H, W)
     count = valid.sum((1, 2))
     error = (error * valid).sum((1, 2)) / np.maximum(count, 1)
-    error[count < 0.55 * height * width] = np.inf  # too little overlap to judge
+    error[count < 0.3 * height * width] = np.inf  # too little to judge
+    if np.isinf(error).all():  # e.g. the object fills the frame: no evidence of a camera move
+        return 0.0, 1.0
     # A slight pull towards "no motion" breaks ties on backgrounds with little structure.
     error = error + 1e-4 * (np.abs(pan[:, 0]) + np.abs(np.log(zoom[:, 0])))
     best = int(error.argmin())
@@ -131,7 +143,7 @@ def _camera_name(pan: float, zoom: float) -> str:
 
 def _centroids(mask: np.ndarray) -> np.ndarray:
     """(F, H, W) bool -> (F, 2) centroid (column, row) of each frame's pixels; NaN when empty."""
-    frames, height, width = mask.shape
+    _, height, width = mask.shape
     count = mask.sum((1, 2)).astype(np.float32)
     cols = (mask * np.arange(width)).sum((1, 2))
     rows = (mask * np.arange(height)[:, None]).sum((1, 2))
@@ -166,8 +178,8 @@ def check(video: torch.Tensor, mask_hint: torch.Tensor | np.ndarray | None = Non
 
     Returns:
         dict with
-          background: colour of the top and bottom rows together (side columns are left out:
-            a vertical wave front can fill one);
+          background: the background's colour, read from the top and bottom rows (side columns
+            are left out: a vertical wave front can fill one); on a gradient, the top colour;
           background_top, background_bottom: colour of the top / bottom row (they differ on a
             gradient background);
           color: the object's colour name (None when nothing stands out);
@@ -177,10 +189,12 @@ def check(video: torch.Tensor, mask_hint: torch.Tensor | np.ndarray | None = Non
           foreground: fraction of pixels counted as foreground.
     """
     rgb = _to_rgb(video)  # (F, H, W, 3)
-    frames, height, width, _ = rgb.shape
+    _, height, width, _ = rgb.shape
     # Per-channel medians: the background covers most of every row, and blurred edges sit
     # between it and the object, so a median lands on the background even for busy textures.
     top, bottom = _median_color(rgb[:, 0]), _median_color(rgb[:, -1])
+    # Scene.background is the top colour; a solid one is read from both rows, for more pixels.
+    background = _median_color(rgb[:, [0, -1]]) if top == bottom else top
     # The background varies along y (gradient), so compare each pixel with its own row's median;
     # an object covers less than half of any row.
     backs = np.broadcast_to(np.median(rgb, axis=2, keepdims=True), rgb.shape)  # (F, H, W, 3)
@@ -188,12 +202,14 @@ def check(video: torch.Tensor, mask_hint: torch.Tensor | np.ndarray | None = Non
         fg = np.linalg.norm(rgb - backs, axis=-1) > FOREGROUND
     else:
         fg = np.asarray(mask_hint, dtype=bool)
+        if fg.shape != rgb.shape[:3]:
+            raise SetseqError(f"mask_hint has shape {fg.shape}, the video needs {rgb.shape[:3]}")
     # The camera is read from the background alone: the object, grown by a pixel to cover its
-    # blurred rim, is painted over with its row's background so its motion cannot pass for a pan.
-    pan, zoom = _camera_motion(np.where(_grow(fg)[..., None], backs, rgb))
+    # blurred rim, is left out.
+    pan, zoom = _camera_motion(rgb, _grow(fg))
     centroids = _centroids(fg)
     return {
-        "background": _median_color(rgb[:, [0, -1]]),
+        "background": background,
         "background_top": top,
         "background_bottom": bottom,
         "color": _object_color(rgb[fg], backs[fg], {top, bottom}),
@@ -221,10 +237,8 @@ def score(video: torch.Tensor, scene: Scene) -> dict[str, bool]:
     if scene.background2 is None:
         background = found["background"] == scene.background
     else:
-        background = (found["background_top"], found["background_bottom"]) == (
-            scene.background,
-            scene.background2,
-        )
+        ends = (found["background_top"], found["background_bottom"])
+        background = ends == (scene.background, scene.background2)
     result = {"background": background, "color": found["color"] == scene.color}
     if scene.kind == "sprite":
         result["camera"] = found["camera"] == scene.camera
@@ -245,7 +259,7 @@ def accuracy(videos, scenes) -> dict[str, float]:
     """
     videos, scenes = list(videos), list(scenes)
     if len(videos) != len(scenes):
-        raise ValueError(f"{len(videos)} videos but {len(scenes)} scenes")
+        raise SetseqError(f"{len(videos)} videos but {len(scenes)} scenes")
     hits: dict[str, list[bool]] = {}
     for video, scene in zip(videos, scenes):
         for name, ok in score(video, scene).items():

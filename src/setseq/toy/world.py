@@ -7,7 +7,7 @@ pixel, generated videos can be scored (see `setseq.toy.checker`). A clip is a fl
 Three kinds of scene:
   * "sprite": a textured shape moving over a striped (optionally gradient) background, filmed by a
     still, panning or zooming camera;
-  * "waves": bands of a sinusoidal wave texture rolling left or right (the paper's ocean);
+  * "waves": bands of a wave texture, crest in front, rolling left or right (the paper's ocean);
   * "fire": a flickering bonfire rising from the bottom of the frame (the paper's bonfire).
 
 Coordinates: world x and y run over [0, 1] across the frame width and height at zoom 1 (y points
@@ -41,8 +41,8 @@ CUSTOM = "custom"  # texture/motion of the concept scenes: no caption names it
 CONCEPTS = ("sprite", "waves", "flicker")
 CONCEPT_TOKENS = ("[v]", "[u]")  # appearance and motion placeholders in concept prompts
 
-# Linear RGB in [0, 1]. Hues are spread so that every pair is at least 0.45 apart (the closest
-# are yellow/orange and red/orange), which lets a nearest-colour checker survive noise and blur.
+# RGB in [0, 1]. Every pair is about 0.45 apart or more (the closest are yellow/orange and
+# red/orange), which lets a nearest-colour checker survive noise and blur.
 PALETTE: dict[str, tuple[float, float, float]] = {
     "red": (0.88, 0.08, 0.10),
     "green": (0.10, 0.70, 0.15),
@@ -56,9 +56,9 @@ PALETTE: dict[str, tuple[float, float, float]] = {
     "pink": (1.00, 0.45, 0.75),
 }
 COLORS = tuple(PALETTE)
-# Second tone used by striped/dotted/checked/shaded sprites: a signed mix towards white (+) or
-# black (-), the strongest for which the tone is still nearest to its own colour (margin >= 0.15),
-# so a textured sprite keeps its colour name.
+# Second tone of striped/dotted/checked/shaded sprites: a signed mix towards white (+) or black
+# (-), as strong as it can be while the tone stays nearest to its own colour by a margin of 0.15,
+# so that a textured sprite keeps its colour name.
 TONE_MIX = {
     "red": -0.35, "green": 0.30, "blue": -0.35, "yellow": 0.35, "purple": -0.35,
     "orange": -0.15, "white": -0.15, "black": 0.20, "cyan": 0.35, "pink": -0.15,
@@ -100,7 +100,7 @@ class Scene:
     color3: str | None = None  # spots / swirl third colour (sprites only)
     shape: str = "circle"  # sprites only
     texture: str = "solid"  # sprites only: TEXTURES or "custom"
-    size: float = 0.12  # sprite radius or fire scale, fraction of the frame's shorter side
+    size: float = 0.145  # sprite radius or fire scale, fraction of the frame's shorter side
     background: str = "black"  # top colour (the only colour when solid)
     background2: str | None = None  # bottom colour of a vertical gradient; None = solid
     motion: str = "still"  # SPRITE_MOTIONS | WAVE_MOTIONS | FIRE_MOTIONS | "custom"
@@ -122,7 +122,7 @@ class Render:
 
     video: torch.Tensor  # (F, 3, H, W) float32 in [-1, 1]
     mask: torch.Tensor  # (F, H, W) bool: object pixels (for textures: the drawn texture)
-    trajectory: torch.Tensor  # (F, 2) float32: object centre (column, row) in pixels; NaN for textures
+    trajectory: torch.Tensor  # (F, 2) float32: object centre (column, row) in pixels; NaN: textures
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,10 +177,9 @@ def is_heldout(scene: Scene) -> bool:
         or (motion, top background colour) is in HELDOUT_MOTION_BACKGROUND.
     """
     shape = scene.shape if scene.kind == "sprite" else scene.kind
-    return (scene.color, shape) in HELDOUT_COLOR_SHAPE or (
-        scene.motion,
-        scene.background,
-    ) in HELDOUT_MOTION_BACKGROUND
+    color_shape = (scene.color, shape) in HELDOUT_COLOR_SHAPE
+    motion_background = (scene.motion, scene.background) in HELDOUT_MOTION_BACKGROUND
+    return color_shape or motion_background
 
 
 def _rgb(name: str) -> np.ndarray:
@@ -473,7 +472,7 @@ def _soft(signed_px: np.ndarray) -> np.ndarray:
 
 def _times(frames: int) -> np.ndarray:
     # Clip time in [0, 1]: a motion spans the whole clip whatever the frame count.
-    return np.linspace(0.0, 1.0, frames, dtype=np.float32) if frames > 1 else np.zeros(1, np.float32)
+    return np.linspace(0.0, 1.0 if frames > 1 else 0.0, frames, dtype=np.float32)
 
 
 def _camera(camera: str, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -517,7 +516,7 @@ def _background(scene: Scene, wx: np.ndarray, wy: np.ndarray) -> np.ndarray:
     base = top + g[..., None] * (bottom - top)
     # Faint vertical stripes at two incommensurate periods: x-structure that makes pans and zooms
     # visible, without a period short enough to make the shift ambiguous.
-    s = 0.5 + 0.25 * np.sin(2 * np.pi * wx / 0.31 + 0.4) + 0.25 * np.sin(2 * np.pi * wx / 0.53 + 2.1)
+    s = 0.5 + 0.25 * (np.sin(2 * np.pi * wx / 0.31 + 0.4) + np.sin(2 * np.pi * wx / 0.53 + 2.1))
     # Stripes move dark colours towards white and light ones towards black.
     target = (base.mean(-1, keepdims=True) < 0.45).astype(np.float32)
     return base + STRIPE_MIX * s[..., None] * (target - base)
@@ -531,12 +530,14 @@ def _sprite_path(scene: Scene, t: np.ndarray):
     scale = np.ones_like(t)
     s, p, m = scene.speed, scene.phase, scene.motion
     travel = TRAVEL * s * (t - 0.5)
-    if m in ("left", "right", "up", "down"):
-        sign = 1.0 if m in ("right", "down") else -1.0
-        if m in ("left", "right"):
-            x = x + sign * travel
-        else:
-            y = y + sign * travel
+    if m == "right":
+        x = x + travel
+    elif m == "left":
+        x = x - travel
+    elif m == "down":
+        y = y + travel
+    elif m == "up":
+        y = y - travel
     elif m == "circle":
         x = x + 0.17 * s * np.cos(p + 2 * np.pi * t)
         y = y + 0.17 * s * np.sin(p + 2 * np.pi * t)
@@ -551,7 +552,7 @@ def _sprite_path(scene: Scene, t: np.ndarray):
     elif m == "spin":
         angle = p + np.pi * s * t
     elif m == "pulse":
-        scale = 1.0 + 0.25 * np.sin(4 * np.pi * t) * min(s, 1.0)
+        scale = 1.0 + 0.25 * s * np.sin(4 * np.pi * t)
     elif m == "wobble":
         angle = 0.5 * s * np.sin(4 * np.pi * t)
         x = x + 0.07 * s * np.sin(4 * np.pi * t)
@@ -603,8 +604,9 @@ def _pattern(texture: str, qx: np.ndarray, qy: np.ndarray, px: np.ndarray):
     if texture == "shaded":  # top-to-bottom ramp into the tone
         return np.clip(0.45 * (qy + 1.0), 0.0, 0.9), None
     if texture == "checked":  # squares of side 0.6, every other one toned
-        cell = (np.floor(qx / 0.6) + np.floor(qy / 0.6)) % 2 == 1
-        edge = np.minimum(np.abs(qx / 0.6 - np.round(qx / 0.6)), np.abs(qy / 0.6 - np.round(qy / 0.6)))
+        cx, cy = qx / 0.6, qy / 0.6
+        cell = (np.floor(cx) + np.floor(cy)) % 2 == 1
+        edge = np.minimum(np.abs(cx - np.round(cx)), np.abs(cy - np.round(cy)))  # in cells
         inner = _soft(-edge * 0.6 * px)  # 1 away from cell edges, 0.5 on them
         return np.where(cell, inner, 1.0 - inner), None
     if texture in ("dotted", "spots"):  # dots on a 0.8 grid
@@ -700,7 +702,9 @@ def _render_fire(scene: Scene, t, zoom, wx, wy):
     return flame, core
 
 
-def render_background(scene: Scene, frames: int = 8, height: int = 32, width: int = 32) -> torch.Tensor:
+def render_background(
+    scene: Scene, frames: int = 8, height: int = 32, width: int = 32
+) -> torch.Tensor:
     """The scene's background alone, as the camera films it.
 
     Args:
@@ -710,9 +714,17 @@ def render_background(scene: Scene, frames: int = 8, height: int = 32, width: in
     Returns:
         (F, 3, H, W) float32 in [-1, 1].
     """
+    _check_size(frames, height, width)
     zoom, pan = _camera(scene.camera, _times(frames))
     wx, wy = _world_grid(zoom, pan, height, width)
     return _to_video(_background(scene, wx, wy))
+
+
+def _check_size(frames: int, height: int, width: int) -> None:
+    if frames < 1 or height < 2 or width < 2:
+        raise SetseqError(
+            f"a clip needs frames >= 1 and height, width >= 2; got {frames}x{height}x{width}"
+        )
 
 
 def _to_video(rgb: np.ndarray) -> torch.Tensor:
@@ -730,6 +742,7 @@ def render(scene: Scene, frames: int = 8, height: int = 32, width: int = 32) -> 
     Returns:
         Render(video (F, 3, H, W) in [-1, 1], mask (F, H, W), trajectory (F, 2)).
     """
+    _check_size(frames, height, width)
     t = _times(frames)
     zoom, pan = _camera(scene.camera, t)
     wx, wy = _world_grid(zoom, pan, height, width)

@@ -1,0 +1,433 @@
+"""What the Wan and LTX-Video backbones share: diffusers components behind the `Backbone` protocol.
+
+A `DiffusersBackbone` holds a diffusers video transformer and VAE and a transformers T5-family text
+encoder with its tokenizer. The subclasses (`wan.py`, `ltx.py`) supply what differs: the latent
+normalisation, how prompts are encoded and padded, and the transformer call. Everything here is
+model-agnostic: concept tokens, the geometry rules, the weights fingerprint, on-disk caching of
+latents and text embeddings, and loading a local diffusers-format folder.
+
+diffusers and transformers are imported lazily (only where a backbone is built), so the core package
+runs without the `[diffusers]` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from setseq.backbones.base import Geometry, SamplingDefaults, Text
+from setseq.errors import SetseqError
+from setseq.fileio import atomic_path
+from setseq.generate import TOKEN
+
+EXTRA_HINT = "install the extra with: pip install 'setseq[diffusers]'"
+
+
+def require_diffusers() -> None:
+    """Raise one sentence, not an ImportError, when diffusers or transformers is missing."""
+    try:
+        import diffusers  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise SetseqError(f"the Wan and LTX-Video backbones need diffusers and transformers ({e.name} is "
+                          f"missing); {EXTRA_HINT}.") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Concept tokens
+# --------------------------------------------------------------------------------------------
+
+class ConceptEmbedding(nn.Module):
+    """The text encoder's input embedding, with a small trainable table for the concept tokens.
+
+    This is equivalent to appending zero rows for the new tokens to the vocabulary matrix and
+    training only those rows (sec. 3.2), but the base matrix is never resized or written: the
+    fingerprint of the base stays the same, the optimiser sees only the (K, D) table, and a
+    tokenizer whose vocabulary is shorter than the matrix (T5's is) needs no special case.
+    """
+
+    def __init__(self, base: nn.Embedding):
+        super().__init__()
+        self.base = base
+        self.table = nn.ParameterList()  # K rows of (D,), one per concept token, fp32
+        self.ids: list[int] = []  # the tokenizer id of each row
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base matrix, for callers that read the embedding's dtype or size."""
+        return self.base.weight
+
+    def add(self, token_id: int) -> None:
+        if token_id in self.ids:
+            return
+        self.ids.append(token_id)
+        self.table.append(nn.Parameter(torch.zeros(self.base.embedding_dim, device=self.base.weight.device),
+                                       requires_grad=False))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        is_concept = torch.zeros_like(ids, dtype=torch.bool)
+        for tid in self.ids:
+            is_concept |= ids == tid
+        emb = self.base(ids.masked_fill(is_concept, 0))  # (B, T, D); concept ids may lie past the matrix
+        for tid, row in zip(self.ids, self.table):
+            emb = torch.where((ids == tid)[..., None], row.to(emb.dtype), emb)
+        return emb
+
+
+def word_tokenizer(words: list[str]):
+    """A tiny whitespace word-level tokenizer with T5's special tokens (<pad> 0, </s> 1, <unk> 2)
+    that appends </s> like T5's; for tests and `--tiny` models, since none can be downloaded."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *dict.fromkeys(words)])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprint and cache
+# --------------------------------------------------------------------------------------------
+
+def weights_fingerprint(modules: dict[str, nn.Module], samples: int = 4096) -> str:
+    """A hash of every tensor's name and shape and of up to `samples` evenly spaced values of it.
+
+    Hashing all of a 1.3B-parameter model takes seconds; a strided sample catches a different
+    checkpoint (the purpose: a concept refuses a base it was not trained on), not a deliberate
+    edit of unsampled values. Values are rounded to bfloat16 first, so the same weights loaded in
+    fp32 or in bf16 give the same fingerprint.
+    """
+    h = hashlib.sha256()
+    for prefix, module in modules.items():
+        for name, t in sorted(module.state_dict().items()):
+            flat = t.detach().reshape(-1)
+            step = max(1, flat.numel() // samples)
+            values = flat[::step][:samples].to(torch.bfloat16).float().cpu()
+            h.update(f"{prefix}.{name}:{tuple(t.shape)}".encode())
+            h.update(values.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class EncodingCache:
+    """Latents and text embeddings on disk, keyed by a hash of what produced them."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def get_or_make(self, kind: str, key: str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        path = self.folder / kind / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
+        if path.is_file():
+            return torch.load(path)
+        value = make()
+        with atomic_path(path) as tmp:
+            torch.save(value.detach().cpu(), tmp)
+        return value
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------------------------
+
+def _nearest_multiple(x: int, m: int) -> int:
+    return max(m, m * round(x / m))
+
+
+def check_frames_and_size(g: Geometry, model: str, frame_step: int, size_step: int) -> None:
+    """Frames must be frame_step * N + 1 and sizes multiples of size_step; the error names the
+    nearest valid values."""
+    frames_ok = g.frames >= 1 and (g.frames - 1) % frame_step == 0
+    size_ok = g.height > 0 and g.width > 0 and g.height % size_step == 0 and g.width % size_step == 0
+    if frames_ok and size_ok:
+        return
+    frames = frame_step * max(0, round((g.frames - 1) / frame_step)) + 1
+    h, w = _nearest_multiple(g.height, size_step), _nearest_multiple(g.width, size_step)
+    raise SetseqError(f"{model} needs {frame_step}N+1 frames and a height and width that are multiples of "
+                      f"{size_step}; got {g.frames} frames at {g.height}x{g.width}, the nearest valid "
+                      f"geometry is {frames} frames at {h}x{w}.")
+
+
+# --------------------------------------------------------------------------------------------
+# Prior-preservation prompts
+# --------------------------------------------------------------------------------------------
+
+SUBJECTS = ["a man in a grey coat in a park", "a woman in a red dress in a kitchen", "a brown dog on a lawn",
+            "a white cat on a wooden floor", "a small boat on a lake", "tall grass in a field",
+            "a candle on a dark table", "a child in a yellow jacket on a street"]
+MOTIONS = ["it moves slowly from left to right.", "it turns around in place.", "it sways gently back and forth.",
+           "it moves towards the camera.", "it bounces up and down.", "it shakes quickly.",
+           "it moves in a wide circle.", "it leans to one side and back."]
+
+
+def prior_prompts(n: int, seed: int) -> list[tuple[str, str]]:
+    """n generic (appearance, motion) prompt pairs, a seeded draw."""
+    g = torch.Generator().manual_seed(seed)
+    subj = torch.randint(len(SUBJECTS), (n,), generator=g).tolist()
+    mot = torch.randint(len(MOTIONS), (n,), generator=g).tolist()
+    return [(f"{SUBJECTS[i]}.", MOTIONS[j]) for i, j in zip(subj, mot)]
+
+
+# --------------------------------------------------------------------------------------------
+# The shared backbone
+# --------------------------------------------------------------------------------------------
+
+def clean_prompt(text: str) -> str:
+    """Collapse whitespace, as the diffusers pipelines do before tokenising."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+class DiffusersBackbone:
+    """A diffusers video transformer + VAE and a T5-family text encoder behind `Backbone`.
+
+    Latents are (C, F', h, w) per sample, the diffusers layout. Subclasses set `model`,
+    `lora_targets`, `frame_step` and `size_step`, and implement `_normalise`, `_denormalise`,
+    `_vae_decode`, `_encode_ids` and `_forward`.
+    """
+
+    model = "diffusers model"  # for messages
+    lora_targets: list[str] = []
+    supports_self_conditioning = False  # neither Wan nor LTX-Video has an x_0 input
+    frame_step = 1  # frames must be frame_step * N + 1 (the VAE's temporal compression)
+    size_step = 1  # height and width must be multiples of this (VAE stride x patch size)
+
+    def __init__(self, name: str, transformer: nn.Module, vae: nn.Module, text_encoder: nn.Module, tokenizer,
+                 geometry: Geometry, sampling: SamplingDefaults, *, text_len: int,
+                 device: torch.device | str | None = None, cache_dir: str | Path | None = None,
+                 gradient_checkpointing: bool = False):
+        """
+        Args:
+            name: written into concept files; a local model folder, so that `--base NAME` reloads it.
+            transformer, vae, text_encoder, tokenizer: the diffusers / transformers components.
+            geometry: default clip geometry; sampling: default sampling settings.
+            text_len: the prompt length in tokens that the pipeline pads or truncates to.
+            device: where the components run (default: where they are).
+            cache_dir: keep VAE latents and text embeddings of frozen prompts on disk there (None: off).
+            gradient_checkpointing: recompute each transformer block's activations in the backward
+                pass (less memory, about a third more compute).
+        """
+        self.name, self.geometry, self.sampling, self.text_len = name, geometry, sampling, text_len
+        self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
+        for m in (transformer, vae, text_encoder):
+            if device is not None:
+                m.to(device)
+            m.requires_grad_(False)
+            m.eval()
+        if gradient_checkpointing:
+            transformer.enable_gradient_checkpointing()
+        self._fingerprint = weights_fingerprint({"transformer": transformer, "text_encoder": text_encoder,
+                                                 "vae": vae})
+        self.concepts = ConceptEmbedding(text_encoder.get_input_embeddings())
+        text_encoder.set_input_embeddings(self.concepts)
+        self.cache = EncodingCache(cache_dir) if cache_dir is not None else None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    # -- geometry and video ----------------------------------------------------------------
+    def check_geometry(self, g: Geometry) -> None:
+        check_frames_and_size(g, self.model, self.frame_step, self.size_step)
+
+    def latent_shape(self, g: Geometry) -> tuple[int, ...]:
+        s = self.vae_stride
+        return (self.latent_channels, (g.frames - 1) // self.frame_step + 1, g.height // s, g.width // s)
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, F, C, H, W) in [-1, 1] -> normalised latents (B, C', F', h, w), one clip at a time
+        (the VAE's memory grows with the clip) and from the cache when one is set."""
+        out = []
+        for clip in video:  # (F, C, H, W)
+            def make(clip=clip):
+                x = clip.permute(1, 0, 2, 3)[None].to(self.device, self.vae.dtype)  # (1, C, F, H, W)
+                # the posterior's mode, not a sample: deterministic, so a clip's latents can be cached
+                return self._normalise(self.vae.encode(x).latent_dist.mode().float())[0]
+
+            if self.cache is None:
+                out.append(make())
+            else:
+                key = f"{self._fingerprint}|{tuple(clip.shape)}|{tensor_digest(clip)}"
+                out.append(self.cache.get_or_make("latents", key, make).to(self.device))
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C', F', h, w) -> (B, F, C, H, W) in [-1, 1], on the CPU."""
+        videos = [self._vae_decode(self._denormalise(z[None].float()).to(self.vae.dtype)) for z in latents]
+        return torch.cat(videos).float().clamp(-1, 1).permute(0, 2, 1, 3, 4).cpu()
+
+    # -- concept tokens --------------------------------------------------------------------
+    def add_concept_tokens(self, tokens: list[str]) -> None:
+        for tok in tokens:
+            if not tok.strip() or any(c.isspace() for c in tok):
+                raise SetseqError(f"a concept token must be one word without spaces, got {tok!r}.")
+            self.tokenizer.add_tokens([tok])
+            self.concepts.add(self.tokenizer.convert_tokens_to_ids(tok))
+
+    def _token_ids(self) -> dict[str, int]:
+        ids = set(self.concepts.ids)
+        return {t: i for t, i in self.tokenizer.get_added_vocab().items() if i in ids}
+
+    def concept_token_parameters(self) -> list[nn.Parameter]:
+        return list(self.concepts.table)
+
+    def token_embeddings(self) -> dict[str, torch.Tensor]:
+        rows = dict(zip(self.concepts.ids, self.concepts.table))
+        return {t: rows[i].detach().cpu().clone() for t, i in self._token_ids().items()}
+
+    def load_token_embeddings(self, embeddings: dict[str, torch.Tensor]) -> None:
+        self.add_concept_tokens([t for t in embeddings if t not in self._token_ids()])
+        rows = dict(zip(self.concepts.ids, self.concepts.table))
+        with torch.no_grad():
+            for tok, emb in embeddings.items():
+                row = rows[self._token_ids()[tok]]
+                if emb.shape != row.shape:
+                    raise SetseqError(f"the embedding of {tok} has shape {tuple(emb.shape)}, but this text "
+                                      f"encoder needs {tuple(row.shape)}; was the concept trained on another base?")
+                row.copy_(emb)
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        unk = self.tokenizer.unk_token_id
+        if unk is None:
+            return []
+        words = [w for w in prompt.split() if not TOKEN.fullmatch(w.strip(".,!?"))]  # concept tokens are added later
+        return [w for w in words if unk in self.tokenizer(w, add_special_tokens=False).input_ids]
+
+    # -- text ------------------------------------------------------------------------------
+    def encode_text(self, prompts: list[str]) -> Text:
+        """Encode prompts; with a cache and no gradient needed, each prompt's embedding is stored
+        under the model fingerprint, the prompt and the current concept-token embeddings."""
+        prompts = [clean_prompt(p) for p in prompts]
+        if self.cache is None or torch.is_grad_enabled():
+            return self._encode_prompts(prompts)
+        tokens = "".join(tensor_digest(r) for r in self.concepts.table)
+        items = []
+        for p in prompts:
+            def make(p=p):
+                t = self._encode_prompts([p])
+                return torch.cat([t.emb.float(), t.mask[..., None].float()], -1)[0]  # (T, D + 1)
+
+            both = self.cache.get_or_make("text", f"{self._fingerprint}|{tokens}|{p}", make).to(self.device)
+            items.append(Text(both[None, :, :-1], both[None, :, -1] > 0))
+        return Text.cat(items)
+
+    def _encode_prompts(self, prompts: list[str]) -> Text:
+        batch = self.tokenizer(prompts, **self._tokenizer_options(), truncation=True, max_length=self.text_len,
+                               add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+        ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device).bool()
+        return Text(self._encode_ids(ids, mask).float(), mask)
+
+    # -- the model -------------------------------------------------------------------------
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, text: Text,
+                 self_cond: torch.Tensor | None = None) -> torch.Tensor:
+        """setseq's v = eps - x_0 at time t in [0, 1]: both models are trained on x_t = (1 - s) x_0
+        + s eps with s = timestep / 1000 and predict eps - x_0, so the only change is t -> 1000 t."""
+        if self_cond is not None:
+            raise SetseqError(f"{self.model} has no self-conditioning input.")
+        dtype = self.transformer.dtype
+        v = self._forward(x_t.to(self.device, dtype), (1000.0 * t).to(self.device, torch.float32),
+                          text.emb.to(self.device, dtype), text.mask.to(self.device))
+        return v.float()
+
+    def prior_prompts(self, n: int, seed: int) -> list[tuple[str, str]]:
+        return prior_prompts(n, seed)
+
+    # -- for the subclasses ----------------------------------------------------------------
+    latent_channels: int
+    vae_stride: int
+
+    def _tokenizer_options(self) -> dict:
+        raise NotImplementedError
+
+    def _encode_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _normalise(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _denormalise(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _forward(self, x: torch.Tensor, timestep: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a local diffusers-format folder
+# --------------------------------------------------------------------------------------------
+
+def read_model_index(path: str | Path) -> dict:
+    """The pipeline index of a local diffusers folder, or one sentence saying why there is none."""
+    root = Path(path)
+    if not root.exists():
+        raise SetseqError(f"base model folder {str(root)!r} does not exist.")
+    index = root / "model_index.json"
+    if not root.is_dir() or not index.is_file():
+        raise SetseqError(f"{str(root)!r} is not a diffusers model folder (it has no model_index.json); pass the "
+                          f"folder of a Diffusers-format checkpoint such as Wan2.1-T2V-1.3B-Diffusers.")
+    try:
+        return json.loads(index.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SetseqError(f"{str(index)!r} cannot be read ({e}).") from None
+
+
+def load_part(load: Callable, root: Path, subfolder: str, **kwargs):
+    """`load(root / subfolder, local_files_only=True, ...)`: never a download; a missing or broken
+    part becomes one sentence naming it."""
+    folder = root / subfolder
+    if not folder.is_dir():
+        raise SetseqError(f"the model folder {str(root)!r} has no {subfolder}/ subfolder.")
+    try:
+        return load(str(folder), local_files_only=True, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SetseqError(f"cannot load the {subfolder} from {str(folder)!r} ({reason}); are its weights "
+                          f"downloaded?") from None
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SETSEQ_CACHE", Path.home() / ".cache" / "setseq")) / "encodings"
+
+
+def load_local(path: str | Path, **options) -> DiffusersBackbone:
+    """A backbone from a local diffusers folder, chosen by the pipeline class in model_index.json.
+
+    Args:
+        path: the folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/).
+        options: passed to the backbone's loader (dtype, device, cache_dir, gradient_checkpointing).
+    """
+    index = read_model_index(path)
+    require_diffusers()
+    kind = index.get("_class_name", "")
+    if index.get("transformer_2", [None])[0] is not None:
+        raise SetseqError(f"{str(path)!r} is a two-expert model (transformer_2); setseq adapts single-transformer "
+                          f"models such as Wan2.1-T2V-1.3B or LTX-Video.")
+    if kind == "WanPipeline":
+        from setseq.backbones import wan
+
+        return wan.load(path, **options)
+    if kind == "LTXPipeline":
+        from setseq.backbones import ltx
+
+        return ltx.load(path, **options)
+    raise SetseqError(f"{str(path)!r} holds a {kind or 'unnamed'} pipeline; setseq supports text-to-video "
+                      f"WanPipeline and LTXPipeline folders.")

@@ -1,0 +1,143 @@
+"""A concept set as a standard rank-R LoRA, for diffusers pipelines and ComfyUI.
+
+For every adapted linear layer the concept set computes W + s A (s_id B_id + sum_c w_c B_mo[c]), so
+with the scales chosen at export time it is an ordinary LoRA W + up @ down:
+
+    up   (out x R) = s A                                      (PEFT's lora_B)
+    down (R x in)  = s_id B_id + sum_c w_c B_mo[c]   (full)   (PEFT's lora_A)
+                   = s_id B_id                       (identity)
+
+The LoRA scale s is folded into `up`, so the files need alpha = R (scale 1). Formats:
+
+    diffusers  transformer.<module>.lora_A.weight / .lora_B.weight, diffusers module names
+               (any base, the toy included; pipelines load it with `load_lora_weights`)
+    comfyui    Wan:       diffusion_model.blocks.{i}.self_attn.q.lora_A.weight ... with .alpha = R,
+                          the original Wan module names (key table below)
+               LTX-Video: diffusion_model.<diffusers module name>.lora_A.weight ..., the original
+                          LTX-Video names being the diffusers ones
+
+Concept-token embeddings have no place in a LoRA file and are not exported; they are zero unless
+the concept was trained with --token-lr.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from setseq.concept import ConceptSet
+from setseq.errors import SetseqError
+from setseq.fileio import atomic_path
+
+FORMATS = ("diffusers", "comfyui")
+PARTS = ("full", "identity")
+
+# diffusers Wan module -> original Wan module, the names ComfyUI and the Wan repository use
+WAN_ATTENTION = {"attn1": "self_attn", "attn2": "cross_attn"}
+WAN_PROJECTION = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
+WAN_FFN = {"net.0.proj": "0", "net.2": "2"}
+WAN_ATTN_RE = re.compile(r"blocks\.(\d+)\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)")
+WAN_FFN_RE = re.compile(r"blocks\.(\d+)\.ffn\.(net\.0\.proj|net\.2)")
+LTX_RE = re.compile(r"transformer_blocks\.\d+\.\S+")
+
+
+def lora_pairs(cs: ConceptSet, part: str = "full", identity_scale: float = 1.0,
+               motion_scale: float | dict[str, float] = 1.0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(down (R, in), up (out, R)) per adapted module, so that up @ down is the layer's weight delta.
+
+    Args:
+        cs: the concept set.
+        part: "full" (identity and motion) or "identity" (stage 1's appearance only).
+        identity_scale: s_id, the scale of the identity coefficients.
+        motion_scale: w_c, one number for every concept or a scale per concept name.
+    """
+    if part not in PARTS:
+        raise SetseqError(f"--part must be one of {', '.join(PARTS)}, got {part!r}.")
+    modules = cs.modules()
+    if not modules:
+        raise SetseqError("this concept set has no LoRA weights (a textual-inversion concept holds only token "
+                          "embeddings), so there is nothing to export as a LoRA.")
+    names = [c["name"] for c in cs.concepts]
+    scales = {c: float(motion_scale) for c in names} if isinstance(motion_scale, (int, float)) else dict(motion_scale)
+    unknown = set(scales) - set(names)
+    if unknown:
+        raise SetseqError(f"no concept named {sorted(unknown)} in this set; it has {names}.")
+    s = float(cs.meta.get("scale", 1.0))
+    pairs = {}
+    for m in modules:
+        t = cs.tensors
+        down = identity_scale * t[f"{m}.identity"].float()  # (R, in)
+        if part == "full":
+            for c in names:
+                key = f"{m}.motion.{c}"
+                if key in t:
+                    down = down + scales.get(c, 1.0) * t[key].float()
+        pairs[m] = (down, s * t[f"{m}.basis"].float())  # up: (out, R)
+    return pairs
+
+
+def wan_original_name(module: str) -> str | None:
+    """blocks.3.attn2.to_out.0 -> blocks.3.cross_attn.o; None for a module outside the table."""
+    if m := WAN_ATTN_RE.fullmatch(module):
+        return f"blocks.{m[1]}.{WAN_ATTENTION[m[2]]}.{WAN_PROJECTION[m[3]]}"
+    if m := WAN_FFN_RE.fullmatch(module):
+        return f"blocks.{m[1]}.ffn.{WAN_FFN[m[2]]}"
+    return None
+
+
+def base_family(modules: list[str]) -> str:
+    """"wan", "ltx" or "other", from the adapted module names (a concept records the base's path,
+    not its kind; the names say which architecture they belong to)."""
+    if all(wan_original_name(m) for m in modules):
+        return "wan"
+    if all(LTX_RE.fullmatch(m) for m in modules):
+        return "ltx"
+    return "other"
+
+
+def state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str) -> dict[str, torch.Tensor]:
+    """The LoRA tensors under the key names of `fmt` (see the module docstring)."""
+    if fmt not in FORMATS:
+        raise SetseqError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+    out: dict[str, torch.Tensor] = {}
+    if fmt == "diffusers":
+        for m, (down, up) in pairs.items():
+            out[f"transformer.{m}.lora_A.weight"], out[f"transformer.{m}.lora_B.weight"] = down, up
+        return out
+    family = base_family(list(pairs))
+    if family == "other":
+        raise SetseqError(f"the ComfyUI format is for Wan and LTX-Video concepts, and this one adapts modules such "
+                          f"as {sorted(pairs)[0]!r}; export it with --format diffusers instead.")
+    for m, (down, up) in pairs.items():
+        name = f"diffusion_model.{wan_original_name(m) if family == 'wan' else m}"
+        out[f"{name}.lora_A.weight"], out[f"{name}.lora_B.weight"] = down, up
+        if family == "wan":  # alpha = R: scale 1, the LoRA scale being folded into lora_B
+            out[f"{name}.alpha"] = torch.tensor(float(down.shape[0]))
+    return out
+
+
+def export(cs: ConceptSet, out: str | Path, fmt: str, part: str = "full", identity_scale: float = 1.0,
+           motion_scale: float | dict[str, float] = 1.0, dtype: torch.dtype = torch.float32) -> Path:
+    """Write the concept set as a LoRA `.safetensors` file (atomically).
+
+    Args:
+        cs: the concept set, from `concept.load`.
+        out: the output path, ending in .safetensors.
+        fmt: "diffusers" or "comfyui".
+        part, identity_scale, motion_scale: as in `lora_pairs`.
+        dtype: dtype of the written tensors (float32, or bfloat16 / float16 for half the size).
+    """
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise SetseqError(f"the export must be a .safetensors file, got {str(out)!r}.")
+    tensors = state_dict(lora_pairs(cs, part, identity_scale, motion_scale), fmt)
+    info = {"base": cs.meta.get("base", {}), "concepts": [c["name"] for c in cs.concepts], "part": part,
+            "identity_scale": identity_scale, "motion_scale": motion_scale, "rank": cs.meta.get("rank")}
+    with atomic_path(out) as tmp:
+        save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={"format": f"setseq.lora.{fmt}", "setseq": json.dumps(info)})
+    return out

@@ -1,0 +1,156 @@
+"""Export of a concept set as a standard LoRA: the math, the key names, and loading into diffusers."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_backbone
+from setseq import concept as cio
+from setseq import lora
+from setseq.cli import main
+from setseq.errors import SetseqError
+from setseq.export import export, lora_pairs, wan_original_name
+
+SCALES = dict(identity_scale=0.7, motion_scale={"a": 0.5, "b": 2.0})
+
+
+def random_concept(bb, targets=None, rank=4, scale=0.5, seed=0) -> cio.ConceptSet:
+    """Adapters with random (non-zero) basis, identity and two concepts' motion, as a concept set."""
+    layers = lora.inject(bb.transformer, targets or bb.lora_targets, rank, scale)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in layers.values():
+            for c in ("a", "b"):
+                layer.add_motion(c)
+            for p in (layer.basis, layer.identity, *layer.motion.values()):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    bb.transformer.eval()
+    meta = {"base": {"name": bb.name, "fingerprint": bb.fingerprint()}, "rank": rank, "scale": scale,
+            "concepts": [{"name": c, "identity_token": "[v]", "motion_token": f"[u{i}]"} for i, c in enumerate("ab")]}
+    return cio.collect(bb, meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Any base (the toy): the math and the errors
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("part", ["full", "identity"])
+def test_up_times_down_is_the_layers_weight_delta(part):
+    bb = tiny_backbone()
+    cs = random_concept(bb)
+    motion = SCALES["motion_scale"] if part == "full" else 0.0
+    lora.set_scales(bb.transformer, identity=SCALES["identity_scale"], motion=motion)
+    pairs = lora_pairs(cs, part, **SCALES)
+    layers = lora.adapters(bb.transformer)
+    assert sorted(pairs) == sorted(layers)
+    for name, (down, up) in pairs.items():
+        assert down.shape == (4, layers[name].identity.shape[1]) and up.shape == (layers[name].basis.shape[0], 4)
+        assert torch.allclose(up @ down, layers[name].delta_weight(), atol=1e-6)
+
+
+def test_diffusers_format_keys_for_a_toy_concept(tmp_path):
+    cs = random_concept(tiny_backbone())
+    sd = load_file(export(cs, tmp_path / "toy.safetensors", "diffusers"))
+    assert len(sd) == 2 * len(cs.modules())
+    m = cs.modules()[0]
+    assert sd[f"transformer.{m}.lora_A.weight"].shape == cs.tensors[f"{m}.identity"].shape
+    assert sd[f"transformer.{m}.lora_B.weight"].shape == cs.tensors[f"{m}.basis"].shape
+
+
+def test_export_refuses_what_it_cannot_write(tmp_path):
+    cs = random_concept(tiny_backbone())
+    with pytest.raises(SetseqError, match="ComfyUI format is for Wan and LTX-Video"):
+        export(cs, tmp_path / "x.safetensors", "comfyui")
+    with pytest.raises(SetseqError, match="no concept named"):
+        export(cs, tmp_path / "x.safetensors", "diffusers", motion_scale={"c": 1.0})
+    with pytest.raises(SetseqError, match=".safetensors"):
+        export(cs, tmp_path / "x.pt", "diffusers")
+    tokens_only = cio.ConceptSet({"token.[v]": torch.zeros(4)}, cs.meta)
+    with pytest.raises(SetseqError, match="nothing to export"):
+        export(tokens_only, tmp_path / "x.safetensors", "diffusers")
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_export(tmp_path, capsys):
+    concept_file = cio.save(random_concept(tiny_backbone()), tmp_path / "c.safetensors")
+    out = tmp_path / "c.lora.safetensors"
+    assert main(["export", str(concept_file), "--format", "diffusers", "--part", "identity",
+                 "--identity-scale", "0.5", "--out", str(out)]) == 0
+    cs = cio.load(concept_file)
+    m = cs.modules()[0]
+    assert torch.allclose(load_file(out)[f"transformer.{m}.lora_A.weight"], 0.5 * cs.tensors[f"{m}.identity"])
+    assert main(["export", str(concept_file), "--format", "comfyui", "--out", str(tmp_path / "d.safetensors")]) == 2
+    assert "ComfyUI format" in capsys.readouterr().err
+
+
+def test_wan_key_table():
+    assert wan_original_name("blocks.12.attn1.to_out.0") == "blocks.12.self_attn.o"
+    assert wan_original_name("blocks.0.attn2.to_k") == "blocks.0.cross_attn.k"
+    assert wan_original_name("blocks.3.ffn.net.0.proj") == "blocks.3.ffn.0"
+    assert wan_original_name("blocks.3.ffn.net.2") == "blocks.3.ffn.2"
+    assert wan_original_name("condition_embedder.time_proj") is None
+
+
+# --------------------------------------------------------------------------------------------
+# Wan and LTX-Video: diffusers' own loaders read the exports back
+# --------------------------------------------------------------------------------------------
+
+def _diffusers_setup(kind):
+    """A tiny backbone with a random concept, and a pipeline over an identical copy of its base."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("peft")  # diffusers loads LoRAs through PEFT
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline, WanPipeline
+
+    from setseq.backbones import ltx, wan
+
+    module = {"wan": wan, "ltx": ltx}[kind]
+    bb = module.tiny(seed=0)
+    cs = random_concept(bb)
+    pipe_class = {"wan": WanPipeline, "ltx": LTXPipeline}[kind]
+    pipe = pipe_class(scheduler=FlowMatchEulerDiscreteScheduler(), **module.tiny_components(seed=0))
+    return bb, cs, pipe
+
+
+def _transformer_output(transformer, kind, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if kind == "wan":  # latents (B, C, F, h, w), text (B, T, D)
+            return transformer(torch.randn(1, 16, 2, 4, 4, generator=g), torch.tensor([400.0]),
+                               torch.randn(1, 16, 32, generator=g), return_dict=False)[0]
+        return transformer(torch.randn(1, 8, 8, generator=g), torch.randn(1, 16, 32, generator=g),
+                           torch.tensor([400.0]), torch.ones(1, 16), num_frames=2, height=2, width=2,
+                           return_dict=False)[0]  # tokens (B, T, C)
+
+
+@pytest.mark.parametrize("kind", ["wan", "ltx"])
+@pytest.mark.parametrize("part", ["full", "identity"])
+def test_diffusers_export_loads_into_the_pipeline(tmp_path, kind, part):
+    bb, cs, pipe = _diffusers_setup(kind)
+    base = _transformer_output(pipe.transformer, kind)
+    path = export(cs, tmp_path / "c.safetensors", "diffusers", part=part, **SCALES)
+    pipe.load_lora_weights(str(path))
+    motion = SCALES["motion_scale"] if part == "full" else 0.0
+    lora.set_scales(bb.transformer, identity=SCALES["identity_scale"], motion=motion)
+    ours = _transformer_output(bb.transformer, kind)
+    theirs = _transformer_output(pipe.transformer, kind)
+    assert not torch.allclose(ours, base, atol=1e-3)  # the concept does change the model
+    assert torch.allclose(theirs, ours, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["wan", "ltx"])
+def test_comfyui_export_converts_back_to_the_diffusers_export(tmp_path, kind):
+    bb, cs, _ = _diffusers_setup(kind)
+    from diffusers.loaders.lora_conversion_utils import (_convert_non_diffusers_ltxv_lora_to_diffusers,
+                                                         _convert_non_diffusers_wan_lora_to_diffusers)
+
+    convert = {"wan": _convert_non_diffusers_wan_lora_to_diffusers,
+               "ltx": _convert_non_diffusers_ltxv_lora_to_diffusers}[kind]
+    comfy = load_file(export(cs, tmp_path / "comfy.safetensors", "comfyui", **SCALES))
+    assert all(k.startswith("diffusion_model.") for k in comfy)
+    if kind == "wan":
+        assert "diffusion_model.blocks.1.cross_attn.o.lora_B.weight" in comfy
+        assert comfy["diffusion_model.blocks.0.ffn.2.alpha"].item() == 4
+    reference = load_file(export(cs, tmp_path / "diffusers.safetensors", "diffusers", **SCALES))
+    converted = convert(comfy)
+    assert sorted(converted) == sorted(reference)
+    assert all(torch.allclose(converted[k], reference[k]) for k in reference)

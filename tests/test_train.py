@@ -211,3 +211,14 @@ def test_two_concepts_get_their_own_motion(tmp_path):
     b = result.tensors["blocks.0.attn.q.motion.b"]
     assert a.abs().sum() > 0 and b.abs().sum() > 0 and not torch.equal(a, b)
     assert [c["name"] for c in result.concepts] == ["a", "b"]
+
+
+def test_validation_samples_are_written_every_n_steps(tmp_path):
+    cfg = tiny_config(steps=(2, 2))
+    cfg.validate_every = 2
+    _, full, _ = _train(tmp_path, cfg)
+    samples = sorted(p.name for p in (tmp_path / "c.samples").iterdir())
+    assert samples == ["sequence-00002.mp4", "set-00002.mp4"]
+    # sampling for validation draws no training randomness: the result equals a run without it
+    _, plain, _ = _train(tmp_path / "plain", tiny_config(steps=(2, 2)))
+    _assert_same(full, plain)

@@ -34,6 +34,7 @@ def _train_parser(sub) -> None:
                         "(one per video; [u1], [u2], ... for several)")
     p.add_argument("--base", default="toy", help="base model: 'toy' (embedded default), 'toy-tiny', or a local path (default: toy)")
     p.add_argument("--out", help="output concept file NAME.safetensors (default: VIDEO's name)")
+    _device_args(p)
     p.add_argument("--method", default=None, help="setseq (default), lora, two-stage, dreammix, textual-inversion")
     p.add_argument("--config", help="TOML file overriding any training setting (see README)")
     p.add_argument("--rank", type=int, help="LoRA rank R (default 8)")
@@ -83,6 +84,21 @@ def _config_from_args(a):
             setattr(cfg, name, getattr(a, name))
     cfg.validate()
     return cfg
+
+
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+def _device_args(p) -> None:
+    p.add_argument("--device", help="device for a local model folder, e.g. cuda or cuda:1 (default: cpu)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype for a local model folder (default float32; "
+                                                          "bfloat16 halves memory)")
+
+
+def _device_options(a) -> dict:
+    import torch
+
+    return {"device": a.device, "dtype": getattr(torch, DTYPES[a.dtype]) if a.dtype else None}
 
 
 def _concept_name(path: Path, taken: set[str]) -> str:
@@ -141,7 +157,7 @@ def cmd_train(a) -> int:
     if out.parent and not out.parent.exists():
         raise SetseqError(f"the output folder {str(out.parent)!r} does not exist.")
     cfg = _config_from_args(a)
-    backbone = load_backbone(a.base)
+    backbone = load_backbone(a.base, **_device_options(a))
     g = backbone.geometry
     g = replace(g, frames=a.frames or g.frames, height=a.height or g.height, width=a.width or g.width, fps=a.fps or g.fps)
     backbone.check_geometry(g)
@@ -228,6 +244,7 @@ def _generate_parser(sub) -> None:
     p.add_argument("--prompt", required=True, help="text prompt; use the concept's tokens, e.g. 'a [v] on a red background. it moves in [u] motion.'")
     p.add_argument("--out", required=True, help="output video: .mp4, .webm or .gif")
     p.add_argument("--base", help="base model (default: the one the concept was trained on)")
+    _device_args(p)
     p.add_argument("--identity-scale", type=float, default=1.0, help="scale of the identity coefficients (default 1)")
     p.add_argument("--motion-scale", type=float, default=1.0, help="scale of every concept's motion residual (default 1)")
     p.add_argument("--scale", help="per-concept motion scales by motion token or concept name, e.g. 'u1=1.0,u2=0.5' "
@@ -257,7 +274,7 @@ def cmd_generate(a) -> int:
     if a.steps is not None and a.steps < 1:
         raise SetseqError(f"--steps must be at least 1, got {a.steps}.")
     cs = concept_io.load(a.concept) if a.concept else None
-    backbone = load_backbone(a.base or (cs.meta["base"]["name"] if cs else "toy"))
+    backbone = load_backbone(a.base or (cs.meta["base"]["name"] if cs else "toy"), **_device_options(a))
     g = backbone.geometry
     if cs is not None:
         concept_io.apply(cs, backbone, source=repr(a.concept))
@@ -441,17 +458,55 @@ def _demo_parser(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a short run (tests use it): a few minutes on 2 CPU cores")
     p.add_argument("--base", default="toy", help="base model (default: toy)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--compose", action="store_true", help="also learn waves and flicker jointly and compose them")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(a) -> int:
     from setseq.demo import run_demo
 
-    m = run_demo(a.out, concept=a.concept, quick=a.quick, base=a.base, seed=a.seed)
-    s = m["summary"]
-    print(f"identity kept: concept {s['concept']['identity_kept']:.0%}, base {s['base']['identity_kept']:.0%}; "
-          f"edits followed: concept {s['concept']['edit_followed']:.0%}, base {s['base']['edit_followed']:.0%}")
+    m = run_demo(a.out, concept=a.concept, quick=a.quick, base=a.base, seed=a.seed, compose=a.compose)
+    for who, s in m["summary"].items():
+        print(f"{who:>8}: identity {s['identity']:.2f}, motion {s['motion']:.2f}, edits followed {s['edit_followed']:.0%}")
     print(f"open {Path(a.out) / 'report.html'}")
+    return 0
+
+
+def _bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks: the paper's ablation on the toy world",
+                       description="Benchmarks that reproduce the paper's tables on the embedded toy world.")
+    bsub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    ab = bsub.add_parser("ablation", help="train and score LoRA-1, LoRA-8, Two-Stage, Set-and-Sequence, "
+                                          "Textual Inversion and DreamMix on the example concepts")
+    ab.add_argument("--out", default="ablation-out", help="output folder (default: ablation-out)")
+    ab.add_argument("--base", default="toy", help="base model (default: toy)")
+    ab.add_argument("--concepts", default="sprite,waves,flicker", help="example concepts (default: all three)")
+    ab.add_argument("--seeds", default="0,1", help="seeds (default: 0,1)")
+    ab.add_argument("--step-scale", type=float, default=0.25, help="training steps as a share of the paper's (default 0.25)")
+    ab.add_argument("--batch-size", type=int, default=4, help="training batch (default 4)")
+    ab.add_argument("--sample-steps", type=int, default=20, help="sampler steps (default 20)")
+    ab.add_argument("--quick", action="store_true", help="a smoke run: one concept, one seed, two edits, a few steps")
+    ab.set_defaults(func=cmd_bench_ablation)
+
+
+def cmd_bench_ablation(a) -> int:
+    from setseq.bench import markdown_table, run_ablation
+    from setseq.toy import world
+
+    concepts = [c.strip() for c in a.concepts.split(",") if c.strip()]
+    unknown = set(concepts) - set(world.CONCEPTS)
+    if unknown:
+        raise SetseqError(f"unknown example concept(s) {sorted(unknown)}; choose from {', '.join(world.CONCEPTS)}.")
+    try:
+        seeds = [int(s) for s in a.seeds.split(",")]
+    except ValueError:
+        raise SetseqError(f"--seeds takes comma-separated integers, got {a.seeds!r}.") from None
+    if a.quick:
+        r = run_ablation(a.out, concepts[:1], seeds[:1], a.base, step_scale=0.005, batch_size=2, sample_steps=2, edits=2)
+    else:
+        r = run_ablation(a.out, concepts, seeds, a.base, a.step_scale, a.batch_size, a.sample_steps)
+    print(markdown_table(r["summary"]))
+    print(f"wrote {Path(a.out) / 'table.md'}, table.csv, scatter.svg and index.html")
     return 0
 
 
@@ -544,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_parser(sub)
     _demo_parser(sub)
     _toy_parser(sub)
+    _bench_parser(sub)
     return parser
 
 

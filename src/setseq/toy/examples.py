@@ -32,3 +32,23 @@ def write_examples(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
             tmp.write_text(f"# example concept '{name}' of the setseq toy world\nstatic: {static}\nmotion: {motion}\n")
         out.append(path)
     return out
+
+
+def _free_colours(scene: world.Scene, n: int) -> list[str]:
+    used = {scene.background, scene.background2, scene.color, scene.color2, scene.color3}
+    return [c for c in ("green", "yellow", "white", "red", "black") if c not in used][:n]
+
+
+def edit_prompts(name: str) -> list[tuple[str, str, dict[str, str]]]:
+    """(label, prompt, expected attributes) for an example concept: its reconstruction, then four
+    edits by prompt (two new backgrounds, a camera pan, a zoom), in the world's own words."""
+    scene = world.concept_scene(name)
+    static, motion = world.concept_prompts(name)
+    recon = f"{static} {motion}"
+    old = f"{scene.background} background" if scene.background2 is None else f"{scene.background} to {scene.background2} gradient background"
+    out = [("reconstruction", recon, {})]
+    for colour in _free_colours(scene, 2):
+        out.append((f"background: {colour}", recon.replace(old, f"{colour} background"), {"background": colour}))
+    for camera, phrase in (("pan-left", "pans left"), ("zoom-in", "zooms in")):
+        out.append((f"camera: {phrase}", f"{static} {motion.removesuffix('.')}, as the camera {phrase}.", {"camera": camera}))
+    return out

@@ -42,6 +42,9 @@ class PretrainConfig:
     frame_prob: float = 0.25  # share of batches made of single frames with the static caption
     prompt_dropout: float = 0.1
     self_cond_prob: float = 0.5
+    # Uniform, not logit-normal: logit-normal almost never draws t near 1, and sampling starts
+    # there; a small model trained without it turns pure noise into blocky noise.
+    timesteps: str = "uniform"
     ema: float = 0.998
     seed: int = 0
     checkpoint_every: int = 200
@@ -113,7 +116,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
         texts = ["" if rng.random() < cfg.prompt_dropout else t for t in texts]
         text = bb.encode_text(texts)
         noise = torch.randn_like(clips)
-        t = flow.sample_timesteps(len(texts), "logit-normal")
+        t = flow.sample_timesteps(len(texts), cfg.timesteps)
         x_t = flow.interpolate(clips, noise, t)
         self_cond = None
         if rng.random() < cfg.self_cond_prob:

@@ -1,0 +1,199 @@
+"""`setseq bench ablation`: the paper's Tables 1-2 reproduced on the toy world.
+
+Every row (LoRA-1, LoRA-8, Two-Stage, Set-and-Sequence, Textual Inversion, DreamMix) learns each
+example concept from its video, then generates the reconstruction and four edits; the toy world's
+metrics read identity, motion, edit adherence and coherence back from the pixels. The reconstruction
+-vs-editability trade-off is the paper's claim under test.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from setseq import data
+from setseq.backbones import load_backbone
+from setseq.config import preset
+from setseq.fileio import atomic_path
+from setseq.generate import generate
+from setseq.metrics.toy import toy_metrics
+from setseq.report import table, video_cell, write_report
+from setseq.toy import world
+from setseq.toy.examples import edit_prompts, example_path
+from setseq.train import ConceptSpec, Trainer
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    method: str
+    rank: int
+
+
+ROWS = [Row("LoRA-1", "lora", 1), Row("LoRA-8", "lora", 8), Row("Two-Stage", "two-stage", 8),
+        Row("Set-and-Sequence", "setseq", 8), Row("Textual Inversion", "textual-inversion", 8),
+        Row("DreamMix", "dreammix", 8)]
+COLUMNS = ["recon_mse", "identity", "motion", "edit", "tc"]
+
+
+def _train(row: Row, concept: str, seed: int, base: str, step_scale: float, batch: int, out: Path):
+    bb = load_backbone(base)
+    g = bb.geometry
+    source = example_path(concept)
+    video = data.load_video(source, fps=g.fps, size=(g.height, g.width), min_frames=g.frames)
+    static, motion = data.read_prompt_file(source)
+    cfg = preset(row.method)
+    cfg.lora.rank, cfg.seed, cfg.optim.batch_size = row.rank, seed, batch
+    for s in cfg.stages:
+        s.steps = max(1, round(s.steps * step_scale))
+    spec = ConceptSpec(concept, video.frames[: g.frames], static, motion, source=str(source))
+    Trainer(bb, [spec], cfg, out / f"{concept}-{row.method}-r{row.rank}-s{seed}.safetensors", progress=False).run()
+    return bb, spec.video
+
+
+def run_ablation(out: str | Path, concepts=world.CONCEPTS, seeds=(0, 1), base: str = "toy", step_scale: float = 0.25,
+                 batch_size: int = 4, sample_steps: int = 20, edits: int = 4, rows=ROWS, progress: bool = True) -> dict:
+    """Train and evaluate every row on every concept and seed; write the table, plot and page.
+
+    Args:
+        out: output folder.
+        concepts, seeds: example concepts and seeds to run.
+        base: base model.
+        step_scale: training steps as a share of each method's paper steps (1.0 = 600 + 900 ...).
+        batch_size: training batch.
+        sample_steps: sampler steps for the evaluated videos.
+        edits: how many of the four edit prompts to use.
+        rows: the methods to compare.
+    """
+    out = Path(out)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    t0, records, cells = time.time(), [], {}
+    jobs = [(c, s, r) for c in concepts for s in seeds for r in rows]
+    for concept, seed, row in tqdm(jobs, desc="ablation", disable=not progress):
+        bb, reference = _train(row, concept, seed, base, step_scale, batch_size, out / "concepts")
+        prompts = edit_prompts(concept)[: 1 + edits]
+        clips = generate(bb, [p for _, p, _ in prompts], steps=sample_steps, seed=seed)
+        for (label, prompt, _), clip in zip(prompts, clips):
+            # both clips segmented the same way (background subtraction), so an identical clip scores 1
+            m = toy_metrics(clip, reference, world.concept_scene(concept).kind, prompt=prompt)
+            records.append({"row": row.label, "concept": concept, "seed": seed, "output": label,
+                            "mse": m["mse"], "identity": m["toy_identity"], "motion": m["toy_motion"],
+                            "edit": m.get("toy_edit"), "tc": m["tc_pixel"]})
+            if seed == seeds[0]:
+                file = f"videos/{concept}-{row.method}-r{row.rank}-{len(cells.get((concept, row.label), []))}.mp4"
+                data.write_video(out / file, clip, bb.geometry.fps, scale=6)
+                cells.setdefault((concept, row.label), []).append(video_cell(file, label, prompt))
+    summary = summarise(records, rows)
+    meta = {"concepts": list(concepts), "seeds": list(seeds), "base": base, "step_scale": step_scale,
+            "batch_size": batch_size, "sample_steps": sample_steps, "seconds": round(time.time() - t0)}
+    _write(out, records, summary, meta, cells, rows)
+    return {"summary": summary, "records": records, "meta": meta}
+
+
+def summarise(records: list[dict], rows=ROWS) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per row: (mean, std over concept x seed runs) of reconstruction MSE and, over the edits,
+    identity, motion, edit adherence and temporal coherence."""
+    out = {}
+    for row in rows:
+        mine = [r for r in records if r["row"] == row.label]
+        if not mine:
+            continue
+        runs = sorted({(r["concept"], r["seed"]) for r in mine})
+
+        def per_run(key, edits_only):
+            vals = []
+            for run in runs:
+                xs = [r[key] for r in mine if (r["concept"], r["seed"]) == run and r[key] is not None
+                      and (r["output"] != "reconstruction") == edits_only]
+                if xs:
+                    vals.append(float(np.mean(xs)))
+            return (float(np.mean(vals)), float(np.std(vals))) if vals else (float("nan"), float("nan"))
+
+        out[row.label] = {"recon_mse": per_run("mse", False), "identity": per_run("identity", True),
+                          "motion": per_run("motion", True), "edit": per_run("edit", True), "tc": per_run("tc", True)}
+    return out
+
+
+def markdown_table(summary) -> str:
+    head = "| method | MSE (recon) | identity (edits) | motion (edits) | edit adherence | TC (pixel) |\n|---|---|---|---|---|---|\n"
+    body = "".join(f"| {label} | " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in (v[c] for c in COLUMNS)) + " |\n"
+                   for label, v in summary.items())
+    return head + body
+
+
+def scatter_svg(summary, width: int = 520, height: int = 360) -> str:
+    """Reconstruction (MSE, lower is better) against editability (edit adherence)."""
+    pts = [(label, v["recon_mse"][0], v["edit"][0]) for label, v in summary.items()]
+    xs, ys = [p[1] for p in pts], [p[2] for p in pts]
+    pad = 50
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1e-3
+    sx = lambda x: pad + (width - 2 * pad) * (x - x0) / (x1 - x0)
+    sy = lambda y: height - pad - (height - 2 * pad) * y
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>',
+             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
+             f'<text x="{width / 2 - 90}" y="{height - 12}" font-size="12">reconstruction MSE (lower is better)</text>',
+             f'<text x="8" y="{pad - 12}" font-size="12">edit adherence (0..1, higher is better)</text>',
+             f'<text x="{pad}" y="{height - pad + 16}" font-size="11">{x0:.4f}</text>',
+             f'<text x="{width - pad - 40}" y="{height - pad + 16}" font-size="11">{x1:.4f}</text>']
+    for label, x, y in pts:
+        if np.isnan(y):
+            continue
+        parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="#d62728"/>')
+        parts.append(f'<text x="{sx(x) + 7:.1f}" y="{sy(y) + 4:.1f}" font-size="12">{label}</text>')
+    return "\n".join(parts + ["</svg>"])
+
+
+def _write(out: Path, records, summary, meta, cells, rows) -> None:
+    md = markdown_table(summary)
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(md)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", *[f"{c}_{k}" for c in COLUMNS for k in ("mean", "std")]])
+    for label, v in summary.items():
+        w.writerow([label, *[f"{x:.6f}" for c in COLUMNS for x in v[c]]])
+    with atomic_path(out / "table.csv") as tmp:
+        tmp.write_text(buf.getvalue())
+    with atomic_path(out / "records.json") as tmp:
+        tmp.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+    svg = scatter_svg(summary)
+    with atomic_path(out / "scatter.svg") as tmp:
+        tmp.write_text(svg)
+    _png(out / "scatter.png", summary)
+    sections = [("Setting", f"<pre>{json.dumps(meta, indent=1)}</pre>"),
+                ("Table", table([{"method": k, **{c: v[c][0] for c in COLUMNS}} for k, v in summary.items()],
+                                ["method", *COLUMNS])),
+                ("Reconstruction vs editability", svg)]
+    for (concept, label), cs in cells.items():
+        sections.append((f"{concept}: {label}", "<div class='row'>" + "".join(cs) + "</div>"))
+    write_report(out / "index.html", "setseq ablation on the toy world", sections)
+
+
+def _png(path: Path, summary) -> None:
+    """The scatter plot as PNG, when matplotlib is installed (the `eval` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, v in summary.items():
+        ax.errorbar(v["recon_mse"][0], v["edit"][0], xerr=v["recon_mse"][1], yerr=v["edit"][1], fmt="o", capsize=3)
+        ax.annotate(label, (v["recon_mse"][0], v["edit"][0]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("reconstruction MSE (lower is better)")
+    ax.set_ylabel("edit adherence (higher is better)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,33 @@
+"""`setseq bench ablation --quick`: every paper row trains, is scored, and lands in the table."""
+
+import csv
+import json
+
+import pytest
+
+from setseq.bench import ROWS, summarise
+from setseq.cli import main
+
+
+def test_quick_ablation_writes_table_plot_and_page(tmp_path):
+    out = tmp_path / "abl"
+    assert main(["bench", "ablation", "--quick", "--base", "toy-tiny", "--out", str(out)]) == 0
+    with open(out / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == [r.label for r in ROWS]
+    records = json.loads((out / "records.json").read_text())["records"]
+    assert len(records) == len(ROWS) * 3  # reconstruction + 2 edits per row
+    assert all(0.0 <= r["mse"] for r in records)
+    assert "<svg" in (out / "scatter.svg").read_text()
+    page = (out / "index.html").read_text()
+    assert page.count("<video") == len(records)
+
+
+def test_summary_averages_runs_and_separates_reconstruction_from_edits():
+    rec = lambda seed, out, mse, edit: {"row": "LoRA-1", "concept": "sprite", "seed": seed, "output": out,
+                                         "mse": mse, "identity": 1.0, "motion": 1.0, "edit": edit, "tc": 1.0}
+    records = [rec(0, "reconstruction", 0.1, None), rec(0, "background: green", 0.9, 1.0),
+               rec(1, "reconstruction", 0.3, None), rec(1, "background: green", 0.9, 0.0)]
+    s = summarise(records, ROWS[:1])["LoRA-1"]
+    assert s["recon_mse"] == pytest.approx((0.2, 0.1))  # the edits' MSE does not count as reconstruction
+    assert s["edit"] == pytest.approx((0.5, 0.5))

@@ -1,0 +1,53 @@
+"""The shipped toy base model: its weights load, and the demo runs on it end to end."""
+
+import json
+
+import pytest
+import torch
+
+from setseq.backbones import load_backbone
+from setseq.backbones.toy import WEIGHTS_DIR
+from setseq.cli import main
+from setseq.generate import generate
+from setseq.toy import checker, world
+
+WEIGHTS = WEIGHTS_DIR / "toy.safetensors"
+pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason="no pretrained toy weights in this checkout")
+
+
+def test_shipped_weights_load_without_warning_and_fit_the_budget(capsys):
+    bb = load_backbone("toy")
+    assert "warning" not in capsys.readouterr().err
+    assert WEIGHTS.stat().st_size <= 25 * 2**20
+    assert bb.fingerprint() == load_backbone("toy").fingerprint()
+    n = sum(p.numel() for p in bb.parameters())
+    assert 1e6 < n < 1e7  # "a few million parameters"
+    assert not any(p.requires_grad for p in bb.parameters())
+
+
+def test_shipped_model_follows_simple_captions():
+    """A pretrained model, unlike a random one, draws the background it is asked for."""
+    bb = load_backbone("toy")
+    scenes = [world.Scene(color=c, shape=s, background=b, motion=m) for c, s, b, m in
+              [("red", "square", "blue", "right"), ("yellow", "circle", "black", "left"),
+               ("white", "diamond", "green", "up"), ("green", "cross", "white", "down")]]
+    videos = generate(bb, [world.caption_text(s) for s in scenes], steps=20, seed=0)
+    found = [checker.check(v)["background"] for v in videos]
+    assert sum(f == s.background for f, s in zip(found, scenes)) >= 3, found
+
+
+def test_demo_quick_writes_report_metrics_and_videos(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--compose", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {r["model"] for r in metrics["outputs"]} == {"concept", "base"}
+    assert len(metrics["outputs"]) == 8
+    html = (out / "report.html").read_text()
+    for i in range(4):
+        for who in ("concept", "base"):
+            assert (out / f"{i}-{who}.mp4").stat().st_size > 0
+            assert f"{i}-{who}.mp4" in html
+    assert (out / "sprite.safetensors").is_file() and "<svg" in html
+    assert len(metrics["restyle_sweep"]) == 5 and "sweep-4.mp4" in html
+    assert {r["against"] for r in metrics["composition"]["rows"]} == {"waves", "flicker"}
+    assert (out / "waves+flicker.safetensors").is_file() and "compose-0.mp4" in html

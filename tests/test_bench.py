@@ -31,3 +31,13 @@ def test_summary_averages_runs_and_separates_reconstruction_from_edits():
     s = summarise(records, ROWS[:1])["LoRA-1"]
     assert s["recon_mse"] == pytest.approx((0.2, 0.1))  # the edits' MSE does not count as reconstruction
     assert s["edit"] == pytest.approx((0.5, 0.5))
+
+
+def test_quick_leakage_compares_with_and_without_stitching(tmp_path):
+    out = tmp_path / "leak"
+    assert main(["bench", "leakage", "--quick", "--base", "toy-tiny", "--out", str(out)]) == 0
+    result = json.loads((out / "leakage.json").read_text())
+    assert [s["stitch_prob"] for s in result["summary"]] == [0.0, 0.2]
+    # each of 3 outputs (waves alone, flicker alone, both) scored against both concepts, per setting
+    assert len(result["records"]) == 2 * 3 * 2
+    assert (out / "pair-stitch0.2-s0.safetensors").is_file()

@@ -26,8 +26,8 @@ from setseq.generate import generate
 from setseq.metrics.toy import toy_metrics
 from setseq.report import table, video_cell, write_report
 from setseq.toy import world
-from setseq.toy.examples import edit_prompts, example_path
-from setseq.train import ConceptSpec, Trainer
+from setseq.toy.examples import edit_prompts, example_spec
+from setseq.train import Trainer
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,11 @@ COLUMNS = ["recon_mse", "identity", "motion", "edit", "tc"]
 
 def _train(row: Row, concept: str, seed: int, base: str, step_scale: float, batch: int, out: Path):
     bb = load_backbone(base)
-    g = bb.geometry
-    source = example_path(concept)
-    video = data.load_video(source, fps=g.fps, size=(g.height, g.width), min_frames=g.frames)
-    static, motion = data.read_prompt_file(source)
+    spec = example_spec(concept, bb.geometry)
     cfg = preset(row.method)
     cfg.lora.rank, cfg.seed, cfg.optim.batch_size = row.rank, seed, batch
     for s in cfg.stages:
         s.steps = max(1, round(s.steps * step_scale))
-    spec = ConceptSpec(concept, video.frames[: g.frames], static, motion, source=str(source))
     Trainer(bb, [spec], cfg, out / f"{concept}-{row.method}-r{row.rank}-s{seed}.safetensors", progress=False).run()
     return bb, spec.video
 
@@ -203,16 +199,6 @@ def _png(path: Path, summary) -> None:
 # Identity leakage between composed concepts, with and without stitched training
 # --------------------------------------------------------------------------------------------
 
-def _pair_specs(names: tuple[str, str], g) -> list[ConceptSpec]:
-    specs = []
-    for i, name in enumerate(names, start=1):
-        source = example_path(name)
-        video = data.load_video(source, fps=g.fps, size=(g.height, g.width), min_frames=g.frames)
-        static, motion = (p.replace("[v]", f"[v{i}]").replace("[u]", f"[u{i}]") for p in data.read_prompt_file(source))
-        specs.append(ConceptSpec(name, video.frames[: g.frames], static, motion, f"[v{i}]", f"[u{i}]", str(source)))
-    return specs
-
-
 def run_leakage(out: str | Path, names: tuple[str, str] = ("waves", "flicker"), seeds=(0,), base: str = "toy",
                 step_scale: float = 0.25, batch_size: int = 4, sample_steps: int = 20, progress: bool = True) -> dict:
     """Learn two concepts jointly with and without stitched clips; generate each alone and both
@@ -226,7 +212,7 @@ def run_leakage(out: str | Path, names: tuple[str, str] = ("waves", "flicker"), 
     jobs = [(stitch, seed) for stitch in (0.0, 0.2) for seed in seeds]
     for stitch, seed in tqdm(jobs, desc="leakage", disable=not progress):
         bb = load_backbone(base)
-        specs = _pair_specs(names, bb.geometry)
+        specs = [example_spec(n, bb.geometry, i) for i, n in enumerate(names, start=1)]
         cfg = preset("setseq")
         cfg.seed, cfg.optim.batch_size, cfg.reg.stitch_prob = seed, batch_size, stitch
         for s in cfg.stages:

@@ -28,8 +28,8 @@ from setseq.log import note
 from setseq.report import loss_svg, table, video_cell, write_report
 from setseq.metrics.toy import toy_metrics
 from setseq.toy import checker, world
-from setseq.toy.examples import edit_prompts, example_path
-from setseq.train import ConceptSpec, Trainer
+from setseq.toy.examples import edit_prompts, example_spec
+from setseq.train import Trainer
 
 
 @dataclass
@@ -64,9 +64,8 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
     t0 = time.time()
     bb = load_backbone(base)
     g = bb.geometry
-    source = example_path(concept)
-    video = data.load_video(source, fps=g.fps, size=(g.height, g.width), min_frames=g.frames)
-    static, motion = data.read_prompt_file(source)
+    spec = example_spec(concept, g)
+    static, motion = spec.prompt, spec.motion_prompt
     scene = world.concept_scene(concept)
 
     # 1. learn the concept
@@ -77,8 +76,7 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
     cfg.reg.prior_videos, cfg.reg.prior_steps = plan.prior_videos, plan.prior_steps
     cfg.checkpoint_every = 100
     concept_file = out / f"{concept}.safetensors"
-    note(f"learning the example concept '{concept}' from {source.name}: {plan.stage1_steps} + {plan.stage2_steps} steps")
-    spec = ConceptSpec(concept, video.frames[: g.frames], static, motion, source=str(source))
+    note(f"learning the example concept '{concept}': {plan.stage1_steps} + {plan.stage2_steps} steps")
     Trainer(bb, [spec], cfg, concept_file, progress=progress).run()
     t_train = time.time() - t0
 
@@ -92,7 +90,7 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
         ("camera: pans left", edits["camera: pans left"][0], 1.0, edits["camera: pans left"][1]),
         ("restyle: identity x0.5", recon, 0.5, {"background": scene.background}),
     ]
-    reference = video.frames[: g.frames]
+    reference = spec.video
     kind = scene.kind
     base_bb = load_backbone(base)
     rows, cells_concept, cells_base = [], [], []
@@ -167,12 +165,7 @@ def _compose(out: Path, base: str, plan: DemoPlan, seed: int, progress: bool) ->
     stitched clips, then generated together and each alone."""
     bb = load_backbone(base)
     g = bb.geometry
-    specs = []
-    for i, name in enumerate(("waves", "flicker"), start=1):
-        source = example_path(name)
-        video = data.load_video(source, fps=g.fps, size=(g.height, g.width), min_frames=g.frames)
-        static, motion = (p.replace("[v]", f"[v{i}]").replace("[u]", f"[u{i}]") for p in data.read_prompt_file(source))
-        specs.append(ConceptSpec(name, video.frames[: g.frames], static, motion, f"[v{i}]", f"[u{i}]", str(source)))
+    specs = [example_spec(name, g, i) for i, name in enumerate(("waves", "flicker"), start=1)]
     cfg = preset("setseq")
     cfg.seed = seed
     cfg.stages[0].steps, cfg.stages[1].steps = plan.stage1_steps, plan.stage2_steps

@@ -52,3 +52,22 @@ def edit_prompts(name: str) -> list[tuple[str, str, dict[str, str]]]:
     for camera, phrase in (("pan-left", "pans left"), ("zoom-in", "zooms in")):
         out.append((f"camera: {phrase}", f"{static} {motion.removesuffix('.')}, as the camera {phrase}.", {"camera": camera}))
     return out
+
+
+def example_spec(name: str, geometry, index: int | None = None):
+    """An example concept as a training spec at a backbone's geometry, from its shipped files.
+
+    Args:
+        name: one of world.CONCEPTS.
+        geometry: the backbone's clip geometry (the video is resampled and resized to it).
+        index: number the tokens ([v2], [u2]) for a set of several concepts; None keeps [v], [u].
+    """
+    from setseq.data import load_video, read_prompt_file
+    from setseq.train import ConceptSpec
+
+    source = example_path(name)
+    video = load_video(source, fps=geometry.fps, size=(geometry.height, geometry.width), min_frames=geometry.frames)
+    static, motion = read_prompt_file(source)
+    v, u = ("[v]", "[u]") if index is None else (f"[v{index}]", f"[u{index}]")
+    static, motion = static.replace("[v]", v), motion.replace("[u]", u)
+    return ConceptSpec(name, video.frames[: geometry.frames], static, motion, v, u, str(source))

@@ -40,12 +40,8 @@ _BACKGROUND = re.compile(r"\bon an? (\w+)(?: to (\w+) gradient)? background\b")
 
 
 def _rgb_and_backs(video: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(F, 3, H, W) in [-1, 1] -> pixels (F, H, W, 3) in [0, 1] and each pixel's row background.
-
-    The row median is the background: the object covers less than half of any row (checker.py).
-    """
-    rgb = ((check_video(video).numpy() + 1) / 2).clip(0, 1).transpose(0, 2, 3, 1)
-    return rgb, np.broadcast_to(np.median(rgb, axis=2, keepdims=True), rgb.shape)
+    """Pixels (F, H, W, 3) in [0, 1] and each pixel's row background, as the checker reads them."""
+    return checker.row_backgrounds(check_video(video))
 
 
 def segment(video: torch.Tensor) -> np.ndarray:
@@ -54,8 +50,7 @@ def segment(video: torch.Tensor) -> np.ndarray:
     Args:
         video: clip in [-1, 1].
     """
-    rgb, backs = _rgb_and_backs(video)
-    return np.linalg.norm(rgb - backs, axis=-1) > checker.FOREGROUND
+    return checker.foreground(*_rgb_and_backs(video))
 
 
 def colour_histogram(video: torch.Tensor, mask: np.ndarray) -> np.ndarray:
@@ -70,13 +65,7 @@ def colour_histogram(video: torch.Tensor, mask: np.ndarray) -> np.ndarray:
         mask: (F, H, W) bool object pixels.
     """
     rgb, backs = _rgb_and_backs(video)
-    pixels, back = rgb[mask], backs[mask]  # (N, 3)
-    towards = checker.PALETTE_RGB[None] - back[:, None]  # (N, K, 3)
-    offset = (pixels - back)[:, None]  # (N, 1, 3)
-    alpha = np.clip((offset * towards).sum(-1) / np.maximum((towards**2).sum(-1), 1e-6), 0, 1)  # (N, K)
-    residual = np.linalg.norm(offset - alpha[..., None] * towards, axis=-1)  # (N, K)
-    best = residual.argmin(-1)  # (N,)
-    votes = np.bincount(best, alpha[np.arange(len(best)), best] ** 2, minlength=len(world.COLORS))
+    votes = checker.palette_votes(rgb[mask], backs[mask])  # (K,)
     return votes / votes.sum() if votes.sum() > 0 else votes
 
 

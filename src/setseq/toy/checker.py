@@ -41,29 +41,44 @@ def _median_color(pixels: np.ndarray) -> str:
     return COLORS[int(_nearest(np.median(pixels.reshape(-1, 3), axis=0)))]
 
 
-def _object_color(pixels: np.ndarray, backs: np.ndarray, exclude: set[str]) -> str | None:
-    """Majority palette colour of foreground pixels, unmixing each from its local background.
+def palette_votes(pixels: np.ndarray, backs: np.ndarray) -> np.ndarray:
+    """Palette-colour votes of foreground pixels, unmixing each from its local background: (K,).
 
     Blur blends an object's edge with the background, and a blend of two palette colours is often
     nearest to a third one (red over blue looks purple). So each pixel is explained as
     back + alpha * (colour - back) for every palette colour; the colour with the smallest residual
-    gets a vote weighted by alpha, so nearly pure pixels count most.
+    gets a vote of alpha^2, so nearly pure pixels count most.
 
     Args:
         pixels, backs: (N, 3) foreground pixels and the background colour behind each.
-        exclude: colour names that cannot be the object's (the background's own).
     """
     if len(pixels) == 0:
-        return None
+        return np.zeros(len(COLORS))
     towards = PALETTE_RGB[None] - backs[:, None]  # (N, K, 3)
     offset = (pixels - backs)[:, None]  # (N, 1, 3)
     length2 = np.maximum((towards * towards).sum(-1), 1e-6)  # (N, K)
     alpha = np.clip((offset * towards).sum(-1) / length2, 0.0, 1.0)  # (N, K)
     residual = np.linalg.norm(offset - alpha[..., None] * towards, axis=-1)  # (N, K)
     best = residual.argmin(-1)  # (N,)
-    weight = alpha[np.arange(len(best)), best] ** 2
-    keep = ~np.isin(best, [COLORS.index(c) for c in exclude])
-    votes = np.bincount(best[keep], weight[keep], minlength=len(COLORS))
+    return np.bincount(best, alpha[np.arange(len(best)), best] ** 2, minlength=len(COLORS))
+
+
+def row_backgrounds(video: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (F, H, W, 3) in [0, 1] and the background behind each: its row's per-channel median
+    (the background varies along y on a gradient; an object covers less than half of any row)."""
+    rgb = _to_rgb(video)
+    return rgb, np.broadcast_to(np.median(rgb, axis=2, keepdims=True), rgb.shape)
+
+
+def foreground(rgb: np.ndarray, backs: np.ndarray) -> np.ndarray:
+    """(F, H, W) bool: pixels that stand out from their row's background."""
+    return np.linalg.norm(rgb - backs, axis=-1) > FOREGROUND
+
+
+def _object_color(pixels: np.ndarray, backs: np.ndarray, exclude: set[str]) -> str | None:
+    """Majority palette colour of foreground pixels; `exclude` names colours it cannot be."""
+    votes = palette_votes(pixels, backs)
+    votes[[COLORS.index(c) for c in exclude]] = 0.0
     return COLORS[int(votes.argmax())] if votes.max() > 0 else None
 
 
@@ -188,18 +203,15 @@ def check(video: torch.Tensor, mask_hint: torch.Tensor | np.ndarray | None = Non
           centroids: (F, 2) object centroid (column, row) per frame, NaN where not found;
           foreground: fraction of pixels counted as foreground.
     """
-    rgb = _to_rgb(video)  # (F, H, W, 3)
+    rgb, backs = row_backgrounds(video)  # (F, H, W, 3) each
     _, height, width, _ = rgb.shape
     # Per-channel medians: the background covers most of every row, and blurred edges sit
     # between it and the object, so a median lands on the background even for busy textures.
     top, bottom = _median_color(rgb[:, 0]), _median_color(rgb[:, -1])
     # Scene.background is the top colour; a solid one is read from both rows, for more pixels.
     background = _median_color(rgb[:, [0, -1]]) if top == bottom else top
-    # The background varies along y (gradient), so compare each pixel with its own row's median;
-    # an object covers less than half of any row.
-    backs = np.broadcast_to(np.median(rgb, axis=2, keepdims=True), rgb.shape)  # (F, H, W, 3)
     if mask_hint is None:
-        fg = np.linalg.norm(rgb - backs, axis=-1) > FOREGROUND
+        fg = foreground(rgb, backs)
     else:
         fg = np.asarray(mask_hint, dtype=bool)
         if fg.shape != rgb.shape[:3]:

@@ -33,11 +33,13 @@ def test_summary_averages_runs_and_separates_reconstruction_from_edits():
     assert s["edit"] == pytest.approx((0.5, 0.5))
 
 
-def test_quick_leakage_compares_with_and_without_stitching(tmp_path):
+def test_quick_leakage_compares_no_stitching_stitching_and_one_background(tmp_path):
     out = tmp_path / "leak"
     assert main(["bench", "leakage", "--quick", "--base", "toy-tiny", "--out", str(out)]) == 0
     result = json.loads((out / "leakage.json").read_text())
-    assert [s["stitch_prob"] for s in result["summary"]] == [0.0, 0.2]
-    # each of 3 outputs (waves alone, flicker alone, both) scored against both concepts, per setting
-    assert len(result["records"]) == 2 * 3 * 2
-    assert (out / "pair-stitch0.2-s0.safetensors").is_file()
+    summary = result["summary"]
+    assert [s["arm"] for s in summary] == ["no stitching", "stitched", "stitched + background removed"]
+    assert [(s["stitch_prob"], s["background_removed"]) for s in summary] == [(0.0, False), (0.2, False), (0.2, True)]
+    # each of 3 outputs (waves alone, flicker alone, both) scored against both concepts, per arm
+    assert len(result["records"]) == 3 * 3 * 2
+    assert (out / "pair-stitch0.2-s0.safetensors").is_file() and (out / "pair-stitch0.2-nobg-s0.safetensors").is_file()

@@ -67,10 +67,30 @@ def test_prompts_come_from_the_txt_beside_the_video(tmp_path):
     assert cio.load(tmp_path / "clip.safetensors").concepts[0]["motion_prompt"] == "it moves in [u] motion."
 
 
+def test_masks_come_from_beside_the_video_or_from_mask(tmp_path, monkeypatch):
+    import setseq.train
+
+    seen = []
+    real = setseq.train.check_concepts
+    monkeypatch.setattr(setseq.train, "check_concepts", lambda cs, *a: (seen.append([c.mask for c in cs]), real(cs, *a))[1])
+    video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
+    frames = data.load_video(video).frames
+    fg = (frames.mean(1, keepdim=True) > 0.3).float().expand_as(frames) * 2 - 1  # (F, 3, H, W) white on the square
+    data.write_video(tmp_path / "fg.mp4", fg, 8)
+    assert main(["train", str(video), *PROMPT, *TRAIN, "--mask", str(tmp_path / "fg.mp4")]) == 0
+    data.write_video(tmp_path / "clip.mask.gif", fg, 8)
+    assert main(["train", str(video), *PROMPT, *TRAIN]) == 0
+    (explicit,), (beside,) = seen
+    assert explicit.shape == beside.shape == (8, 16, 16) and torch.equal(explicit, beside)
+    assert 0 < explicit.float().mean() < 0.5
+
+
 def _bad_inputs(tmp: Path, trained: Path):
     video = data.make_test_video(tmp / "ok.mp4", frames=8, size=(16, 16))
     short = data.make_test_video(tmp / "short.mp4", frames=2, size=(16, 16))
     (tmp / "text.mp4").write_text("this is not a video")
+    boxed = data.make_test_video(tmp / "boxed.mp4", frames=8, size=(16, 16))
+    data.make_test_video(tmp / "boxed.mask.mp4", frames=8, size=(16, 32))  # found beside it; another shape
     (tmp / "junk.safetensors").write_bytes(b"\x00\x01 definitely not safetensors")
     from safetensors.torch import save_file
 
@@ -86,6 +106,10 @@ def _bad_inputs(tmp: Path, trained: Path):
         "no prompt at all": ["train", str(video), *TRAIN, *out],
         "unknown method": ["train", str(video), *PROMPT, *TRAIN, *out, "--method", "magic"],
         "bad output suffix": ["train", str(video), *PROMPT, *TRAIN, "--out", str(tmp / "new.bin")],
+        "mask of another length": ["train", str(video), *PROMPT, *TRAIN, *out, "--mask", str(short)],
+        "mask of another shape": ["train", str(boxed), *PROMPT, *TRAIN, *out],
+        "missing mask": ["train", str(video), *PROMPT, *TRAIN, *out, "--mask", str(tmp / "nope.mask.mp4")],
+        "mask given as the video": ["train", str(tmp / "boxed.mask.mp4"), *PROMPT, *TRAIN, *out],
         "missing concept": ["generate", str(tmp / "none.safetensors"), *gen],
         "corrupt concept": ["generate", str(tmp / "junk.safetensors"), *gen],
         "foreign concept": ["generate", str(tmp / "foreign.safetensors"), *gen],
@@ -96,7 +120,8 @@ def _bad_inputs(tmp: Path, trained: Path):
 
 
 BAD_CASES = ["missing video", "not a video", "too few frames", "prompt without token", "motion prompt without token",
-             "no prompt at all", "unknown method", "bad output suffix", "missing concept", "corrupt concept",
+             "no prompt at all", "unknown method", "bad output suffix", "mask of another length",
+             "mask of another shape", "missing mask", "mask given as the video", "missing concept", "corrupt concept",
              "foreign concept", "concept for another base", "unknown token in prompt", "bad video suffix"]
 
 

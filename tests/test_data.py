@@ -397,3 +397,54 @@ def test_make_test_video_moves_and_is_deterministic(tmp_path):
     cy = [(ys * m).sum().item() / m.sum().item() for m in square]
     cx = [(xs * m).sum().item() / m.sum().item() for m in square]
     assert cy == sorted(cy) and cx == sorted(cx) and cx[-1] - cx[0] > 30 and cy[-1] - cy[0] > 20
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def bar_clip(frames: int, size: tuple[int, int], repeat: int = 1) -> torch.Tensor:
+    """(frames * repeat, 3, H, W): a white bar a sixth of the width wide, sliding left to right
+    over black, each position held for `repeat` frames."""
+    H, W = size
+    bar = W // 6
+    video = torch.full((frames, 3, H, W), -1.0)
+    for k in range(frames):
+        x = round(k / (frames - 1) * (W - bar))
+        video[k, :, :, x : x + bar] = 1.0
+    return video.repeat_interleave(repeat, 0)
+
+
+def test_mask_beside_the_clip_is_found(tmp_path):
+    clip = write_video(tmp_path / "clip.mp4", bar_clip(4, (16, 24)), 8)
+    assert data.find_mask(clip) is None
+    mask = write_video(tmp_path / "clip.mask.webm", bar_clip(4, (16, 24)), 8)
+    assert data.find_mask(clip) == mask and data.is_mask_path(mask) and not data.is_mask_path(clip)
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames.mask").mkdir()
+    assert data.find_mask(tmp_path / "frames") == tmp_path / "frames.mask"
+    assert data.is_mask_path(tmp_path / "frames.mask") and not data.is_mask_path(tmp_path / "frames")
+
+
+def test_mask_is_resampled_and_resized_like_its_clip(tmp_path):
+    # the clip: 12 frames at 12 fps, 24x36; its mask: twice the frame rate and twice the size
+    clip_file = write_video(tmp_path / "clip.mp4", bar_clip(12, (24, 36)), 12)
+    mask_file = write_video(tmp_path / "clip.mask.mp4", bar_clip(12, (48, 72), repeat=2), 24)
+    clip = load_video(clip_file, fps=8, size=(16, 16))
+    mask = data.load_mask(mask_file, clip, (16, 16))
+    assert mask.dtype == torch.bool and mask.shape == (clip.frames.shape[0], 16, 16) == (8, 16, 16)
+    bright = clip.frames.mean(1) > 0  # (F, H, W): where the clip's bar is
+    assert (mask == bright).float().mean() > 0.97
+    assert (mask[1:] == bright[:-1]).float().mean() < 0.9  # the bar moves: a frame off would show
+
+
+def test_mask_errors(tmp_path):
+    clip = load_video(write_video(tmp_path / "clip.mp4", bar_clip(8, (16, 24)), 8), size=(16, 16))
+    cases = {
+        "other length": (bar_clip(5, (16, 24)), "has 5 frames"),
+        "other aspect": (bar_clip(8, (16, 16)), "different aspect ratio"),
+        "black": (torch.full((8, 3, 16, 24), -1.0), "black in every frame"),
+    }
+    for name, (video, message) in cases.items():
+        file = write_video(tmp_path / f"{name}.mp4", video, 8)
+        with pytest.raises(SetseqError, match=message):
+            data.load_mask(file, clip, (16, 16))

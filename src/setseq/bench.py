@@ -196,42 +196,51 @@ def _png(path: Path, summary) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Identity leakage between composed concepts, with and without stitched training
+# Identity leakage between composed concepts: no stitching, stitching, stitching on one background
 # --------------------------------------------------------------------------------------------
+
+# (label, stitch_prob, remove backgrounds where masks are given): the arms compared
+LEAKAGE_ARMS = [("no stitching", 0.0, False), ("stitched", 0.2, False), ("stitched + background removed", 0.2, True)]
+
 
 def run_leakage(out: str | Path, names: tuple[str, str] = ("waves", "flicker"), seeds=(0,), base: str = "toy",
                 step_scale: float = 0.25, batch_size: int = 4, sample_steps: int = 20, progress: bool = True) -> dict:
-    """Learn two concepts jointly with and without stitched clips; generate each alone and both
-    together; score every output's identity and motion against both concepts.
+    """Learn two concepts jointly without stitched clips, with them, and with them on one shared
+    background (the examples' masks; see setseq.stitch); generate each alone and both together;
+    score every output's identity and motion against both concepts.
 
     Leakage is a concept-alone output's identity score against the *other* concept; a clean
     composition keeps each concept's own scores high when both are prompted.
     """
     out = Path(out)
     records = []
-    jobs = [(stitch, seed) for stitch in (0.0, 0.2) for seed in seeds]
-    for stitch, seed in tqdm(jobs, desc="leakage", disable=not progress):
+    jobs = [(arm, seed) for arm in LEAKAGE_ARMS for seed in seeds]
+    for (arm, stitch, remove), seed in tqdm(jobs, desc="leakage", disable=not progress):
         bb = load_backbone(base)
         specs = [example_spec(n, bb.geometry, i) for i, n in enumerate(names, start=1)]
         cfg = preset("setseq")
         cfg.seed, cfg.optim.batch_size, cfg.reg.stitch_prob = seed, batch_size, stitch
+        cfg.reg.stitch_remove_background = remove
         for s in cfg.stages:
             s.steps = max(1, round(s.steps * step_scale))
-        Trainer(bb, specs, cfg, out / f"pair-stitch{stitch:g}-s{seed}.safetensors", progress=False).run()
+        file = f"pair-stitch{stitch:g}{'-nobg' if remove else ''}-s{seed}.safetensors"
+        Trainer(bb, specs, cfg, out / file, progress=False).run()
         prompts = [(s.name, s.full_prompt) for s in specs] + [("both", f"{specs[0].full_prompt} {specs[1].full_prompt}")]
         clips = generate(bb, [p for _, p in prompts], steps=sample_steps, seed=seed)
         for (label, prompt), clip in zip(prompts, clips):
             for s in specs:
                 m = toy_metrics(clip, s.video, world.concept_scene(s.name).kind)
-                records.append({"stitch_prob": stitch, "seed": seed, "output": label, "against": s.name,
+                records.append({"arm": arm, "stitch_prob": stitch, "background_removed": remove, "seed": seed,
+                                "output": label, "against": s.name,
                                 "identity": m["toy_identity"], "motion": m["toy_motion"]})
     summary = []
-    for stitch in (0.0, 0.2):
-        mine = [r for r in records if r["stitch_prob"] == stitch]
+    for arm, stitch, remove in LEAKAGE_ARMS:
+        mine = [r for r in records if r["arm"] == arm]
         own = [r["identity"] for r in mine if r["output"] == r["against"]]
         other = [r["identity"] for r in mine if r["output"] in names and r["output"] != r["against"]]
         both = [r["identity"] for r in mine if r["output"] == "both"]
-        summary.append({"stitch_prob": stitch, "own_identity": float(np.mean(own)), "leaked_identity": float(np.mean(other)),
+        summary.append({"arm": arm, "stitch_prob": stitch, "background_removed": remove,
+                        "own_identity": float(np.mean(own)), "leaked_identity": float(np.mean(other)),
                         "composed_identity": float(np.mean(both)),
                         "own_motion": float(np.mean([r["motion"] for r in mine if r["output"] == r["against"]]))})
     with atomic_path(out / "leakage.json") as tmp:

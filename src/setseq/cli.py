@@ -24,7 +24,7 @@ def _train_parser(sub) -> None:
                    help="video file (mp4, webm, mov, gif, ...) or a folder of frames; several for a joint concept set")
     p.add_argument("--concepts", metavar="FILE",
                    help="TOML file listing the concepts instead of VIDEO arguments: [[concept]] tables with "
-                        "video, prompt, motion_prompt and optional name (paths relative to the file)")
+                        "video, prompt, motion_prompt and optional name and mask (paths relative to the file)")
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                    help="static prompt with the identity token, e.g. 'a [v] dancer on a bridge.' "
                         "(one per video, in order; tokens [v1], [v2], ... when there are several videos); "
@@ -32,6 +32,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--motion-prompt", action="append", default=[], metavar="TEXT",
                    help="dynamic prompt with the motion token, e.g. 'he performs [u] dancing motion.' "
                         "(one per video; [u1], [u2], ... for several)")
+    p.add_argument("--mask", action="append", default=[], metavar="FILE",
+                   help="foreground mask video (white = subject) or folder of frames, one per video, in order; "
+                        "default: NAME.mask.mp4 (.webm, .gif, NAME.mask/) beside VIDEO when there is one")
     p.add_argument("--base", default="toy", help="base model: 'toy' (embedded default), 'toy-tiny', or a local path (default: toy)")
     p.add_argument("--out", help="output concept file NAME.safetensors (default: VIDEO's name)")
     _device_args(p)
@@ -56,6 +59,12 @@ def _train_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 50)")
     p.add_argument("--validate-every", type=int, help="write a sample video to NAME.samples/ every N steps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--optimizer", choices=["adamw", "adamw8bit"],
+                   help="adamw (default) or adamw8bit (bitsandbytes: AdamW's moments in 8 bits, less memory)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each transformer block (the first "
+                                                           "steps compile; any speed-up is unmeasured)")
+    p.add_argument("--shard", action="store_true", help="under torchrun: shard the transformer's blocks across "
+                                                         "the processes with FSDP2 (for models too big for one GPU)")
     p.set_defaults(func=cmd_train)
 
 
@@ -82,6 +91,10 @@ def _config_from_args(a):
     for name in ("seed", "checkpoint_every", "validate_every"):
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))
+    if a.optimizer is not None:
+        cfg.optim.optimizer = a.optimizer
+    cfg.compile = cfg.compile or a.compile
+    cfg.shard = cfg.shard or a.shard
     cfg.validate()
     return cfg
 
@@ -111,7 +124,7 @@ def _concept_name(path: Path, taken: set[str]) -> str:
 
 
 def _read_concept_list(path: str) -> list[dict]:
-    """[[concept]] tables of a TOML file: video (relative to the file), prompt, motion_prompt, name."""
+    """[[concept]] tables of a TOML file: video and mask (relative to the file), prompt, motion_prompt, name."""
     from setseq.config import read_toml
 
     file = Path(path)
@@ -119,36 +132,57 @@ def _read_concept_list(path: str) -> list[dict]:
     if not isinstance(entries, list) or not entries:
         raise SetseqError(f"{path!r} lists no concepts; write one [[concept]] table per video.")
     for e in entries:
-        unknown = set(e) - {"video", "prompt", "motion_prompt", "name"}
+        unknown = set(e) - {"video", "prompt", "motion_prompt", "name", "mask"}
         if "video" not in e or unknown:
-            raise SetseqError(f"each [[concept]] in {path!r} needs a video and may have prompt, motion_prompt and name; "
-                              f"got {sorted(e)}.")
+            raise SetseqError(f"each [[concept]] in {path!r} needs a video and may have prompt, motion_prompt, name "
+                              f"and mask; got {sorted(e)}.")
         e["video"] = str(file.parent / e["video"])
+        if e.get("mask"):
+            e["mask"] = str(file.parent / e["mask"])
     return entries
+
+
+def _concept_mask(video_path: Path, given: str | None, video, size: tuple[int, int]):
+    """The clip's foreground mask (F, H, W) bool: the given file, else the one beside it, else None."""
+    from setseq import data
+    from setseq.log import note
+
+    if given and not Path(given).exists():
+        raise SetseqError(f"mask {given!r} for {str(video_path)!r} does not exist.")
+    file = Path(given) if given else data.find_mask(video_path)
+    if file is None:
+        return None
+    mask = data.load_mask(file, video, size)
+    note(f"foreground mask for {video_path.name}: {file}")
+    return mask
 
 
 def cmd_train(a) -> int:
     from dataclasses import replace
 
-    from setseq import data
+    from setseq import data, parallel
     from setseq.backbones import load_backbone
-    from setseq.train import ConceptSpec, Trainer
+    from setseq.train import ConceptSpec, Trainer, optimizer_class
 
     listed = _read_concept_list(a.concepts) if a.concepts else []
-    if listed and (a.videos or a.prompt or a.motion_prompt):
+    if listed and (a.videos or a.prompt or a.motion_prompt or a.mask):
         raise SetseqError("give the concepts either as VIDEO arguments with --prompt, or in --concepts FILE, not both.")
     if listed:
         a.videos = [c["video"] for c in listed]
         a.prompt = [c.get("prompt") for c in listed]
         a.motion_prompt = [c.get("motion_prompt") for c in listed]
+        a.mask = [c.get("mask") for c in listed]
     if not a.videos:
         raise SetseqError("no video given: pass VIDEO arguments or --concepts FILE.")
     videos = [Path(v) for v in a.videos]
     for v in videos:
         if not v.exists():
             raise SetseqError(f"video {str(v)!r} does not exist.")
+        if data.is_mask_path(v):
+            raise SetseqError(f"{str(v)!r} is named like a mask (NAME.mask.*), which is read with its clip NAME; "
+                              f"pass the clip only, or rename it.")
     n = len(videos)
-    for flag, given in (("--prompt", a.prompt), ("--motion-prompt", a.motion_prompt)):
+    for flag, given in (("--prompt", a.prompt), ("--motion-prompt", a.motion_prompt), ("--mask", a.mask)):
         if given and len(given) != n:
             raise SetseqError(f"{flag} was given {len(given)} times for {n} video(s); give it once per video, in order.")
     out = Path(a.out) if a.out else videos[0].with_suffix(".safetensors")
@@ -157,7 +191,12 @@ def cmd_train(a) -> int:
     if out.parent and not out.parent.exists():
         raise SetseqError(f"the output folder {str(out.parent)!r} does not exist.")
     cfg = _config_from_args(a)
-    backbone = load_backbone(a.base, **_device_options(a))
+    # Under torchrun (several processes), fail before loading the model; each rank uses its own GPU.
+    parallel.check_batch(cfg.optim, parallel.launched_size())
+    optimizer_class(cfg.optim.optimizer)
+    options = _device_options(a)
+    options["device"] = parallel.device_for(options["device"])
+    backbone = load_backbone(a.base, **options)
     g = backbone.geometry
     g = replace(g, frames=a.frames or g.frames, height=a.height or g.height, width=a.width or g.width, fps=a.fps or g.fps)
     backbone.check_geometry(g)
@@ -171,13 +210,18 @@ def cmd_train(a) -> int:
         if not static:
             raise SetseqError(f"no prompt for {str(v)!r}: pass --prompt 'a [v] ...' or write {v.with_suffix('.txt').name} beside it.")
         video = data.load_video(v, fps=g.fps, size=(g.height, g.width), min_frames=g.frames if needs_clip else 1)
+        mask = _concept_mask(v, a.mask[i] if a.mask else None, video, (g.height, g.width))
         suffix = "" if n == 1 else str(i + 1)
         name = listed[i]["name"] if listed and listed[i].get("name") else _concept_name(v, taken)
         specs.append(ConceptSpec(name, video.frames, static, motion,
-                                 identity_token=f"[v{suffix}]", motion_token=f"[u{suffix}]", source=str(v)))
-    trainer = Trainer(backbone, specs, cfg, out, geometry=g, progress=not a.quiet)
-    trainer.run(resume=a.resume)
-    print(f"wrote {out}" + (f" and {trainer.stage1_path}" if len(cfg.stages) > 1 else ""))
+                                 identity_token=f"[v{suffix}]", motion_token=f"[u{suffix}]", source=str(v), mask=mask))
+    try:
+        trainer = Trainer(backbone, specs, cfg, out, geometry=g, progress=not a.quiet)
+        trainer.run(resume=a.resume)
+    finally:
+        parallel.shutdown()
+    if trainer.world.main:
+        print(f"wrote {out}" + (f" and {trainer.stage1_path}" if len(cfg.stages) > 1 else ""))
     return 0
 
 
@@ -487,7 +531,8 @@ def _bench_parser(sub) -> None:
     ab.add_argument("--sample-steps", type=int, default=20, help="sampler steps (default 20)")
     ab.add_argument("--quick", action="store_true", help="a smoke run: one concept, one seed, two edits, a few steps")
     ab.set_defaults(func=cmd_bench_ablation)
-    lk = bsub.add_parser("leakage", help="identity leakage between two composed concepts, with and without stitched training")
+    lk = bsub.add_parser("leakage", help="identity leakage between two composed concepts: without stitched training, "
+                                         "with it, and with it on one shared background")
     lk.add_argument("--out", default="leakage-out", help="output folder (default: leakage-out)")
     lk.add_argument("--base", default="toy", help="base model (default: toy)")
     lk.add_argument("--seeds", default="0", help="seeds (default: 0)")
@@ -526,9 +571,10 @@ def cmd_bench_leakage(a) -> int:
         raise SetseqError(f"--seeds takes comma-separated integers, got {a.seeds!r}.") from None
     scale, steps = (0.003, 2) if a.quick else (a.step_scale, 20)
     r = run_leakage(a.out, seeds=seeds, base=a.base, step_scale=scale, sample_steps=steps)
-    print("| stitch_prob | own identity | leaked identity | identity when composed | own motion |\n|---|---|---|---|---|")
+    print("| training | stitch_prob | own identity | leaked identity | identity when composed | own motion |\n"
+          "|---|---|---|---|---|---|")
     for s in r["summary"]:
-        print(f"| {s['stitch_prob']:g} | {s['own_identity']:.3f} | {s['leaked_identity']:.3f} | "
+        print(f"| {s['arm']} | {s['stitch_prob']:g} | {s['own_identity']:.3f} | {s['leaked_identity']:.3f} | "
               f"{s['composed_identity']:.3f} | {s['own_motion']:.3f} |")
     print(f"wrote {Path(a.out) / 'leakage.json'}")
     return 0
@@ -541,8 +587,8 @@ def _toy_parser(sub) -> None:
     pre = tsub.add_parser("pretrain", help="pretrain the toy DiT from scratch on the toy world (resumable)")
     pre.add_argument("--out", required=True, help="folder for the checkpoint, log and MODEL.safetensors")
     pre.add_argument("--model", default="toy", help="architecture preset: toy or toy-tiny (default: toy)")
-    pre.add_argument("--steps", type=int, help="optimiser steps (default 2400)")
-    pre.add_argument("--batch-size", type=int, help="clips per step (default 32)")
+    pre.add_argument("--steps", type=int, help="optimiser steps (default 4500)")
+    pre.add_argument("--batch-size", type=int, help="clips per step (default 16)")
     pre.add_argument("--lr", type=float, help="peak learning rate (default 8e-4, cosine decay)")
     pre.add_argument("--seed", type=int, help="random seed (default 0)")
     pre.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
@@ -555,7 +601,7 @@ def _toy_parser(sub) -> None:
     ev.add_argument("--guidance", type=float, help="guidance (default: the model's)")
     ev.add_argument("--json", help="also write the results to this JSON file")
     ev.set_defaults(func=cmd_toy_eval)
-    ex = tsub.add_parser("examples", help="render the example concept videos and their prompt files")
+    ex = tsub.add_parser("examples", help="render the example concept videos, their prompt files and masks")
     ex.add_argument("--out", help="folder (default: the package's examples folder)")
     ex.set_defaults(func=cmd_toy_examples)
 
@@ -599,7 +645,7 @@ def cmd_toy_examples(a) -> int:
     from setseq.toy.examples import EXAMPLES_DIR, write_examples
 
     for p in write_examples(a.out or EXAMPLES_DIR):
-        print(f"wrote {p} and {p.with_suffix('.txt').name}")
+        print(f"wrote {p}, {p.with_suffix('.txt').name} and {p.stem}.mask{p.suffix}")
     return 0
 
 

@@ -50,13 +50,17 @@ class ConceptSet:
 
 
 def collect(backbone: Backbone, meta: dict[str, Any]) -> ConceptSet:
-    """Read the adapters and concept tokens currently in `backbone` into a ConceptSet."""
+    """Read the adapters and concept tokens currently in `backbone` into a ConceptSet (when the model is
+    sharded over processes, every process must call this)."""
+    def whole(t: torch.Tensor) -> torch.Tensor:  # a tensor sharded over processes (FSDP) is gathered first
+        return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().clone()
+
     tensors: dict[str, torch.Tensor] = {}
     for name, layer in lora.adapters(backbone.transformer).items():
-        tensors[f"{name}.basis"] = layer.basis.detach().clone()
-        tensors[f"{name}.identity"] = layer.identity.detach().clone()
+        tensors[f"{name}.basis"] = whole(layer.basis)
+        tensors[f"{name}.identity"] = whole(layer.identity)
         for c, b in layer.motion.items():
-            tensors[f"{name}.motion.{c}"] = b.detach().clone()
+            tensors[f"{name}.motion.{c}"] = whole(b)
     for tok, emb in backbone.token_embeddings().items():
         tensors[f"token.{tok}"] = emb
     return ConceptSet(tensors, meta)

@@ -16,6 +16,7 @@ from setseq.errors import SetseqError
 DATA_KINDS = ("frames", "clip", "mixed")  # unordered set of frames | whole clip | DreamMix mix
 PROMPT_KINDS = ("static", "full")  # "a [v] ..." | static + dynamic ("... [u] motion")
 TRAIN_KINDS = ("identity", "motion", "tokens")  # A1,B1 | B2 (A1,B1 frozen) | token embeddings only
+OPTIMIZERS = ("adamw", "adamw8bit")  # torch's AdamW | bitsandbytes' AdamW8bit
 
 
 @dataclass
@@ -58,6 +59,9 @@ class RegConfig:
     # Several concepts only (sec. 4, composition): share of micro-batches made of two concepts'
     # clips side by side or stacked, with the composed prompt, against identity leakage.
     stitch_prob: float = 0.2
+    # ... and, when both stitched concepts have a foreground mask, on one shared background (the
+    # first concept's) instead of two half-backgrounds (sec. 4: "optionally with backgrounds removed").
+    stitch_remove_background: bool = True
 
 
 @dataclass
@@ -69,6 +73,7 @@ class OptimConfig:
     batch_size: int = 8
     micro_batch: int | None = None  # gradient accumulation when memory is short; None = batch_size
     token_lr: float | None = None  # train concept-token embeddings at this lr (paper: 1e-5); None = frozen
+    optimizer: str = "adamw"  # one of OPTIMIZERS; adamw8bit keeps AdamW's moments in 8 bits (bitsandbytes)
 
 
 @dataclass
@@ -90,6 +95,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     validate_every: int = 0  # write a sample video every N steps (0 = never)
+    # How the run uses its hardware, not what it learns: a checkpoint resumes with either setting.
+    compile: bool = False  # torch.compile each transformer block
+    shard: bool = False  # under torchrun: FSDP2-shard the transformer's blocks across the processes
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,6 +124,8 @@ class TrainConfig:
             raise SetseqError(
                 f"micro batch {mb} must divide the batch size {self.optim.batch_size}."
             )
+        if self.optim.optimizer not in OPTIMIZERS:
+            raise SetseqError(f"unknown optimizer {self.optim.optimizer!r}; use one of {', '.join(OPTIMIZERS)}.")
         if self.flow.timesteps not in ("logit-normal", "uniform"):
             raise SetseqError(f"unknown timestep sampling {self.flow.timesteps!r}; use logit-normal or uniform.")
 

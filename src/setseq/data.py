@@ -23,6 +23,14 @@ static (appearance) prompt and the motion (dynamic) prompt. The file is UTF-8 te
 
 Example (one line): ``A [v] dancer in a red dress. The [v] dancer [u] spins twice.`` gives
 static ``A [v] dancer in a red dress.`` and motion ``The [v] dancer [u] spins twice.``
+
+Mask videos
+-----------
+A clip may have a foreground mask beside it, found by name: ``dancer.mp4`` -> ``dancer.mask.mp4``
+(or ``.webm``, ``.gif``, or a folder of frames ``dancer.mask/``; for a frame folder ``frames/`` ->
+``frames.mask.mp4`` ...). White marks the subject. It is read like its clip (resampled to the
+clip's frame rate, resized to cover and centre-cropped the same way), then thresholded at half
+brightness; it must then have the clip's frame count, and its source frames the clip's aspect ratio.
 """
 
 from __future__ import annotations
@@ -78,11 +86,13 @@ class Video:
         frames: (F, C, H, W) float32 in [-1, 1], C = 3 (RGB).
         fps: frames per second of ``frames``.
         source: the path it came from.
+        source_size: (height, width) of the source's first frame, before any resizing.
     """
 
     frames: torch.Tensor
     fps: float
     source: str
+    source_size: tuple[int, int] | None = None
 
 
 # ----------------------------------------------------------------------------- loading
@@ -119,7 +129,10 @@ def load_video(
             picked = ((t, frame) for t, _, frame in timed)
         else:
             picked = _nearest_in_time(timed, fps)
-        kept = [(t, _frame_to_tensor(frame, path, size)) for t, frame in islice(picked, max_frames)]
+        kept, source_size = [], None
+        for t, frame in islice(picked, max_frames):
+            source_size = source_size or (frame.height, frame.width)
+            kept.append((t, _frame_to_tensor(frame, path, size)))
     out_fps = fps or rate or _rate_from_times([t for t, _ in kept])
     if len(kept) < min_frames:
         raise SetseqError(
@@ -129,7 +142,7 @@ def load_video(
     shapes = {tuple(x.shape) for _, x in kept}
     if len(shapes) > 1:
         raise SetseqError(f"The frames of {path} differ in size {sorted(shapes)}; pass size=(H, W) to resize them.")
-    return Video(frames=torch.stack([x for _, x in kept]), fps=float(out_fps), source=str(path))
+    return Video(frames=torch.stack([x for _, x in kept]), fps=float(out_fps), source=str(path), source_size=source_size)
 
 
 def _check_load_args(path: Path, fps, size, min_frames: int, max_frames: int | None) -> None:
@@ -246,6 +259,67 @@ def _resize_cover(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)[0]
     top, left = (nh - H) // 2, (nw - W) // 2
     return x[:, top : top + H, left : left + W]
+
+
+# ----------------------------------------------------------------------------- masks
+
+MASK_SUFFIXES = (".mp4", ".webm", ".gif")
+
+
+def find_mask(video_path: str | os.PathLike) -> Path | None:
+    """The foreground mask beside a clip (see "Mask videos" in the module docstring), or None.
+
+    Args:
+        video_path: the clip (``dancer.mp4``) or its frame directory (``frames/``).
+    """
+    video_path = Path(video_path)
+    stem = video_path.name if video_path.is_dir() else video_path.stem
+    for suffix in MASK_SUFFIXES:
+        if (candidate := video_path.parent / f"{stem}.mask{suffix}").is_file():
+            return candidate
+    folder = video_path.parent / f"{stem}.mask"
+    return folder if folder.is_dir() else None
+
+
+def is_mask_path(path: str | os.PathLike) -> bool:
+    """Whether a path is named like a mask video (``NAME.mask.mp4`` or a folder ``NAME.mask/``)."""
+    path = Path(path)
+    return path.name.endswith(".mask") if path.is_dir() else path.stem.endswith(".mask")
+
+
+def load_mask(path: str | os.PathLike, clip: Video, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Read a foreground mask (white = subject) for a clip, resampled and resized exactly as the clip.
+
+    Args:
+        path: the mask video or frame directory.
+        clip: the clip as ``load_video`` returned it (its frame rate and source size are used).
+        size: the (H, W) the clip was loaded with; None when it kept its source size.
+
+    Returns:
+        (F, H, W) bool, True on the subject, with F, H, W those of ``clip.frames``.
+    """
+    path = Path(path)
+    mask = load_video(path, fps=clip.fps, size=size)
+    n, _, H, W = clip.frames.shape
+    m, _, h, w = mask.frames.shape
+    fix = "make the mask from the clip itself (same length and aspect ratio), or leave it out"
+    if clip.source_size and mask.source_size and not _same_aspect(clip.source_size, mask.source_size):
+        (ch, cw), (mh, mw) = clip.source_size, mask.source_size
+        raise SetseqError(f"mask {path} is {mw}x{mh} but its clip {clip.source} is {cw}x{ch}, "
+                          f"a different aspect ratio, so they cannot be aligned; {fix}.")
+    if (m, h, w) != (n, H, W):
+        raise SetseqError(f"mask {path} has {m} frames of {w}x{h} at {clip.fps:g} fps but its clip {clip.source} "
+                          f"has {n} frames of {W}x{H}; {fix}.")
+    out = mask.frames.mean(1) > 0.0  # (F, H, W): brightness above half in [-1, 1]
+    if not out.any():
+        raise SetseqError(f"mask {path} is black in every frame, but white must mark the subject; {fix}.")
+    return out
+
+
+def _same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Equal aspect ratios up to one pixel of rounding on the longer side."""
+    (h1, w1), (h2, w2) = a, b
+    return abs(h1 * w2 - h2 * w1) <= max(h1, w1, h2, w2)
 
 
 # ----------------------------------------------------------------------------- writing

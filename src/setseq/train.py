@@ -14,17 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from setseq import concept as concept_io
-from setseq import flow, lora
-from setseq.backbones.base import Backbone, Geometry
+from setseq import flow, lora, parallel, stitch
+from setseq.backbones.base import Backbone, Geometry, Text
 from setseq.config import StageConfig, TrainConfig
 from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
@@ -36,7 +35,8 @@ CHECKPOINT_VERSION = 1
 
 @dataclass
 class ConceptSpec:
-    """One dynamic concept: its clip (F, C, H, W) in [-1, 1], prompts and tokens."""
+    """One dynamic concept: its clip (F, C, H, W) in [-1, 1], prompts, tokens and, optionally, a
+    foreground mask (F, H, W) bool (True on the subject) for stitched clips without backgrounds."""
 
     name: str
     video: torch.Tensor
@@ -45,6 +45,7 @@ class ConceptSpec:
     identity_token: str = "[v]"
     motion_token: str = "[u]"
     source: str = ""
+    mask: torch.Tensor | None = None
 
     @property
     def full_prompt(self) -> str:
@@ -68,9 +69,29 @@ def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geom
         if c.motion_prompt and needs_motion and c.motion_token not in c.motion_prompt:
             raise SetseqError(f"the motion prompt for {c.name!r} must contain its motion token "
                               f"{c.motion_token}; got {c.motion_prompt!r}.")
+        if c.mask is not None and (c.mask.dtype != torch.bool or c.mask.shape != (c.video.shape[0], *c.video.shape[2:])):
+            raise SetseqError(f"the mask of {c.name!r} must be bool (F, H, W) = {(c.video.shape[0], *c.video.shape[2:])} "
+                              f"like its video, got {c.mask.dtype} {tuple(c.mask.shape)}.")
         if needs_clip and c.video.shape[0] < geometry.frames:
             raise SetseqError(f"the video for {c.name!r} has {c.video.shape[0]} frames at {geometry.fps:g} fps, "
                               f"but a clip needs {geometry.frames}; use a longer video or pass --frames.")
+
+
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """torch's AdamW, or bitsandbytes' AdamW8bit (moments in 8 bits: a quarter of the state's memory)."""
+    if name != "adamw8bit":
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise SetseqError("--optimizer adamw8bit needs bitsandbytes, which is not installed; "
+                          "run `pip install bitsandbytes` or use --optimizer adamw.") from None
+    return bitsandbytes.optim.AdamW8bit
+
+
+def _learning(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run's settings less those about hardware (compile, shard): a checkpoint resumes across them."""
+    return None if config is None else {k: v for k, v in config.items() if k not in ("compile", "shard")}
 
 
 class Trainer:
@@ -96,6 +117,15 @@ class Trainer:
             unknown = backbone.unknown_words(c.full_prompt)
             if unknown:
                 warn(f"the text encoder does not know the words {sorted(set(unknown))}; they carry no meaning.")
+        optimizer_class(cfg.optim.optimizer)  # a missing package fails now, not after the set-up
+        # Under torchrun: join the process group; each rank trains on a share of every batch.
+        self.world = parallel.setup(next(backbone.transformer.parameters()).device)
+        parallel.check_batch(cfg.optim, self.world.size)
+        self.sharded = cfg.shard and self.world.size > 1
+        if cfg.shard and self.world.size == 1:
+            warn("--shard splits the model over the processes of a torchrun launch; this run has one, so it is not sharded.")
+        if self.sharded and cfg.compile:
+            raise SetseqError("--compile together with --shard is not supported yet; use one of them.")
 
     # ---------------------------------------------------------------------------------------
     # Set-up
@@ -130,9 +160,10 @@ class Trainer:
         videos = torch.cat([
             generate(self.backbone, [f"{a} {m}"], geometry=g, steps=reg.prior_steps, seed=self.cfg.seed + i)
             for i, (a, m) in enumerate(prompts)
-        ])  # (N, F, C, H, W)
-        with atomic_path(path) as tmp:
-            torch.save(videos, tmp)
+        ])  # (N, F, C, H, W); every rank makes them (sharded, it must), rank 0 keeps them
+        if self.world.main:
+            with atomic_path(path) as tmp:
+                torch.save(videos, tmp)
         return videos, prompts
 
     # ---------------------------------------------------------------------------------------
@@ -141,12 +172,16 @@ class Trainer:
     def _randint(self, n: int) -> int:
         return int(torch.randint(n, ()).item())
 
-    def _excerpt(self, video: torch.Tensor, as_frames: bool) -> torch.Tensor:
+    def _window(self, count: int, as_frames: bool) -> slice:
         if as_frames:  # stage 1: one frame of the unordered set, as a one-frame clip
-            return video[self._randint(video.shape[0])][None]
+            i = self._randint(count)
+            return slice(i, i + 1)
         f = self.geometry.frames  # the whole clip, or a random window of a longer one
-        start = self._randint(video.shape[0] - f + 1)
-        return video[start:start + f]
+        start = self._randint(count - f + 1)
+        return slice(start, start + f)
+
+    def _excerpt(self, video: torch.Tensor, as_frames: bool) -> torch.Tensor:
+        return video[self._window(video.shape[0], as_frames)]
 
     def _sample(self, stage: StageConfig, n: int, concepts: list[ConceptSpec]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         """n samples of one shape, each of a random concept of `concepts` or a prior video:
@@ -170,20 +205,21 @@ class Trainer:
 
     def _stitched(self, stage: StageConfig, n: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         """n samples of two different concepts side by side (or stacked), each squeezed into half
-        the frame, with the composed prompt: the paper's stitched-video regulariser."""
+        the frame, with the composed prompt: the paper's stitched-video regulariser. When both have
+        masks (and reg.stitch_remove_background), on the first one's background (see setseq.stitch)."""
         as_frames = stage.data == "frames" or (stage.data == "mixed" and torch.rand(()).item() >= stage.mixed_clip_prob)
         clips, prompts = [], []
         for _ in range(n):
             i = self._randint(len(self.concepts))
             j = (i + 1 + self._randint(len(self.concepts) - 1)) % len(self.concepts)
             a, b = self.concepts[i], self.concepts[j]
-            xa, xb = self._excerpt(a.video, as_frames), self._excerpt(b.video, as_frames)  # (F', C, H, W)
-            H, W = xa.shape[-2:]
+            wa, wb = self._window(a.video.shape[0], as_frames), self._window(b.video.shape[0], as_frames)
             dim = 3 if torch.rand(()).item() < 0.5 else 2  # side by side, or one above the other
-            half = (H, W // 2) if dim == 3 else (H // 2, W)
-            xa, xb = (F.interpolate(x, size=half, mode="bilinear", antialias=True) for x in (xa, xb))
-            clip = torch.cat([xa, xb], dim)
-            clips.append(F.interpolate(clip, size=(H, W), mode="bilinear") if clip.shape[-2:] != (H, W) else clip)
+            remove = self.cfg.reg.stitch_remove_background and a.mask is not None and b.mask is not None
+            masks = (a.mask[wa], b.mask[wb]) if remove else (None, None)
+            clips.append(stitch.stitch(a.video[wa], b.video[wb], dim, *masks))  # (F', C, H, W)
+            if remove:  # one background shown: the prompt names a's only
+                b = replace(b, prompt=stitch.drop_background(b.prompt))
             full = not as_frames and stage.prompt == "full"
             prompts.append(f"{a.full_prompt} {b.full_prompt}" if full else f"{a.prompt} {b.prompt}")
         return torch.stack(clips), prompts, torch.ones(n)
@@ -202,6 +238,9 @@ class Trainer:
     # One optimisation step
     # ---------------------------------------------------------------------------------------
     def _loss(self, stage: StageConfig, n: int, train_tokens: bool, micro_index: int) -> torch.Tensor:
+        """The summed loss of this rank's share of a micro-batch of n samples. Every rank draws the
+        random numbers of all n samples, so all ranks stay on one random stream (see setseq.parallel),
+        but encodes and runs only its own share."""
         reg, fc, bb = self.cfg.reg, self.cfg.flow, self.backbone
         several = len(self.concepts) > 1
         if several and torch.rand(()).item() < reg.stitch_prob:
@@ -216,37 +255,52 @@ class Trainer:
         else:  # batches mix concepts
             clips, prompts, weights = self._sample(stage, n, self.concepts)
         prompts = [("" if torch.rand(()).item() < reg.prompt_dropout else p) for p in prompts]
-        with torch.set_grad_enabled(train_tokens):
+        with torch.set_grad_enabled(train_tokens):  # all n prompts: the token mask's shape is the longest's
             text = bb.encode_text(prompts)
         text.mask = self._mask_tokens(text.mask)
-        x0 = bb.encode_video(clips)
-        noise = torch.randn_like(x0)
-        t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=x0.device)
+        part = parallel.share(n, self.world)  # this rank's samples; all n when it runs alone
+        text = Text(text.emb[part], text.mask[part])
+        x0 = bb.encode_video(clips[part])
+        noise = torch.randn((n, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)[part]
+        t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=x0.device)[part]
         x_t = flow.interpolate(x0, noise, t)
         self_cond = None
         if self.self_cond:  # self-conditioning (sec. 3.4.3): a first pass's x_0 estimate as input
             with torch.no_grad():
                 x0_hat = flow.predict_x0(x_t, bb.velocity(x_t, t, text, None), t)
-            use = (torch.rand(n, device=x0.device) < reg.self_cond_prob).to(x0_hat.dtype)
-            self_cond = x0_hat * use.view(n, *([1] * (x0_hat.ndim - 1)))
+            use = (torch.rand(n, device=x0.device)[part] < reg.self_cond_prob).to(x0_hat.dtype)
+            self_cond = x0_hat * use.view(len(x0), *([1] * (x0_hat.ndim - 1)))
         v = bb.velocity(x_t, t, text, self_cond)
-        return (flow.loss_per_sample(v, flow.target_velocity(x0, noise)) * weights.to(v.device)).sum()
+        return (flow.loss_per_sample(v, flow.target_velocity(x0, noise)) * weights[part].to(v.device)).sum()
+
+    def _micro_sizes(self, stage: StageConfig) -> list[int]:
+        """Sizes of one step's micro-batches (gradient accumulation), counted over all ranks: each
+        rank's share of the batch is cut into forward passes of micro_batch samples."""
+        o, ranks = self.cfg.optim, self.world.size
+        share = o.batch_size // ranks
+        micro = o.micro_batch or share
+        sizes = [micro] * (share // micro)
+        if stage.train == "motion" and len(self.concepts) > 1:  # one micro-batch per concept at least
+            parts = max(len(sizes), min(len(self.concepts), share))
+            sizes = [len(range(i, share, parts)) for i in range(parts)]
+        return [size * ranks for size in sizes]
 
     def _step(self, stage: StageConfig, step: int, params: list[torch.nn.Parameter],
               opt: torch.optim.Optimizer, train_tokens: bool) -> torch.Tensor:
         o = self.cfg.optim
-        micro = o.micro_batch or o.batch_size
-        sizes = [micro] * (o.batch_size // micro)
-        if stage.train == "motion" and len(self.concepts) > 1:  # one micro-batch per concept at least
-            parts = max(len(sizes), min(len(self.concepts), o.batch_size))
-            sizes = [len(range(i, o.batch_size, parts)) for i in range(parts)]
+        sizes = self._micro_sizes(stage)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for m, size in enumerate(sizes):  # gradient accumulation
             loss = self._loss(stage, size, train_tokens, step * len(sizes) + m) / o.batch_size
             loss.backward()
             total = total + loss.detach()  # stays on the device: no host sync per step
-        torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+        if self.world.size > 1:  # DDP's all-reduce: from the gradient of its own share to that of the batch
+            total = parallel.sum_gradients(params, total)
+        if self.sharded:
+            parallel.clip_grad_norm(params, o.grad_clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
         opt.step()
         return total
 
@@ -267,7 +321,7 @@ class Trainer:
         params = [p for g in param_groups for p in g["params"]]
         for p in params:
             p.requires_grad_(True)
-        opt = torch.optim.AdamW(param_groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        opt = optimizer_class(o.optimizer)(param_groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         return opt, params, token_lr is not None
 
     # ---------------------------------------------------------------------------------------
@@ -293,12 +347,19 @@ class Trainer:
         }
 
     def _save_checkpoint(self, stage_index: int, step: int, opt: torch.optim.Optimizer | None) -> None:
+        """Rank 0 writes; when sharded, every rank must call this, as the shards are gathered first."""
+        if not (self.world.main or self.sharded):
+            return
+        tensors = concept_io.collect(self.backbone, {}).tensors
+        optimizer = None if opt is None else parallel.full_optimizer_state(opt)
+        if not self.world.main:
+            return
         state = {
             "version": CHECKPOINT_VERSION,
             "stage": stage_index,
             "step": step,
-            "tensors": concept_io.collect(self.backbone, {}).tensors,
-            "optimizer": None if opt is None else opt.state_dict(),
+            "tensors": tensors,
+            "optimizer": optimizer,
             "rng": torch.get_rng_state(),
             "losses": self.losses,
             "config": self.cfg.to_dict(),
@@ -315,7 +376,7 @@ class Trainer:
             state = torch.load(self.ckpt_path, weights_only=False)
         except Exception as e:  # a torn or foreign file: say which, do not guess
             raise SetseqError(f"checkpoint {str(self.ckpt_path)!r} cannot be read ({e}); delete it to start afresh.") from None
-        if state.get("config") != self.cfg.to_dict() or state.get("fingerprint") != self.backbone.fingerprint():
+        if _learning(state.get("config")) != _learning(self.cfg.to_dict()) or state.get("fingerprint") != self.backbone.fingerprint():
             raise SetseqError(f"checkpoint {str(self.ckpt_path)!r} was made with another configuration or base; "
                               f"run with the same settings, or delete it to start afresh.")
         with torch.no_grad():
@@ -331,10 +392,13 @@ class Trainer:
     def _validate(self, stage: StageConfig, step: int) -> None:
         from setseq.data import write_video
 
+        if not (self.world.main or self.sharded):  # sharded, every rank takes part in the sampling
+            return
         c = self.concepts[0]
         video = generate(self.backbone, [c.full_prompt], geometry=self.geometry, seed=self.cfg.seed)[0]
-        folder = self.out.with_name(self.out.stem + ".samples")
-        write_video(folder / f"{stage.name}-{step:05d}.mp4", video, self.geometry.fps)
+        if self.world.main:
+            folder = self.out.with_name(self.out.stem + ".samples")
+            write_video(folder / f"{stage.name}-{step:05d}.mp4", video, self.geometry.fps)
         self.backbone.transformer.train()
 
     # ---------------------------------------------------------------------------------------
@@ -348,10 +412,15 @@ class Trainer:
         state = self._load_checkpoint() if resume else None
         if not resume and self.ckpt_path.is_file():
             warn(f"starting afresh and overwriting {self.ckpt_path}; pass --resume to continue it instead.")
+        if cfg.compile:
+            parallel.compile_blocks(self.backbone.transformer)
+        if self.sharded:  # after the checkpoint's tensors are in place: they load into whole tensors
+            parallel.shard(self.backbone.transformer)
         start_stage, start_step = (state["stage"], state["step"]) if state else (0, 0)
         total = sum(s.steps for s in cfg.stages)
         done = sum(s.steps for s in cfg.stages[:start_stage]) + start_step
-        bar = tqdm(total=total, initial=done, desc="training", disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(total=total, initial=done, desc="training", disable=not (self.progress and self.world.main),
+                   dynamic_ncols=True)
         self.backbone.transformer.train()
         for si, stage in enumerate(cfg.stages):
             if si < start_stage:
@@ -359,7 +428,7 @@ class Trainer:
             opt, params, train_tokens = self._optimizer(stage)
             first = start_step if si == start_stage else 0
             if state is not None and si == start_stage and state["optimizer"] is not None:
-                opt.load_state_dict(state["optimizer"])
+                parallel.load_optimizer_state(opt, state["optimizer"])
             if state is not None and si == start_stage:
                 torch.set_rng_state(state["rng"])
             bar.set_description(f"stage {si + 1}/{len(cfg.stages)} ({stage.name})")
@@ -378,15 +447,18 @@ class Trainer:
                 p.requires_grad_(False)
             lora.set_dropout(self.backbone.transformer)
             if si == 0 and len(cfg.stages) > 1:
-                concept_io.save(concept_io.collect(self.backbone, self._meta(stage.name)), self.stage1_path)
+                stage1 = concept_io.collect(self.backbone, self._meta(stage.name))  # sharded: on every rank
+                if self.world.main:
+                    concept_io.save(stage1, self.stage1_path)
             self._save_checkpoint(si + 1, 0, None)
             state = None
         bar.close()
         self.backbone.transformer.eval()
         lora.set_scales(self.backbone.transformer, motion=1.0)
         result = concept_io.collect(self.backbone, self._meta("final"))
-        concept_io.save(result, self.out)
-        self.ckpt_path.unlink(missing_ok=True)
+        if self.world.main:
+            concept_io.save(result, self.out)
+            self.ckpt_path.unlink(missing_ok=True)
         return result
 
     @property

@@ -3,7 +3,8 @@
     video (B, F, C, H, W) --patchify 1 x p x p--> tokens (B, T, D)
       -> N x [ self-attention (QK-norm, 3D RoPE 2:1:1)  -> cross-attention to text -> MLP x4 ]
          each with adaLN timestep modulation (zero-initialised gates, as in DiT)
-      -> final adaLN + linear -> unpatchify -> velocity (B, F, C, H, W)
+      -> final adaLN + linear -> unpatchify -> velocity (B, F, C, H, W), or the clean clip x0 turned
+         into a velocity v = (x_t - x0) / t (`prediction = "x0"`, what the shipped model uses)
 
 Self-conditioning (Chen et al. 2023): the previous x_0 estimate is concatenated to x_t on the
 channel axis before patchifying (zeros when absent). The text encoder is a small transformer over
@@ -38,6 +39,10 @@ class DiTConfig:
     max_text_len: int = 40
     concept_slots: int = 16
     rope_theta: float = 100.0
+    # What the output layer predicts. "x0": the clean clip, turned into a velocity as
+    # v = (x_t - x0) / t (Li and He 2025, "Back to Basics": a small pixel-space model need not learn
+    # to pass the noise through, so its early estimates are clean). "velocity": v directly.
+    prediction: str = "velocity"
     vocab: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -231,6 +236,8 @@ class ToyDiT(nn.Module):
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
+        if cfg.prediction not in ("velocity", "x0"):
+            raise ValueError(f"prediction must be 'velocity' or 'x0', got {cfg.prediction!r}")
         self.cfg = cfg
         c, p, d = cfg.channels, cfg.patch, cfg.dim
         # 1. inputs: x_t and the self-conditioning estimate, patchified together
@@ -246,7 +253,7 @@ class ToyDiT(nn.Module):
 
     def init_weights(self) -> None:
         """Xavier for linears; adaLN and the output layer zeroed so every block starts as identity
-        and the model starts at v = 0 (DiT, Peebles and Xie 2023)."""
+        and the output layer starts at 0 (DiT, Peebles and Xie 2023): v = 0, or x0 = 0 under x0-prediction."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -258,7 +265,18 @@ class ToyDiT(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
+    # x0-prediction divides by t; below this the division is clamped (sampling ends at t = 0)
+    MIN_T = 0.05
+
     def forward(self, x_t, t, text, text_mask, self_cond=None):
+        """Velocity (B, F, C, H, W) at time t (B,), whichever quantity the output layer predicts."""
+        out = self.predict(x_t, t, text, text_mask, self_cond)
+        if self.cfg.prediction == "x0":
+            t_ = t.to(out.dtype).clamp(min=self.MIN_T).view(-1, 1, 1, 1, 1)
+            return (x_t - out) / t_  # x_t = (1 - t) x0 + t n  =>  v = n - x0 = (x_t - x0) / t
+        return out
+
+    def predict(self, x_t, t, text, text_mask, self_cond=None):
         B, Fr, C, H, W = x_t.shape
         p = self.cfg.patch
         h, w = H // p, W // p

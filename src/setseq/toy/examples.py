@@ -1,4 +1,5 @@
-"""The shipped example concepts: real video files with prompt files, rendered from the toy world.
+"""The shipped example concepts: real video files with prompt files and foreground masks
+(NAME.mask.mp4, white on the subject), rendered from the toy world.
 
 Each is a dynamic concept the base model cannot produce from text alone: its pattern or its
 motion has no words in the world's captions ("it moves.", "the waves roll.").
@@ -21,12 +22,15 @@ def example_path(name: str) -> Path:
 
 
 def write_examples(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
-    """Render the three example concepts to `folder`/NAME.mp4 with NAME.txt prompts beside them."""
+    """Render the three example concepts to `folder`/NAME.mp4 with NAME.txt prompts and the
+    NAME.mask.mp4 foreground masks beside them."""
     folder = Path(folder)
     out = []
     for name in world.CONCEPTS:
-        video = world.render(world.concept_scene(name), FRAMES, SIZE, SIZE).video
-        path = write_video(folder / f"{name}.mp4", video, FPS)
+        render = world.render(world.concept_scene(name), FRAMES, SIZE, SIZE)
+        path = write_video(folder / f"{name}.mp4", render.video, FPS)
+        mask = render.mask[:, None].expand(-1, 3, -1, -1).float() * 2 - 1  # (F, 3, H, W): white on the subject
+        write_video(folder / f"{name}.mask.mp4", mask, FPS)
         static, motion = world.concept_prompts(name)
         with atomic_path(path.with_suffix(".txt")) as tmp:
             tmp.write_text(f"# example concept '{name}' of the setseq toy world\nstatic: {static}\nmotion: {motion}\n")
@@ -62,12 +66,15 @@ def example_spec(name: str, geometry, index: int | None = None):
         geometry: the backbone's clip geometry (the video is resampled and resized to it).
         index: number the tokens ([v2], [u2]) for a set of several concepts; None keeps [v], [u].
     """
-    from setseq.data import load_video, read_prompt_file
+    from setseq.data import find_mask, load_mask, load_video, read_prompt_file
     from setseq.train import ConceptSpec
 
     source = example_path(name)
-    video = load_video(source, fps=geometry.fps, size=(geometry.height, geometry.width), min_frames=geometry.frames)
+    size = (geometry.height, geometry.width)
+    video = load_video(source, fps=geometry.fps, size=size, min_frames=geometry.frames)
+    mask_file = find_mask(source)
+    mask = None if mask_file is None else load_mask(mask_file, video, size)[: geometry.frames]
     static, motion = read_prompt_file(source)
     v, u = ("[v]", "[u]") if index is None else (f"[v{index}]", f"[u{index}]")
     static, motion = static.replace("[v]", v), motion.replace("[u]", u)
-    return ConceptSpec(name, video.frames[: geometry.frames], static, motion, v, u, str(source))
+    return ConceptSpec(name, video.frames[: geometry.frames], static, motion, v, u, str(source), mask)

@@ -32,8 +32,8 @@ from setseq.toy.dit import DiTConfig
 @dataclass
 class PretrainConfig:
     model: str = "toy"  # a preset of backbones.toy: architecture and geometry
-    steps: int = 2400
-    batch_size: int = 32
+    steps: int = 4500
+    batch_size: int = 16
     lr: float = 8e-4
     warmup: int = 100
     min_lr_ratio: float = 0.1  # cosine decay to this share of lr
@@ -47,7 +47,7 @@ class PretrainConfig:
     timesteps: str = "uniform"
     ema: float = 0.998
     seed: int = 0
-    checkpoint_every: int = 200
+    checkpoint_every: int = 250
 
 
 def _lr(cfg: PretrainConfig, step: int) -> float:

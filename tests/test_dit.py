@@ -42,6 +42,25 @@ def test_zero_initialised_model_predicts_zero_velocity():
     assert torch.equal(v, torch.zeros_like(v))
 
 
+def test_x0_prediction_is_returned_as_the_velocity_that_implies_it():
+    """Under x0-prediction the output layer's clip is turned into v = (x_t - x0) / t, so that
+    x_t - t v gives that clip back; a zero-initialised model thus predicts x0 = 0, v = x_t / t."""
+    from dataclasses import replace
+
+    from setseq import flow
+
+    torch.manual_seed(0)
+    cfg = replace(_cfg(), prediction="x0")
+    model = ToyDiT(cfg)
+    emb, mask = _text(cfg, ["a red square", "blue background ."])
+    x_t, t = torch.randn(2, 2, 3, 8, 8), torch.tensor([0.3, 1.0])
+    torch.testing.assert_close(model(x_t, t, emb, mask), x_t / t.view(-1, 1, 1, 1, 1))
+    for p in model.parameters():  # leave the zero init: a non-trivial x0
+        p.data.normal_(0, 0.05)
+    x0 = model.predict(x_t, t, emb, mask)
+    torch.testing.assert_close(flow.predict_x0(x_t, model(x_t, t, emb, mask), t), x0)
+
+
 def test_rope_split_is_two_one_one():
     assert rope_split(32) == (16, 8, 8)
 

@@ -587,10 +587,13 @@ def _toy_parser(sub) -> None:
     pre = tsub.add_parser("pretrain", help="pretrain the toy DiT from scratch on the toy world (resumable)")
     pre.add_argument("--out", required=True, help="folder for the checkpoint, log and MODEL.safetensors")
     pre.add_argument("--model", default="toy", help="architecture preset: toy or toy-tiny (default: toy)")
-    pre.add_argument("--steps", type=int, help="optimiser steps (default 4500)")
-    pre.add_argument("--batch-size", type=int, help="clips per step (default 16)")
+    pre.add_argument("--steps", type=int, help="optimiser steps (default 2400)")
+    pre.add_argument("--batch-size", type=int, help="clips per step (default 32)")
     pre.add_argument("--lr", type=float, help="peak learning rate (default 8e-4, cosine decay)")
     pre.add_argument("--seed", type=int, help="random seed (default 0)")
+    pre.add_argument("--prediction", choices=["velocity", "x0"],
+                     help="what the output layer predicts (default: velocity; x0 is an experiment, see docs/toy-model.md)")
+    pre.add_argument("--loss", choices=["velocity", "x0"], help="loss on the velocity (default) or on the implied clean clip")
     pre.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
     pre.set_defaults(func=cmd_toy_pretrain)
     ev = tsub.add_parser("eval", help="attribute accuracy of a base model on held-out captions")
@@ -610,7 +613,7 @@ def cmd_toy_pretrain(a) -> int:
     from setseq.toy.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(model=a.model)
-    for name in ("steps", "batch_size", "lr", "seed"):
+    for name in ("steps", "batch_size", "lr", "seed", "prediction", "loss"):
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))
     if a.model not in ("toy", "toy-tiny"):

@@ -271,7 +271,11 @@ class Trainer:
             use = (torch.rand(n, device=x0.device)[part] < reg.self_cond_prob).to(x0_hat.dtype)
             self_cond = x0_hat * use.view(len(x0), *([1] * (x0_hat.ndim - 1)))
         v = bb.velocity(x_t, t, text, self_cond)
-        return (flow.loss_per_sample(v, flow.target_velocity(x0, noise)) * weights[part].to(v.device)).sum()
+        if getattr(bb, "loss_space", "velocity") == "x0":  # the clean clip's error (x0-predicting models)
+            per_sample = flow.loss_per_sample(flow.predict_x0(x_t, v, t), x0)
+        else:  # flow matching: v = noise - x0
+            per_sample = flow.loss_per_sample(v, flow.target_velocity(x0, noise))
+        return (per_sample * weights[part].to(v.device)).sum()
 
     def _micro_sizes(self, stage: StageConfig) -> list[int]:
         """Sizes of one step's micro-batches (gradient accumulation), counted over all ranks: each

@@ -58,6 +58,10 @@ class Backbone(Protocol):
     transformer: nn.Module  # the network whose linear layers receive adapters
     lora_targets: list[str]  # default module-name patterns (fnmatch) to adapt
     supports_self_conditioning: bool
+    # The space the training loss is taken in: "velocity" (flow matching's v = noise - x0, what
+    # real video DiTs predict) or "x0" (the clean clip implied by the velocity, x_t - t v: for
+    # models that predict x0, where the velocity loss would weigh low noise by 1/t^2).
+    loss_space: str
     sampling: SamplingDefaults
 
     def fingerprint(self) -> str:

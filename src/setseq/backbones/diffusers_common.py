@@ -200,6 +200,7 @@ class DiffusersBackbone:
     model = "diffusers model"  # for messages
     lora_targets: list[str] = []
     supports_self_conditioning = False  # neither Wan nor LTX-Video has an x_0 input
+    loss_space = "velocity"
     frame_step = 1  # frames must be frame_step * N + 1 (the VAE's temporal compression)
     size_step = 1  # height and width must be multiples of this (VAE stride x patch size)
 

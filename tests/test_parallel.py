@@ -1,9 +1,11 @@
 """Training over several processes (gloo on the CPU) trains on the very batches one process would,
 whether the ranks hold whole models (data parallel) or shards of them (FSDP2); optimiser options."""
 
+import datetime
 import os
 import socket
 import sys
+import time
 
 import pytest
 import torch
@@ -70,8 +72,16 @@ def _cut_and_resumed(out_dir, shard):
             raise KeyboardInterrupt
         return real(self, *args)
 
+    real_save = Trainer._save_checkpoint
+
+    def slow_save(self, *args):  # rank 0 is slow to write: the other rank must wait for it to resume
+        if self.world.main:
+            time.sleep(1.0)
+        return real_save(self, *args)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Trainer, "_step", step)
+        patch.setattr(Trainer, "_save_checkpoint", slow_save)
         with pytest.raises(KeyboardInterrupt):
             _run(out_dir, shard)
     if os.environ["RANK"] == "0":  # the writer
@@ -83,6 +93,8 @@ def _worker(rank, port, root):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    # a rank left waiting on a collective fails the test in a minute, not gloo's default 30
+    torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=90))
     try:
         for kind in ("ddp", "fsdp"):
             result, grads = _run(root / kind, shard=kind == "fsdp")

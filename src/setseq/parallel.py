@@ -87,6 +87,35 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def same_start(world: World, found: tuple[int, int] | None, path: object) -> None:
+    """Every rank must resume from the same checkpoint (stage, step), or their collectives would
+    pair up wrongly and hang: say so instead (e.g. machines that do not share the output folder)."""
+    if world.size == 1:
+        return
+    starts: list[object] = [None] * world.size
+    dist.all_gather_object(starts, found)
+    if len(set(starts)) > 1:
+        said = ", ".join(f"rank {r}: {'none' if s is None else f'stage {s[0] + 1} step {s[1]}'}"
+                         for r, s in enumerate(starts))
+        raise SetseqError(f"the processes found different checkpoints at {path} ({said}); every process must see "
+                          f"the same output folder to resume.")
+
+
+def on_every_rank(world: World, flag: bool) -> bool:
+    """True where `flag` holds on every rank (e.g. a cache file every rank can read)."""
+    if world.size == 1:
+        return flag
+    flags: list[object] = [None] * world.size
+    dist.all_gather_object(flags, bool(flag))
+    return all(flags)
+
+
+def barrier(world: World) -> None:
+    """Wait for every rank (a no-op alone)."""
+    if world.size > 1:
+        dist.barrier()
+
+
 def check_batch(optim: OptimConfig, size: int) -> None:
     """Each rank takes an equal share of every global batch; its forward passes hold micro_batch."""
     if optim.batch_size % size:

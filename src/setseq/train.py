@@ -154,7 +154,8 @@ class Trainer:
         prompts = self.backbone.prior_prompts(reg.prior_videos, self.cfg.seed)
         key = json.dumps([self.backbone.fingerprint(), prompts, g.__dict__, reg.prior_steps, self.cfg.seed])
         path = self.cache_dir / "prior" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
-        if path.is_file():
+        # All ranks load, or all generate (sharded, generating is collective): never some of each.
+        if parallel.on_every_rank(self.world, path.is_file()):
             return torch.load(path), prompts
         note(f"generating {len(prompts)} prior-preservation videos with the base model (cached in {path.parent})")
         videos = torch.cat([
@@ -413,7 +414,11 @@ class Trainer:
         after the set stage of a two-stage method). Returns the final concept set."""
         cfg = self.cfg
         self._setup()
+        # A checkpoint that rank 0 is still writing (an interrupted run in this very process group)
+        # is complete before any rank looks for it, and every rank must start from the same one.
+        parallel.barrier(self.world)
         state = self._load_checkpoint() if resume else None
+        parallel.same_start(self.world, (state["stage"], state["step"]) if state else None, self.ckpt_path)
         if not resume and self.ckpt_path.is_file():
             warn(f"starting afresh and overwriting {self.ckpt_path}; pass --resume to continue it instead.")
         if cfg.compile:

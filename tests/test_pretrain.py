@@ -5,6 +5,7 @@ import torch
 from setseq.backbones import load_backbone
 from setseq.backbones.toy import load_file_weights
 from setseq.cli import main
+from setseq.toy.pretrain import weighted_loss
 
 
 def test_pretraining_command_trains_resumes_and_writes_weights(tmp_path):
@@ -16,3 +17,32 @@ def test_pretraining_command_trains_resumes_and_writes_weights(tmp_path):
     bb = load_backbone("toy-tiny")
     trained = load_file_weights(tmp_path / "toy-tiny.safetensors", "toy-tiny")
     assert trained.fingerprint() != bb.fingerprint()
+
+
+def test_pretraining_can_start_from_weights_and_refuses_foreign_ones(tmp_path, capsys):
+    base = ["toy", "pretrain", "--model", "toy-tiny", "--batch-size", "2"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--steps", "2"]) == 0
+    start = tmp_path / "a" / "toy-tiny.safetensors"
+    # a learning rate of zero leaves the starting weights (and their average) exactly as they were
+    assert main([*base, "--out", str(tmp_path / "b"), "--steps", "1", "--lr", "0", "--init", str(start),
+                 "--frame-prob", "1", "--frame-batch-size", "3", "--foreground-weight", "4"]) == 0
+    assert load_file_weights(tmp_path / "b" / "toy-tiny.safetensors").fingerprint() == load_file_weights(start).fingerprint()
+    capsys.readouterr()
+    assert main(["toy", "pretrain", "--model", "toy", "--out", str(tmp_path / "c"), "--steps", "1",
+                 "--init", str(start)]) == 2
+    assert "another architecture" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_foreground_weight_moves_the_loss_towards_the_object():
+    target = torch.zeros(1, 1, 3, 4, 4)
+    mask = torch.zeros(1, 1, 1, 4, 4, dtype=torch.bool)
+    mask[..., :2, :2] = True  # 4 of 16 pixels
+    on_object, off_object = target.clone(), target.clone()
+    on_object[..., :2, :2] = 1.0
+    off_object[..., 2:, 2:] = 1.0  # the same amount of error on the background
+    plain = [weighted_loss(p, target, mask, 0.0) for p in (on_object, off_object)]
+    weighted = [weighted_loss(p, target, mask, 4.0) for p in (on_object, off_object)]
+    assert plain[0] == plain[1] == torch.tensor(0.25)  # plain mean squared error
+    assert torch.isclose(weighted[0], torch.tensor(0.25 * 5 / 2))  # weights 5 on the object, mean weight 2
+    assert torch.isclose(weighted[1], torch.tensor(0.25 * 1 / 2))

@@ -594,6 +594,12 @@ def _toy_parser(sub) -> None:
     pre.add_argument("--prediction", choices=["velocity", "x0"],
                      help="what the output layer predicts (default: velocity; x0 is an experiment, see docs/toy-model.md)")
     pre.add_argument("--loss", choices=["velocity", "x0"], help="loss on the velocity (default) or on the implied clean clip")
+    pre.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default 100)")
+    pre.add_argument("--frame-prob", type=float, help="share of steps on single frames (default 0.25)")
+    pre.add_argument("--frame-batch-size", type=int, help="frames per single-frame step (default: the batch size)")
+    pre.add_argument("--foreground-weight", type=float,
+                     help="extra loss weight on the object's pixels: 1 + W (default 0)")
+    pre.add_argument("--init", help="start from this weights file (e.g. the shipped toy.safetensors) instead of from scratch")
     pre.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
     pre.set_defaults(func=cmd_toy_pretrain)
     ev = tsub.add_parser("eval", help="attribute accuracy of a base model on held-out captions")
@@ -613,7 +619,8 @@ def cmd_toy_pretrain(a) -> int:
     from setseq.toy.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(model=a.model)
-    for name in ("steps", "batch_size", "lr", "seed", "prediction", "loss"):
+    for name in ("steps", "batch_size", "lr", "seed", "prediction", "loss", "warmup", "frame_prob", "frame_batch_size",
+                 "foreground_weight", "init"):
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))
     if a.model not in ("toy", "toy-tiny"):

@@ -90,10 +90,7 @@ def shutdown() -> None:
 def same_start(world: World, found: tuple[int, int] | None, path: object) -> None:
     """Every rank must resume from the same checkpoint (stage, step), or their collectives would
     pair up wrongly and hang: say so instead (e.g. machines that do not share the output folder)."""
-    if world.size == 1:
-        return
-    starts: list[object] = [None] * world.size
-    dist.all_gather_object(starts, found)
+    starts = _gather(world, found)
     if len(set(starts)) > 1:
         said = ", ".join(f"rank {r}: {'none' if s is None else f'stage {s[0] + 1} step {s[1]}'}"
                          for r, s in enumerate(starts))
@@ -103,11 +100,16 @@ def same_start(world: World, found: tuple[int, int] | None, path: object) -> Non
 
 def on_every_rank(world: World, flag: bool) -> bool:
     """True where `flag` holds on every rank (e.g. a cache file every rank can read)."""
+    return all(_gather(world, bool(flag)))
+
+
+def _gather(world: World, value: object) -> list[object]:
+    """Every rank's `value` (picklable), in rank order, on every rank."""
     if world.size == 1:
-        return flag
-    flags: list[object] = [None] * world.size
-    dist.all_gather_object(flags, bool(flag))
-    return all(flags)
+        return [value]
+    values: list[object] = [None] * world.size
+    dist.all_gather_object(values, value)
+    return values
 
 
 def barrier(world: World) -> None:

@@ -113,8 +113,10 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
     arch.prediction = cfg.prediction or arch.prediction
     if cfg.init:
         bb = load_file_weights(cfg.init, cfg.model)
-        same = {k: v for k, v in bb.cfg.to_dict().items() if k != "vocab"} == {k: v for k, v in arch.to_dict().items() if k != "vocab"}
-        if not same or bb.geometry != g:
+        def layout(c: DiTConfig) -> dict:  # the vocabulary is filled in when a model is built
+            return {k: v for k, v in c.to_dict().items() if k != "vocab"}
+
+        if layout(bb.cfg) != layout(arch) or bb.geometry != g:
             raise SetseqError(f"{cfg.init!r} holds another architecture or geometry than the {cfg.model!r} preset.")
     else:
         bb = ToyBackbone(cfg.model, arch, g, seed=cfg.seed, pretrained_init=True)

@@ -46,3 +46,17 @@ def test_the_foreground_weight_moves_the_loss_towards_the_object():
     assert plain[0] == plain[1] == torch.tensor(0.25)  # plain mean squared error
     assert torch.isclose(weighted[0], torch.tensor(0.25 * 5 / 2))  # weights 5 on the object, mean weight 2
     assert torch.isclose(weighted[1], torch.tensor(0.25 * 1 / 2))
+
+
+def test_the_patch_size_can_be_changed_and_must_divide_the_frames(tmp_path, capsys):
+    base = ["toy", "pretrain", "--model", "toy-tiny", "--steps", "1", "--batch-size", "2"]
+    assert main([*base, "--out", str(tmp_path / "p8"), "--patch", "8"]) == 0
+    bb = load_file_weights(tmp_path / "p8" / "toy-tiny.safetensors")
+    assert bb.cfg.patch == 8 and load_backbone("toy-tiny").cfg.patch == 4
+    g = bb.geometry
+    x = torch.randn(1, g.frames, 3, g.height, g.width)
+    assert bb.velocity(x, torch.tensor([0.5]), bb.encode_text(["a red circle."])).shape == x.shape
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "p5"), "--patch", "5"]) == 2
+    assert "does not divide" in capsys.readouterr().err
+    assert not (tmp_path / "p5").exists()

@@ -593,6 +593,7 @@ def _toy_parser(sub) -> None:
     pre.add_argument("--seed", type=int, help="random seed (default 0)")
     pre.add_argument("--prediction", choices=["velocity", "x0"],
                      help="what the output layer predicts (default: velocity; x0 is an experiment, see docs/toy-model.md)")
+    pre.add_argument("--patch", type=int, help="spatial patch size (default: the preset's; 8 is cheaper, see docs/toy-model.md)")
     pre.add_argument("--loss", choices=["velocity", "x0"], help="loss on the velocity (default) or on the implied clean clip")
     pre.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default 100)")
     pre.add_argument("--frame-prob", type=float, help="share of steps on single frames (default 0.25)")
@@ -620,7 +621,7 @@ def cmd_toy_pretrain(a) -> int:
 
     cfg = PretrainConfig(model=a.model)
     for name in ("steps", "batch_size", "lr", "seed", "prediction", "loss", "warmup", "frame_prob", "frame_batch_size",
-                 "foreground_weight", "init"):
+                 "foreground_weight", "init", "patch"):
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))
     if a.model not in ("toy", "toy-tiny"):

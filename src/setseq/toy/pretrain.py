@@ -94,6 +94,11 @@ def batch(rng: np.random.Generator, n: int, g: Geometry,
     return torch.stack(clips), torch.stack(masks), texts
 
 
+def _layout(c: DiTConfig) -> dict:
+    """The architecture a config describes; the vocabulary is left out (filled in when a model is built)."""
+    return {k: v for k, v in c.to_dict().items() if k != "vocab"}
+
+
 def weighted_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, foreground_weight: float) -> torch.Tensor:
     """Mean squared error with each object pixel weighing 1 + foreground_weight, normalised by the
     mean weight so that the loss keeps its scale. pred, target: (B, F, C, H, W); mask: (B, F, 1, H, W)."""
@@ -119,10 +124,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
         raise SetseqError(f"patch size {arch.patch} does not divide the {cfg.model!r} frames of {g.height} x {g.width}.")
     if cfg.init:
         bb = load_file_weights(cfg.init, cfg.model)
-        def layout(c: DiTConfig) -> dict:  # the vocabulary is filled in when a model is built
-            return {k: v for k, v in c.to_dict().items() if k != "vocab"}
-
-        if layout(bb.cfg) != layout(arch) or bb.geometry != g:
+        if _layout(bb.cfg) != _layout(arch) or bb.geometry != g:
             raise SetseqError(f"{cfg.init!r} holds another architecture or geometry than the {cfg.model!r} preset.")
     else:
         bb = ToyBackbone(cfg.model, arch, g, seed=cfg.seed, pretrained_init=True)

@@ -60,3 +60,17 @@ def test_the_patch_size_can_be_changed_and_must_divide_the_frames(tmp_path, caps
     assert main([*base, "--out", str(tmp_path / "p5"), "--patch", "5"]) == 2
     assert "does not divide" in capsys.readouterr().err
     assert not (tmp_path / "p5").exists()
+
+
+def test_width_depth_and_heads_can_be_changed_and_must_suit_the_rope_split(tmp_path, capsys):
+    base = ["toy", "pretrain", "--model", "toy-tiny", "--steps", "1", "--batch-size", "2"]
+    assert main([*base, "--out", str(tmp_path / "wide"), "--dim", "48", "--depth", "3", "--heads", "3"]) == 0
+    bb = load_file_weights(tmp_path / "wide" / "toy-tiny.safetensors")
+    assert (bb.cfg.dim, bb.cfg.depth, bb.cfg.heads) == (48, 3, 3) and len(bb.transformer.blocks) == 3
+    g = bb.geometry
+    x = torch.randn(1, g.frames, 3, g.height, g.width)
+    assert bb.velocity(x, torch.tensor([0.5]), bb.encode_text(["a red circle."])).shape == x.shape
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "odd"), "--dim", "40", "--heads", "2"]) == 2  # heads of 20 channels
+    assert "multiple of 8" in capsys.readouterr().err
+    assert not (tmp_path / "odd").exists()

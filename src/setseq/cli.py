@@ -587,17 +587,20 @@ def _toy_parser(sub) -> None:
     pre = tsub.add_parser("pretrain", help="pretrain the toy DiT from scratch on the toy world (resumable)")
     pre.add_argument("--out", required=True, help="folder for the checkpoint, log and MODEL.safetensors")
     pre.add_argument("--model", default="toy", help="architecture preset: toy or toy-tiny (default: toy)")
-    pre.add_argument("--steps", type=int, help="optimiser steps (default 2400)")
-    pre.add_argument("--batch-size", type=int, help="clips per step (default 32)")
-    pre.add_argument("--lr", type=float, help="peak learning rate (default 8e-4, cosine decay)")
+    pre.add_argument("--steps", type=int, help="optimiser steps (default 4500)")
+    pre.add_argument("--batch-size", type=int, help="clips per step (default 16)")
+    pre.add_argument("--lr", type=float, help="peak learning rate (default 1e-3, cosine decay)")
     pre.add_argument("--seed", type=int, help="random seed (default 0)")
     pre.add_argument("--prediction", choices=["velocity", "x0"],
-                     help="what the output layer predicts (default: velocity; x0 is an experiment, see docs/toy-model.md)")
-    pre.add_argument("--patch", type=int, help="spatial patch size (default: the preset's; 8 is cheaper, see docs/toy-model.md)")
-    pre.add_argument("--loss", choices=["velocity", "x0"], help="loss on the velocity (default) or on the implied clean clip")
-    pre.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default 100)")
-    pre.add_argument("--frame-prob", type=float, help="share of steps on single frames (default 0.25)")
-    pre.add_argument("--frame-batch-size", type=int, help="frames per single-frame step (default: the batch size)")
+                     help="what the output layer predicts (default: the preset's; toy: x0)")
+    pre.add_argument("--patch", type=int, help="spatial patch size (default: the preset's; toy: 8)")
+    pre.add_argument("--dim", type=int, help="transformer width (default: the preset's; toy: 192)")
+    pre.add_argument("--depth", type=int, help="transformer blocks (default: the preset's; toy: 6)")
+    pre.add_argument("--heads", type=int, help="attention heads (default: the preset's; toy: 4)")
+    pre.add_argument("--loss", choices=["velocity", "x0"], help="loss on the velocity or on the implied clean clip (default: on what the model predicts)")
+    pre.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default 200)")
+    pre.add_argument("--frame-prob", type=float, help="share of steps on single frames (default 0.5)")
+    pre.add_argument("--frame-batch-size", type=int, help="frames per single-frame step (default 128)")
     pre.add_argument("--foreground-weight", type=float,
                      help="extra loss weight on the object's pixels: 1 + W (default 0)")
     pre.add_argument("--init", help="start from this weights file (e.g. the shipped toy.safetensors) instead of from scratch")
@@ -621,7 +624,7 @@ def cmd_toy_pretrain(a) -> int:
 
     cfg = PretrainConfig(model=a.model)
     for name in ("steps", "batch_size", "lr", "seed", "prediction", "loss", "warmup", "frame_prob", "frame_batch_size",
-                 "foreground_weight", "init", "patch"):
+                 "foreground_weight", "init", "patch", "dim", "depth", "heads"):
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))
     if a.model not in ("toy", "toy-tiny"):

@@ -33,21 +33,25 @@ from setseq.toy.dit import DiTConfig
 @dataclass
 class PretrainConfig:
     model: str = "toy"  # a preset of backbones.toy: architecture and geometry
-    prediction: str | None = None  # "velocity" or "x0": overrides the preset's DiTConfig.prediction
-    # Spatial patch size, overriding the preset's: 8 on the toy's 32 x 32 frames means 4x fewer
-    # tokens and about 3.4x cheaper steps than its 4 (docs/toy-model.md), at coarser detail.
+    # Overrides of the preset's architecture (None keeps it), for experiments: what the output layer
+    # predicts ("velocity" or "x0"), the spatial patch (must divide the frame size), width, depth
+    # and attention heads. The defaults below with the "toy" preset made the shipped weights.
+    prediction: str | None = None
     patch: int | None = None
-    steps: int = 2400
-    batch_size: int = 32
-    lr: float = 8e-4
-    warmup: int = 100
+    dim: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    steps: int = 4500
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 200
     min_lr_ratio: float = 0.1  # cosine decay to this share of lr
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    frame_prob: float = 0.25  # share of batches made of single frames with the static caption
+    frame_prob: float = 0.5  # share of batches made of single frames with the static caption
     # Frames in a single-frame batch (None: batch_size). batch_size x frames costs about what a
     # batch of clips does (the same tokens, shorter attention): many more objects seen per second.
-    frame_batch_size: int | None = None
+    frame_batch_size: int | None = 128
     # Squared errors on the object's pixels weigh 1 + foreground_weight (the world knows its masks):
     # an object covers about 6 % of a frame, so by default the loss is nearly all background.
     foreground_weight: float = 0.0
@@ -57,12 +61,11 @@ class PretrainConfig:
     # Uniform, not logit-normal: logit-normal almost never draws t near 1, and sampling starts
     # there; a small model trained without it turns pure noise into blocky noise.
     timesteps: str = "uniform"
-    # The loss on the velocity, or on the clean clip each prediction implies ("x0"). The x0 loss is
-    # for x0-predicting models (DiTConfig.prediction = "x0"): for them the velocity loss weighs the
-    # clean-clip error by 1/t^2, so nearly all of its signal comes from low noise and the model
-    # learns to copy x_t (v = 0) near t = 1. An experiment, not what made the shipped weights:
-    # see docs/toy-model.md.
-    loss: str = "velocity"
+    # The loss on the velocity, or on the clean clip each prediction implies ("x0"); None: on what
+    # the model predicts. For an x0-predicting model the velocity loss weighs the clean-clip error
+    # by 1/t^2, so nearly all of its signal comes from low noise and the model learns to copy x_t
+    # (v = 0) near t = 1 (docs/toy-model.md, second session).
+    loss: str | None = None
     ema: float = 0.998
     seed: int = 0
     checkpoint_every: int = 200
@@ -120,8 +123,13 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
     arch = DiTConfig(**dit_cfg.to_dict())
     arch.prediction = cfg.prediction or arch.prediction
     arch.patch = cfg.patch or arch.patch
+    arch.dim, arch.depth, arch.heads = cfg.dim or arch.dim, cfg.depth or arch.depth, cfg.heads or arch.heads
+    if arch.dim % arch.heads or (arch.dim // arch.heads) % 8:
+        raise SetseqError(f"width {arch.dim} with {arch.heads} heads gives heads of {arch.dim / arch.heads:g} channels; "
+                          "use a width that is a multiple of 8 x heads (3D RoPE splits each head 2:1:1).")
     if g.height % arch.patch or g.width % arch.patch:
         raise SetseqError(f"patch size {arch.patch} does not divide the {cfg.model!r} frames of {g.height} x {g.width}.")
+    loss_on = cfg.loss or arch.prediction
     if cfg.init:
         bb = load_file_weights(cfg.init, cfg.model)
         if _layout(bb.cfg) != _layout(arch) or bb.geometry != g:
@@ -168,7 +176,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
             with torch.no_grad():
                 self_cond = flow.predict_x0(x_t, bb.velocity(x_t, t, text, None), t)
         v = bb.velocity(x_t, t, text, self_cond)
-        pred, target = (flow.predict_x0(x_t, v, t), clips) if cfg.loss == "x0" else (v, flow.target_velocity(clips, noise))
+        pred, target = (flow.predict_x0(x_t, v, t), clips) if loss_on == "x0" else (v, flow.target_velocity(clips, noise))
         loss = weighted_loss(pred, target, masks, cfg.foreground_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -185,8 +185,9 @@ def _png(path: Path, summary) -> None:
         return
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for label, v in summary.items():
-        ax.errorbar(v["recon_mse"][0], v["edit"][0], xerr=v["recon_mse"][1], yerr=v["edit"][1], fmt="o", capsize=3)
-        ax.annotate(label, (v["recon_mse"][0], v["edit"][0]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.errorbar(v["recon_mse"][0], v["edit"][0], xerr=v["recon_mse"][1], yerr=v["edit"][1], fmt="o", capsize=3,
+                    label=label)
+    ax.legend(fontsize=8)  # a legend, not labels at the points: rows often sit on top of each other
     ax.set_xlabel("reconstruction MSE (lower is better)")
     ax.set_ylabel("edit adherence (higher is better)")
     fig.tight_layout()

@@ -51,3 +51,27 @@ def test_demo_quick_writes_report_metrics_and_videos(tmp_path):
     assert len(metrics["restyle_sweep"]) == 5 and "sweep-4.mp4" in html
     assert {r["against"] for r in metrics["composition"]["rows"]} == {"waves", "flicker"}
     assert (out / "waves+flicker.safetensors").is_file() and "compose-0.mp4" in html
+
+
+def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
+    """`setseq toy pretrain --out DIR` with no options must remake the shipped model: the preset's
+    architecture and the config's defaults are what the weights file records."""
+    from dataclasses import asdict
+
+    from safetensors import safe_open
+
+    from setseq.backbones.toy import PRESETS
+    from setseq.toy.pretrain import PretrainConfig
+
+    with safe_open(str(WEIGHTS), "pt") as f:
+        meta = f.metadata()
+    recorded = json.loads(meta["info"])["pretrain"]
+    arch = {k: v for k, v in json.loads(meta["config"]).items() if k != "vocab"}
+    preset = PRESETS["toy"][0].to_dict()
+    assert {k: preset[k] for k in arch} == arch
+    defaults = asdict(PretrainConfig())
+    overrides = {"prediction", "patch", "dim", "depth", "heads"}  # None means: the preset's
+    assert all(defaults[k] is None for k in overrides)
+    assert recorded["loss"] == arch["prediction"] and defaults["loss"] is None  # None: on what the model predicts
+    assert {k: v for k, v in defaults.items() if k not in overrides | {"loss"}} == \
+        {k: recorded[k] for k in defaults if k not in overrides | {"loss"}}

@@ -61,7 +61,7 @@ def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
     from safetensors import safe_open
 
     from setseq.backbones.toy import PRESETS
-    from setseq.toy.pretrain import PretrainConfig
+    from setseq.toy.pretrain import ARCH_OVERRIDES, PretrainConfig
 
     with safe_open(str(WEIGHTS), "pt") as f:
         meta = f.metadata()
@@ -70,7 +70,7 @@ def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
     preset = PRESETS["toy"][0].to_dict()
     assert {k: preset[k] for k in arch} == arch
     defaults = asdict(PretrainConfig())
-    overrides = {"prediction", "patch", "dim", "depth", "heads"}  # None means: the preset's
+    overrides = set(ARCH_OVERRIDES)  # None means: the preset's
     assert all(defaults[k] is None for k in overrides)
     assert recorded["loss"] == arch["prediction"] and defaults["loss"] is None  # None: on what the model predicts
     assert {k: v for k, v in defaults.items() if k not in overrides | {"loss"}} == \

@@ -30,6 +30,9 @@ from setseq.toy import world
 from setseq.toy.dit import DiTConfig
 
 
+ARCH_OVERRIDES = ("prediction", "patch", "dim", "depth", "heads")  # PretrainConfig fields that override the preset
+
+
 @dataclass
 class PretrainConfig:
     model: str = "toy"  # a preset of backbones.toy: architecture and geometry
@@ -121,9 +124,8 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
     ckpt_path = out_dir / "ckpt.pt"
     dit_cfg, g = PRESETS[cfg.model]
     arch = DiTConfig(**dit_cfg.to_dict())
-    arch.prediction = cfg.prediction or arch.prediction
-    arch.patch = cfg.patch or arch.patch
-    arch.dim, arch.depth, arch.heads = cfg.dim or arch.dim, cfg.depth or arch.depth, cfg.heads or arch.heads
+    for name in ARCH_OVERRIDES:
+        setattr(arch, name, getattr(cfg, name) or getattr(arch, name))
     if arch.dim % arch.heads or (arch.dim // arch.heads) % 8:
         raise SetseqError(f"width {arch.dim} with {arch.heads} heads gives heads of {arch.dim / arch.heads:g} channels; "
                           "use a width that is a multiple of 8 x heads (3D RoPE splits each head 2:1:1).")

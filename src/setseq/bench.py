@@ -183,13 +183,15 @@ def _png(path: Path, summary) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for label, v in summary.items():
-        ax.errorbar(v["recon_mse"][0], v["edit"][0], xerr=v["recon_mse"][1], yerr=v["edit"][1], fmt="o", capsize=3,
-                    label=label)
-    ax.legend(fontsize=8)  # a legend, not labels at the points: rows often sit on top of each other
-    ax.set_xlabel("reconstruction MSE (lower is better)")
-    ax.set_ylabel("edit adherence (higher is better)")
+    # two panels: reconstruction against editability, and against identity kept under the edits
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, name in zip(axes, ("edit", "identity"), ("edit adherence", "identity on the edits")):
+        for label, v in summary.items():
+            ax.errorbar(v["recon_mse"][0], v[key][0], xerr=v["recon_mse"][1], yerr=v[key][1], fmt="o", capsize=3,
+                        label=label)
+        ax.set_xlabel("reconstruction MSE (lower is better)")
+        ax.set_ylabel(f"{name} (higher is better)")
+    axes[0].legend(fontsize=8)  # a legend, not labels at the points: rows often sit on top of each other
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)

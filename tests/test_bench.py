@@ -21,6 +21,7 @@ def test_quick_ablation_writes_table_plot_and_page(tmp_path):
     assert "<svg" in (out / "scatter.svg").read_text()
     page = (out / "index.html").read_text()
     assert page.count("<video") == len(records)
+    assert page.count("<svg") == 2 and "identity on the edits (0..1" in page  # both scatter plots
 
 
 def test_summary_averages_runs_and_separates_reconstruction_from_edits():

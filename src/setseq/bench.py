@@ -124,9 +124,13 @@ def markdown_table(summary) -> str:
     return head + body
 
 
-def scatter_svg(summary, width: int = 520, height: int = 360) -> str:
-    """Reconstruction (MSE, lower is better) against editability (edit adherence)."""
-    pts = [(label, v["recon_mse"][0], v["edit"][0]) for label, v in summary.items()]
+Y_NAMES = {"edit": "edit adherence", "identity": "identity on the edits"}  # the scatter plots' y axes
+
+
+def scatter_svg(summary, y: str = "edit", width: int = 520, height: int = 360) -> str:
+    """Reconstruction (MSE, lower is better) against a 0..1 score of the edits: edit adherence
+    (`y="edit"`) or identity kept under them (`y="identity"`)."""
+    pts = [(label, v["recon_mse"][0], v[y][0]) for label, v in summary.items()]
     xs, ys = [p[1] for p in pts], [p[2] for p in pts]
     pad = 50
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1e-3
@@ -137,7 +141,7 @@ def scatter_svg(summary, width: int = 520, height: int = 360) -> str:
              f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>',
              f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
              f'<text x="{width / 2 - 90}" y="{height - 12}" font-size="12">reconstruction MSE (lower is better)</text>',
-             f'<text x="8" y="{pad - 12}" font-size="12">edit adherence (0..1, higher is better)</text>',
+             f'<text x="8" y="{pad - 12}" font-size="12">{Y_NAMES[y]} (0..1, higher is better)</text>',
              f'<text x="{pad}" y="{height - pad + 16}" font-size="11">{x0:.4f}</text>',
              f'<text x="{width - pad - 40}" y="{height - pad + 16}" font-size="11">{x1:.4f}</text>']
     for label, x, y in pts:
@@ -168,7 +172,8 @@ def _write(out: Path, records, summary, meta, cells, rows) -> None:
     sections = [("Setting", f"<pre>{json.dumps(meta, indent=1)}</pre>"),
                 ("Table", table([{"method": k, **{c: v[c][0] for c in COLUMNS}} for k, v in summary.items()],
                                 ["method", *COLUMNS])),
-                ("Reconstruction vs editability", svg)]
+                ("Reconstruction vs editability", svg),
+                ("Reconstruction vs identity on the edits", scatter_svg(summary, y="identity"))]
     for (concept, label), cs in cells.items():
         sections.append((f"{concept}: {label}", "<div class='row'>" + "".join(cs) + "</div>"))
     write_report(out / "index.html", "setseq ablation on the toy world", sections)
@@ -185,7 +190,7 @@ def _png(path: Path, summary) -> None:
         return
     # two panels: reconstruction against editability, and against identity kept under the edits
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, name in zip(axes, ("edit", "identity"), ("edit adherence", "identity on the edits")):
+    for ax, (key, name) in zip(axes, Y_NAMES.items()):
         for label, v in summary.items():
             ax.errorbar(v["recon_mse"][0], v[key][0], xerr=v["recon_mse"][1], yerr=v[key][1], fmt="o", capsize=3,
                         label=label)

@@ -127,10 +127,10 @@ def markdown_table(summary) -> str:
 Y_NAMES = {"edit": "edit adherence", "identity": "identity on the edits"}  # the scatter plots' y axes
 
 
-def scatter_svg(summary, y: str = "edit", width: int = 520, height: int = 360) -> str:
+def scatter_svg(summary, score: str = "edit", width: int = 520, height: int = 360) -> str:
     """Reconstruction (MSE, lower is better) against a 0..1 score of the edits: edit adherence
-    (`y="edit"`) or identity kept under them (`y="identity"`)."""
-    pts = [(label, v["recon_mse"][0], v[y][0]) for label, v in summary.items()]
+    (`score="edit"`) or identity kept under them (`score="identity"`)."""
+    pts = [(label, v["recon_mse"][0], v[score][0]) for label, v in summary.items()]
     xs, ys = [p[1] for p in pts], [p[2] for p in pts]
     pad = 50
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1e-3
@@ -141,7 +141,7 @@ def scatter_svg(summary, y: str = "edit", width: int = 520, height: int = 360) -
              f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>',
              f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
              f'<text x="{width / 2 - 90}" y="{height - 12}" font-size="12">reconstruction MSE (lower is better)</text>',
-             f'<text x="8" y="{pad - 12}" font-size="12">{Y_NAMES[y]} (0..1, higher is better)</text>',
+             f'<text x="8" y="{pad - 12}" font-size="12">{Y_NAMES[score]} (0..1, higher is better)</text>',
              f'<text x="{pad}" y="{height - pad + 16}" font-size="11">{x0:.4f}</text>',
              f'<text x="{width - pad - 40}" y="{height - pad + 16}" font-size="11">{x1:.4f}</text>']
     for label, x, y in pts:
@@ -173,7 +173,7 @@ def _write(out: Path, records, summary, meta, cells, rows) -> None:
                 ("Table", table([{"method": k, **{c: v[c][0] for c in COLUMNS}} for k, v in summary.items()],
                                 ["method", *COLUMNS])),
                 ("Reconstruction vs editability", svg),
-                ("Reconstruction vs identity on the edits", scatter_svg(summary, y="identity"))]
+                ("Reconstruction vs identity on the edits", scatter_svg(summary, score="identity"))]
     for (concept, label), cs in cells.items():
         sections.append((f"{concept}: {label}", "<div class='row'>" + "".join(cs) + "</div>"))
     write_report(out / "index.html", "setseq ablation on the toy world", sections)

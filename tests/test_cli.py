@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     video = data.make_test_video(d / "clip.mp4", frames=8, size=(16, 16))
     out = d / "sq.safetensors"
     # a high learning rate so that two steps move the adapters visibly past 8-bit video quantisation
-    assert main(["train", str(video), *PROMPT, *TRAIN, "--lr", "2e-2", "--out", str(out)]) == 0
+    assert main(["train", str(video), *PROMPT, *TRAIN, "--lr", "2e-2", "--timestep-shift", "3", "--out", str(out)]) == 0
     return out
 
 
@@ -33,6 +33,7 @@ def test_train_writes_concept_and_stage_one(trained):
     assert trained.is_file() and trained.with_name("sq.stage1.safetensors").is_file()
     cs = cio.load(trained)
     assert cs.meta["method"] == "setseq" and cs.meta["base"]["name"] == "toy-tiny"
+    assert cs.meta["config"]["optim"]["lr"] == 2e-2 and cs.meta["config"]["flow"]["shift"] == 3.0
     assert cs.concepts[0]["prompt"] == "a [v] red square on a blue background."
     assert not trained.with_name("sq.ckpt").exists()
 
@@ -105,6 +106,8 @@ def _bad_inputs(tmp: Path, trained: Path):
         "motion prompt without token": ["train", str(video), "--prompt", "a [v].", "--motion-prompt", "it moves.", *TRAIN, *out],
         "no prompt at all": ["train", str(video), *TRAIN, *out],
         "unknown method": ["train", str(video), *PROMPT, *TRAIN, *out, "--method", "magic"],
+        "timestep shift of zero": ["train", str(video), *PROMPT, *TRAIN, *out, "--timestep-shift", "0"],
+        "train basis without a motion stage": ["train", str(video), *PROMPT, *TRAIN, *out, "--method", "lora", "--train-basis"],
         "bad output suffix": ["train", str(video), *PROMPT, *TRAIN, "--out", str(tmp / "new.bin")],
         "mask of another length": ["train", str(video), *PROMPT, *TRAIN, *out, "--mask", str(short)],
         "mask of another shape": ["train", str(boxed), *PROMPT, *TRAIN, *out],
@@ -120,7 +123,8 @@ def _bad_inputs(tmp: Path, trained: Path):
 
 
 BAD_CASES = ["missing video", "not a video", "too few frames", "prompt without token", "motion prompt without token",
-             "no prompt at all", "unknown method", "bad output suffix", "mask of another length",
+             "no prompt at all", "unknown method", "timestep shift of zero",
+             "train basis without a motion stage", "bad output suffix", "mask of another length",
              "mask of another shape", "missing mask", "mask given as the video", "missing concept", "corrupt concept",
              "foreign concept", "concept for another base", "unknown token in prompt", "bad video suffix"]
 

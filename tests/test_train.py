@@ -77,6 +77,20 @@ def test_stage_two_keeps_basis_and_identity_and_starts_at_stage_one(tmp_path):
     assert not torch.equal(_probe(a), _probe(b))
 
 
+def test_train_basis_lets_stage_two_move_the_basis_but_not_the_identity_coefficients(tmp_path):
+    cfg = tiny_config()
+    cfg.stages[1].train_basis = True
+    _, final, _ = _train(tmp_path, cfg)
+    stage1 = cio.load(tmp_path / "c.stage1.safetensors")
+    moved = [k for k in stage1.tensors if k.endswith(".basis") and not torch.equal(stage1.tensors[k], final.tensors[k])]
+    assert moved
+    assert all(torch.equal(v, final.tensors[k]) for k, v in stage1.tensors.items() if k.endswith(".identity"))
+    with pytest.raises(SetseqError, match="motion stage only"):
+        bad = tiny_config()
+        bad.stages[0].train_basis = True
+        bad.validate()
+
+
 def test_first_stage_sees_single_frames_and_second_whole_clips(tmp_path, monkeypatch):
     shapes = []
     bb = tiny_backbone()

@@ -47,7 +47,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, help="samples per optimiser step (paper: 8)")
     p.add_argument("--micro-batch", type=int, help="samples per forward pass; gradients accumulate (memory)")
     p.add_argument("--lr", type=float, help="learning rate (paper: 1e-4, constant)")
+    p.add_argument("--timestep-shift", type=float, help="shift the training timesteps towards noise, t' = s t / (1 + (s - 1) t) "
+                                                         "(default 1: no shift)")
     p.add_argument("--token-lr", type=float, help="also train the concept-token embeddings at this rate (paper: 1e-5)")
+    p.add_argument("--train-basis", action="store_true", help="stage 2 also trains the identity basis A (not the "
+                                                               "paper's method, which freezes it; see docs/toy-model.md)")
     p.add_argument("--no-prior", action="store_true", help="turn prior preservation off")
     p.add_argument("--prior-videos", type=int, help="number of prior-preservation videos (default 8)")
     p.add_argument("--frames", type=int, help="frames per clip (default: the base model's)")
@@ -84,6 +88,14 @@ def _config_from_args(a):
     for name in ("batch_size", "micro_batch", "lr", "token_lr"):
         if getattr(a, name) is not None:
             setattr(cfg.optim, name, getattr(a, name))
+    if a.train_basis:
+        motion = [s for s in cfg.stages if s.train == "motion"]
+        if not motion:
+            raise SetseqError(f"--train-basis needs a motion stage, and method {cfg.method!r} has none.")
+        for s in motion:
+            s.train_basis = True
+    if a.timestep_shift is not None:
+        cfg.flow.shift = a.timestep_shift
     if a.no_prior:
         cfg.reg.prior_preservation = False
     if a.prior_videos is not None:

@@ -41,6 +41,10 @@ class StageConfig:
     steps: int
     coef_dropout: float = 0.0  # Bernoulli drop probability on the trained coefficients (sec. 3.4.2)
     mixed_clip_prob: float = 0.5  # data="mixed": chance that a sample is the clip, not one frame
+    # train="motion" only: also train the identity basis A. Not the paper's method, which freezes A1
+    # so that motion is a residual in its span; on the toy base that span, learned from single
+    # frames, cannot hold the concept's path (docs/toy-model.md, "Eighth session").
+    train_basis: bool = False
 
 
 @dataclass
@@ -115,6 +119,8 @@ class TrainConfig:
                 )
             if s.steps < 0:
                 raise SetseqError(f"stage {s.name!r} has {s.steps} steps; steps cannot be negative.")
+            if s.train_basis and s.train != "motion":
+                raise SetseqError(f"stage {s.name!r} trains {s.train!r}; train_basis applies to a motion stage only.")
             if not 0.0 <= s.coef_dropout < 1.0:
                 raise SetseqError(f"stage {s.name!r} has dropout {s.coef_dropout}; use a value in [0, 1).")
         if self.optim.batch_size < 1:
@@ -126,6 +132,8 @@ class TrainConfig:
             )
         if self.optim.optimizer not in OPTIMIZERS:
             raise SetseqError(f"unknown optimizer {self.optim.optimizer!r}; use one of {', '.join(OPTIMIZERS)}.")
+        if self.flow.shift <= 0:
+            raise SetseqError(f"the timestep shift must be positive, got {self.flow.shift}.")
         if self.flow.timesteps not in ("logit-normal", "uniform"):
             raise SetseqError(f"unknown timestep sampling {self.flow.timesteps!r}; use logit-normal or uniform.")
 

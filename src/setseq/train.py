@@ -317,6 +317,8 @@ class Trainer:
             lora.set_dropout(self.backbone.transformer, identity=stage.coef_dropout)
         elif stage.train == "motion":
             groups.append([p for l in self.layers.values() for p in l.motion.values()])
+            if stage.train_basis:  # not the paper's (A1 frozen): see StageConfig.train_basis
+                groups.append([l.basis for l in self.layers.values()])
             lora.set_dropout(self.backbone.transformer, motion=stage.coef_dropout)
         tokens = self.backbone.concept_token_parameters()
         token_lr = o.token_lr if o.token_lr is not None else (o.lr if stage.train == "tokens" else None)

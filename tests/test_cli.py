@@ -59,6 +59,18 @@ def test_info_describes_the_concept(trained, capsys):
     assert main(["info", str(trained)]) == 0
     out = capsys.readouterr().out
     assert "setseq" in out and "[v]" in out and "toy-tiny" in out and "sequence:" in out
+    assert "identity basis" not in out  # only said of a concept trained with --train-basis
+
+
+def test_train_basis_is_recorded_and_reported(tmp_path, capsys):
+    video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
+    out = tmp_path / "free.safetensors"
+    assert main(["train", str(video), *PROMPT, *TRAIN, "--train-basis", "--out", str(out)]) == 0
+    stages = cio.load(out).meta["config"]["stages"]
+    assert [st["train_basis"] for st in stages] == [False, True]
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "also trained the identity basis" in capsys.readouterr().out
 
 
 def test_prompts_come_from_the_txt_beside_the_video(tmp_path):

@@ -372,6 +372,8 @@ def cmd_info(a) -> int:
         return 0
     print(f"concept set  {a.concept}")
     print(f"method       {m.get('method')} (stage: {m.get('stage')})")
+    if any(st.get("train_basis") for st in m.get("config", {}).get("stages", [])):
+        print("             stage 2 also trained the identity basis (--train-basis; not the paper's method)")
     print(f"base         {m['base']['name']} (weights {m['base']['fingerprint']})")
     print(f"rank         {m.get('rank')}, {len(cs.modules())} adapted modules")
     g = m.get("geometry", {})

@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from conftest import tiny_backbone
 from setseq import flow
 
 
@@ -33,6 +35,22 @@ def test_sampler_recovers_data_under_the_true_velocity():
     torch.testing.assert_close(out, x0)
 
 
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_schedule_from_a_partial_noise_level(shift):
+    ts = flow.schedule(10, shift, start=0.7)
+    assert ts[0].item() == pytest.approx(0.7) and ts[-1].item() == 0.0
+    assert (ts[1:] < ts[:-1]).all()
+    assert torch.allclose(flow.schedule(10, shift, start=1.0), flow.schedule(10, shift))
+
+
+def test_sampler_from_a_partly_noised_sample_recovers_the_data():
+    """Started at x_t on the straight path at t = start, the true velocity lands on x0 exactly."""
+    x0, eps = torch.randn(2, 5), torch.randn(2, 5)
+    x_start = flow.interpolate(x0, eps, torch.full((2,), 0.4))
+    out = flow.euler_sample(lambda x, t, sc: eps - x0, x_start, steps=3, shift=3.0, start=0.4)
+    torch.testing.assert_close(out, x0)
+
+
 def test_self_conditioning_passes_the_previous_estimate():
     x0, eps = torch.randn(1, 3), torch.randn(1, 3)
     seen = []
@@ -60,3 +78,20 @@ def test_guidance_formula():
     vc, vu = torch.tensor([2.0]), torch.tensor([1.0])
     assert flow.guide(vc, vu, 1.0).item() == 2.0
     assert flow.guide(vc, vu, 8.0).item() == 9.0
+
+
+def test_generate_from_init_keeps_what_survives_the_noise():
+    from setseq.errors import SetseqError
+    from setseq.generate import generate
+
+    bb = tiny_backbone()
+    init = torch.rand((2, *bb.latent_shape(bb.geometry))) * 2 - 1
+    near = generate(bb, ["a red square.", "a blue circle."], steps=2, seed=0, init=init, start=0.02)
+    far = generate(bb, ["a red square.", "a blue circle."], steps=2, seed=0)
+    assert (near - init).abs().mean() < 0.05 < (far - init).abs().mean()
+    with pytest.raises(SetseqError):
+        generate(bb, ["a red square."], steps=2, init=init, start=0.5)  # two videos, one prompt
+    with pytest.raises(SetseqError):
+        generate(bb, ["a red square.", "a blue circle."], steps=2, init=init, start=0.0)
+    with pytest.raises(SetseqError):
+        generate(bb, ["a red square."], steps=2, start=0.5)  # nothing to noise

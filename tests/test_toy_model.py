@@ -75,3 +75,23 @@ def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
     assert recorded["loss"] == arch["prediction"] and defaults["loss"] is None  # None: on what the model predicts
     assert {k: v for k, v in defaults.items() if k not in overrides | {"loss"}} == \
         {k: recorded[k] for k in defaults if k not in overrides | {"loss"}}
+
+
+def test_motion_words_keeps_nearly_clean_clips_whatever_the_caption():
+    """From t = 0.05 the clip decides: every caption, even the opposite direction's, must give the
+    true direction back (this is what separates reading the clip from reading the words)."""
+    from setseq.toy.evaluate import motion_words
+
+    r = motion_words(load_backbone("toy"), n=6, start=0.05, steps=2)
+    assert set(r["rows"]) == {"true", "opposite", "appearance only"}
+    for name, row in r["rows"].items():
+        assert row["true"] >= 5 / 6, (name, row)
+    assert r["rows"]["opposite"]["captioned"] <= 1 / 6  # it says the other way, the clip wins
+
+
+def test_toy_eval_motion_words_cli(capsys):
+    assert main(["toy", "eval", "--motion-words", "-n", "4", "--start", "0.05", "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "opposite" in out and "appearance only" in out
+    assert main(["toy", "eval", "--motion-words", "--start", "1.5"]) == 2
+    assert main(["toy", "eval", "-n", "0"]) == 2

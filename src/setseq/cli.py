@@ -619,14 +619,22 @@ def _toy_parser(sub) -> None:
                      help="extra loss weight on the object's pixels: 1 + W (default 0)")
     pre.add_argument("--init", help="start from this weights file (e.g. the shipped toy.safetensors) instead of from scratch")
     pre.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    pre.add_argument("--device", help="where to train: cpu, cuda, cuda:1, ... (default: a GPU when there is one)")
+    pre.add_argument("--workers", type=int, default=0,
+                     help="processes rendering clips beside the training (default 0; on a GPU use several, "
+                          "the rendering sets the pace). The result does not depend on it")
     pre.set_defaults(func=cmd_toy_pretrain)
     ev = tsub.add_parser("eval", help="attribute accuracy of a base model on held-out captions")
     ev.add_argument("--base", default="toy", help="base model (default: toy)")
     ev.add_argument("--weights", help="a weights file from `setseq toy pretrain` instead of the shipped one")
-    ev.add_argument("-n", type=int, default=100, help="number of held-out captions (default 100)")
+    ev.add_argument("-n", type=int, help="number of held-out captions (default 100; 32 clips with --motion-words)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     ev.add_argument("--guidance", type=float, help="guidance (default: the model's)")
     ev.add_argument("--json", help="also write the results to this JSON file")
+    ev.add_argument("--motion-words", action="store_true",
+                    help="instead: whether the model reads motion words; moving sprites noised to --start are denoised "
+                         "under their caption, the opposite direction's, and no motion words (-n clips, default 32)")
+    ev.add_argument("--start", type=float, default=0.7, help="noise level for --motion-words, in (0, 1] (default 0.7)")
     ev.set_defaults(func=cmd_toy_eval)
     ex = tsub.add_parser("examples", help="render the example concept videos, their prompt files and masks")
     ex.add_argument("--out", help="folder (default: the package's examples folder)")
@@ -643,24 +651,36 @@ def cmd_toy_pretrain(a) -> int:
             setattr(cfg, name, getattr(a, name))
     if a.model not in ("toy", "toy-tiny"):
         raise SetseqError(f"unknown model preset {a.model!r}; use toy or toy-tiny.")
-    print(f"wrote {pretrain(a.out, cfg, resume=a.resume)}")
+    print(f"wrote {pretrain(a.out, cfg, resume=a.resume, device=a.device, workers=a.workers)}")
     return 0
 
 
 def cmd_toy_eval(a) -> int:
     from setseq.backbones import load_backbone
-    from setseq.toy.evaluate import attribute_accuracy
+    from setseq.toy.evaluate import attribute_accuracy, motion_words
 
+    n = a.n if a.n is not None else (32 if a.motion_words else 100)
+    if n < 1:
+        raise SetseqError(f"-n must be at least 1, got {n}.")
+    if a.motion_words and not 0.0 < a.start <= 1.0:
+        raise SetseqError(f"--start is a noise level in (0, 1], got {a.start:g}.")
     if a.weights:
         from setseq.backbones.toy import load_file_weights
 
         bb = load_file_weights(a.weights)
     else:
         bb = load_backbone(a.base)
-    r = attribute_accuracy(bb, n=a.n, steps=a.steps, guidance=a.guidance)
-    for k, v in r["accuracy"].items():
-        print(f"{k:<12} {v:.1%}")
-    print(f"{'mean':<12} {r['mean']:.1%}  over {a.n} held-out captions")
+    if a.motion_words:
+        r = motion_words(bb, n=n, start=a.start, steps=a.steps, guidance=a.guidance)
+        print(f"{n} moving sprites noised to t = {a.start:g}, read back after denoising under each caption:")
+        print(f"{'caption':<16} {'true way':>9} {'caption says':>13} {'still':>6}")
+        for name, row in r["rows"].items():
+            print(f"{name:<16} {row['true']:>9.0%} {row['captioned']:>13.0%} {row['still']:>6.0%}")
+    else:
+        r = attribute_accuracy(bb, n=n, steps=a.steps, guidance=a.guidance)
+        for k, v in r["accuracy"].items():
+            print(f"{k:<12} {v:.1%}")
+        print(f"{'mean':<12} {r['mean']:.1%}  over {n} held-out captions")
     if a.json:
         from setseq.fileio import atomic_path
 

@@ -70,9 +70,15 @@ def guide(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.T
     return v_uncond + scale * (v_cond - v_uncond)
 
 
-def schedule(steps: int, shift: float = 1.0, device: torch.device | str | None = None) -> torch.Tensor:
-    """Sampling times (steps + 1,) from 1 down to 0."""
-    return shift_time(torch.linspace(1.0, 0.0, steps + 1, device=device), shift)
+def unshift_time(t: float, shift: float) -> float:
+    """The inverse of `shift_time`: the unshifted time that the shift maps to t."""
+    return t / (shift - (shift - 1.0) * t)
+
+
+def schedule(steps: int, shift: float = 1.0, device: torch.device | str | None = None,
+             start: float = 1.0) -> torch.Tensor:
+    """Sampling times (steps + 1,) from `start` (1: pure noise) down to 0, evenly spaced before the shift."""
+    return shift_time(torch.linspace(unshift_time(start, shift), 0.0, steps + 1, device=device), shift)
 
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -86,19 +92,21 @@ def euler_sample(
     shift: float = 1.0,
     self_condition: bool = False,
     callback: Callable[[int], None] | None = None,
+    start: float = 1.0,
 ) -> torch.Tensor:
-    """Integrate from noise (t = 1) to data (t = 0).
+    """Integrate from noise (t = 1), or from a partly noised sample at t = `start`, to data (t = 0).
 
     Args:
         velocity: v(x_t, t, self_cond) with t of shape (B,); self_cond is the previous step's
             x_0 estimate when `self_condition` is set, else None. Guidance lives in this callable.
-        noise: the starting sample (B, ...).
+        noise: the starting sample (B, ...): pure noise, or x_start at t = `start` (SDEdit-style).
         steps: number of Euler steps.
         shift: timestep shift of the schedule.
         self_condition: feed each step's x_0 estimate back to the next (Chen et al. 2023).
         callback: called with the step index after each step (progress bars).
+        start: the time of the starting sample, in (0, 1].
     """
-    ts = schedule(steps, shift, noise.device)
+    ts = schedule(steps, shift, noise.device, start)
     x, x0_prev = noise, None
     for i in range(steps):
         t = ts[i].expand(x.shape[0])

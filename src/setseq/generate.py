@@ -34,6 +34,8 @@ def generate(
     negative: str = "",
     self_condition: bool | None = None,
     progress: bool = False,
+    init: torch.Tensor | None = None,
+    start: float = 1.0,
 ) -> torch.Tensor:
     """Sample one clip per prompt.
 
@@ -46,6 +48,10 @@ def generate(
         negative: the unconditional prompt for guidance.
         self_condition: feed x_0 estimates back (default: when the backbone supports it).
         progress: show a progress bar.
+        init: optional videos (B, F, C, H, W) in [-1, 1], one per prompt, noised to time `start` and
+            denoised from there (SDEdit, Meng et al. 2022): what survives at `start` is kept. With
+            init=None sampling starts from pure noise.
+        start: the noise level sampling starts from, in (0, 1]; it must be 1 without init.
 
     Returns:
         (B, F, C, H, W) videos in [-1, 1].
@@ -63,6 +69,14 @@ def generate(
     noise = torch.randn((len(prompts), *backbone.latent_shape(g)), generator=gen)
     device = next(iter(backbone.transformer.parameters())).device
     noise = noise.to(device)
+    if init is not None:
+        if len(init) != len(prompts):
+            raise SetseqError(f"{len(init)} init videos for {len(prompts)} prompts; give one per prompt.")
+        if not 0.0 < start <= 1.0:
+            raise SetseqError(f"the start noise level must lie in (0, 1], got {start}.")
+        noise = flow.interpolate(backbone.encode_video(init.to(device)), noise, torch.full((len(init),), start, device=device))
+    elif start != 1.0:
+        raise SetseqError("a start noise level below 1 needs init videos to noise.")
     cond = backbone.encode_text(prompts)
     both = Text.cat([cond, backbone.encode_text([negative] * len(prompts))]) if scale != 1.0 else cond
 
@@ -74,6 +88,6 @@ def generate(
         return flow.guide(v_c, v_u, scale)
 
     bar = tqdm(total=steps, desc="sampling", leave=False, disable=not progress)
-    latents = flow.euler_sample(velocity, noise, steps, backbone.sampling.shift, sc, callback=lambda i: bar.update())
+    latents = flow.euler_sample(velocity, noise, steps, backbone.sampling.shift, sc, callback=lambda i: bar.update(), start=start)
     bar.close()
     return backbone.decode_latents(latents)

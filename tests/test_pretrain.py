@@ -74,3 +74,48 @@ def test_width_depth_and_heads_can_be_changed_and_must_suit_the_rope_split(tmp_p
     assert main([*base, "--out", str(tmp_path / "odd"), "--dim", "40", "--heads", "2"]) == 2  # heads of 20 channels
     assert "multiple of 8" in capsys.readouterr().err
     assert not (tmp_path / "odd").exists()
+
+
+def _tiny(steps: int, **kw):
+    from setseq.toy.pretrain import PretrainConfig
+
+    return PretrainConfig(model="toy-tiny", steps=steps, batch_size=2, frame_batch_size=3, warmup=2, **kw)
+
+
+def test_the_result_does_not_depend_on_the_rendering_workers(tmp_path):
+    from setseq.toy.pretrain import pretrain
+
+    alone = pretrain(tmp_path / "w0", _tiny(3), progress=False, device="cpu", workers=0)
+    shared = pretrain(tmp_path / "w2", _tiny(3), progress=False, device="cpu", workers=2)
+    assert load_file_weights(alone).fingerprint() == load_file_weights(shared).fingerprint()
+
+
+def test_an_interrupted_run_resumes_to_the_weights_of_an_unbroken_one(tmp_path, monkeypatch):
+    import pytest
+
+    from setseq.toy import pretrain as pt
+
+    unbroken = pt.pretrain(tmp_path / "a", _tiny(6, checkpoint_every=2), progress=False, device="cpu")
+    calls, render = [], pt.batch
+
+    def interrupted(*args, **kw):  # the fifth batch (step 4) never comes: Ctrl-C after the step-4 checkpoint
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return render(*args, **kw)
+
+    monkeypatch.setattr(pt, "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pt.pretrain(tmp_path / "b", _tiny(6, checkpoint_every=2), progress=False, device="cpu")
+    assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)["step"] == 4
+    monkeypatch.setattr(pt, "batch", render)
+    resumed = pt.pretrain(tmp_path / "b", _tiny(6, checkpoint_every=2), resume=True, progress=False, device="cpu")
+    assert load_file_weights(resumed).fingerprint() == load_file_weights(unbroken).fingerprint()
+
+
+def test_pretraining_refuses_a_device_it_cannot_use(tmp_path, capsys):
+    base = ["toy", "pretrain", "--model", "toy-tiny", "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "d")]
+    for bad in (["--device", "gpu"], ["--workers", "-1"], *([["--device", "cuda"]] if not torch.cuda.is_available() else [])):
+        assert main([*base, *bad]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "d").exists()

@@ -316,3 +316,18 @@ def test_concepts_render_and_their_prompts_carry_the_concept_tokens(name):
         assert world.caption(scene)[1] == "it moves."  # ...described only vaguely
     with pytest.raises(SetseqError):
         world.concept_scene("dragon")
+
+
+def test_rendering_one_frame_gives_that_frame_of_the_clip():
+    rng = np.random.default_rng(5)
+    kinds = set()
+    for i in range(40):
+        s = world.sample_scene(rng, "all")
+        kinds.add(s.kind)
+        f = i % 8
+        clip, one = world.render(s, 8, 24, 24), world.render(s, 8, 24, 24, only=f)
+        assert one.video.shape == (1, 3, 24, 24)
+        assert torch.equal(clip.video[f:f + 1], one.video) and torch.equal(clip.mask[f:f + 1], one.mask)
+    assert kinds == {"sprite", "waves", "fire"}
+    with pytest.raises(SetseqError):
+        world.render(s, 8, 24, 24, only=8)

@@ -88,16 +88,37 @@ def batch(rng: np.random.Generator, n: int, g: Geometry,
     clips, masks, texts = [], [], []
     for _ in range(n):
         scene = world.sample_scene(rng, "train")
-        r = world.render(scene, g.frames, g.height, g.width)
+        only = int(rng.integers(g.frames)) if frames_only else None
+        r = world.render(scene, g.frames, g.height, g.width, only=only)
         static, motion = world.caption(scene)
-        keep = slice(None)
-        if frames_only:
-            f = int(rng.integers(g.frames))
-            keep = slice(f, f + 1)
-        clips.append(r.video[keep])
-        masks.append(r.mask[keep, None])
+        clips.append(r.video)
+        masks.append(r.mask[:, None])
         texts.append(static if frames_only else f"{static} {motion}")
     return torch.stack(clips), torch.stack(masks), texts
+
+
+class Batches(torch.utils.data.Dataset):
+    """The training batch of step i: (clips, masks, captions with dropout applied, self-conditioning
+    or not), all drawn from the seed (cfg.seed, i)."""
+
+    def __init__(self, cfg: PretrainConfig, g: Geometry):
+        self.cfg, self.g = cfg, g
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, i: int):
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, i])
+        frames_only = rng.random() < cfg.frame_prob
+        n = (cfg.frame_batch_size or cfg.batch_size) if frames_only else cfg.batch_size
+        clips, masks, texts = batch(rng, n, self.g, frames_only)
+        texts = ["" if rng.random() < cfg.prompt_dropout else t for t in texts]
+        return clips, masks, texts, bool(rng.random() < cfg.self_cond_prob)
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
 
 
 def _layout(c: DiTConfig) -> dict:
@@ -113,13 +134,29 @@ def weighted_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, 
 
 
 def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, progress: bool = True,
-             threads: int | None = None) -> Path:
+             threads: int | None = None, device: str | None = None, workers: int = 0) -> Path:
     """Train the toy DiT; writes `out_dir/ckpt.pt` as it goes and `out_dir/<model>.safetensors`.
+
+    Args:
+        device: where the model trains ("cpu", "cuda", ...); None: a GPU when there is one.
+        workers: processes rendering the world's clips beside the training (0: in this process).
+            On a GPU the rendering, not the model, sets the pace unless several workers share it.
+        The result does not depend on either.
 
     Returns the path of the weights file.
     """
     if threads:
         torch.set_num_threads(threads)
+    if workers < 0:
+        raise SetseqError(f"the number of rendering workers cannot be negative, got {workers}.")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise SetseqError(f"unknown device {device!r}; use cpu, cuda or cuda:N.") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SetseqError(f"--device {device} was asked for, but this torch build sees no GPU; use --device cpu.")
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "ckpt.pt"
     dit_cfg, g = PRESETS[cfg.model]
@@ -139,7 +176,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
     else:
         bb = ToyBackbone(cfg.model, arch, g, seed=cfg.seed, pretrained_init=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    modules = torch.nn.ModuleDict({"transformer": bb.transformer, "text_encoder": bb.text_encoder})
+    modules = torch.nn.ModuleDict({"transformer": bb.transformer, "text_encoder": bb.text_encoder}).to(device)
     for p in modules.parameters():
         p.requires_grad_(True)
     modules.train()
@@ -150,31 +187,31 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     step, log, elapsed = 0, [], 0.0
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=False)
+        state = torch.load(ckpt_path, weights_only=False, map_location=device)
         modules.load_state_dict(state["model"])
         ema = state["ema"]
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        rng.bit_generator.state = state["np_rng"]
         step, log, elapsed = state["step"], state["log"], state["elapsed"]
+    # Each step's batch is drawn from its own seed, (seed, step): the data do not depend on how
+    # many worker processes render them, and a resumed run sees what an unbroken one would.
+    batches = torch.utils.data.DataLoader(Batches(cfg, g), batch_size=None, sampler=range(step, cfg.steps),
+                                          num_workers=workers, prefetch_factor=4 if workers else None,
+                                          generator=torch.Generator())  # leaves the global RNG (the noise) alone
     bar = tqdm(total=cfg.steps, initial=step, desc="pretraining", disable=not progress, dynamic_ncols=True)
     t0, window = time.time() - elapsed, []
-    while step < cfg.steps:
+    for clips, masks, texts, use_self_cond in batches:
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, step)
-        frames_only = rng.random() < cfg.frame_prob
-        n = (cfg.frame_batch_size or cfg.batch_size) if frames_only else cfg.batch_size
-        clips, masks, texts = batch(rng, n, g, frames_only)
-        texts = ["" if rng.random() < cfg.prompt_dropout else t for t in texts]
         text = bb.encode_text(texts)
-        noise = torch.randn_like(clips)
+        noise = torch.randn_like(clips)  # drawn on the CPU, so that runs agree across devices
         t = flow.sample_timesteps(len(texts), cfg.timesteps)
+        clips, masks, noise, t = (x.to(device) for x in (clips, masks, noise, t))
         x_t = flow.interpolate(clips, noise, t)
         self_cond = None
-        if rng.random() < cfg.self_cond_prob:
+        if use_self_cond:
             with torch.no_grad():
                 self_cond = flow.predict_x0(x_t, bb.velocity(x_t, t, text, None), t)
         v = bb.velocity(x_t, t, text, self_cond)
@@ -197,14 +234,15 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             with atomic_path(ckpt_path) as tmp:
                 torch.save({"model": modules.state_dict(), "ema": ema, "optimizer": opt.state_dict(),
-                            "torch_rng": torch.get_rng_state(), "np_rng": rng.bit_generator.state,
+                            "torch_rng": torch.get_rng_state(),
                             "step": step, "log": log, "elapsed": time.time() - t0}, tmp)
     bar.close()
     modules.load_state_dict(ema)
+    modules.cpu()
     info = {"pretrain": asdict(cfg), "steps": step, "seconds": round(time.time() - t0),
             "final_loss": log[-1]["loss"] if log else None,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                       f"{torch.get_num_threads()} threads"}
+                       f"{torch.get_num_threads()} threads, {_device_name(device)}, {workers} rendering workers"}
     weights = out_dir / f"{cfg.model}.safetensors"
     save_weights(bb, weights, info)
     (out_dir / "log.json").write_text(json.dumps({"info": info, "log": log}, indent=1))

@@ -732,18 +732,23 @@ def _to_video(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(0, 3, 1, 2) * 2.0 - 1.0, np.float32))
 
 
-def render(scene: Scene, frames: int = 8, height: int = 32, width: int = 32) -> Render:
+def render(scene: Scene, frames: int = 8, height: int = 32, width: int = 32, only: int | None = None) -> Render:
     """Draw a scene.
 
     Args:
         scene: the scene; rendering is deterministic given it.
         frames, height, width: clip size (default 8 frames of 32x32; any size works).
+        only: draw just this frame of the clip (F becomes 1 below), as the whole clip would show it.
 
     Returns:
         Render(video (F, 3, H, W) in [-1, 1], mask (F, H, W), trajectory (F, 2)).
     """
     _check_size(frames, height, width)
     t = _times(frames)
+    if only is not None:
+        if not 0 <= only < frames:
+            raise SetseqError(f"frame {only} is not in a clip of {frames} frames")
+        t, frames = t[only:only + 1], 1
     zoom, pan = _camera(scene.camera, t)
     wx, wy = _world_grid(zoom, pan, height, width)
     background = _background(scene, wx, wy)  # (F, H, W, 3)

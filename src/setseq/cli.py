@@ -675,7 +675,8 @@ def cmd_toy_eval(a) -> int:
         print(f"{n} moving sprites noised to t = {a.start:g}, read back after denoising under each caption:")
         print(f"{'caption':<16} {'true way':>9} {'caption says':>13} {'still':>6}")
         for name, row in r["rows"].items():
-            print(f"{name:<16} {row['true']:>9.0%} {row['captioned']:>13.0%} {row['still']:>6.0%}")
+            said = "-" if row["captioned"] is None else f"{row['captioned']:.0%}"
+            print(f"{name:<16} {row['true']:>9.0%} {said:>13} {row['still']:>6.0%}")
     else:
         r = attribute_accuracy(bb, n=n, steps=a.steps, guidance=a.guidance)
         for k, v in r["accuracy"].items():

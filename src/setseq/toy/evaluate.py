@@ -65,19 +65,20 @@ def motion_words(backbone: Backbone, n: int = 32, start: float = 0.7, seed: int 
         if s.kind == "sprite" and s.motion in OPPOSITE:
             scenes.append(world.edit_scene(s, camera="still"))
     g = backbone.geometry
-    clips = torch.stack([torch.as_tensor(world.render(s, g.frames, g.height, g.width).video) for s in scenes])
+    clips = torch.stack([world.render(s, g.frames, g.height, g.width).video for s in scenes])
+    # (captions, the direction each says; None: the caption names no motion)
     variants = {
-        "true": [world.caption_text(s) for s in scenes],
-        "opposite": [world.caption_text(world.edit_scene(s, motion=OPPOSITE[s.motion])) for s in scenes],
-        "appearance only": [world.caption(s)[0] for s in scenes],
+        "true": ([world.caption_text(s) for s in scenes], [s.motion for s in scenes]),
+        "opposite": ([world.caption_text(world.edit_scene(s, motion=OPPOSITE[s.motion])) for s in scenes],
+                     [OPPOSITE[s.motion] for s in scenes]),
+        "appearance only": ([world.caption(s)[0] for s in scenes], None),
     }
     rows = {}
-    for name, captions in variants.items():
-        said = [OPPOSITE[s.motion] if name == "opposite" else s.motion for s in scenes]  # unused when it says none
+    for name, (captions, said) in variants.items():
         # The same seed for every caption: the three runs start from the very same noised clips.
         videos = generate(backbone, captions, steps=steps, guidance=guidance, seed=seed, init=clips, start=start)
         found = [checker.check(v)["direction"] for v in videos]
         rows[name] = {"true": float(np.mean([f == s.motion for f, s in zip(found, scenes)])),
-                      "captioned": None if name == "appearance only" else float(np.mean([f == d for f, d in zip(found, said)])),
+                      "captioned": None if said is None else float(np.mean([f == d for f, d in zip(found, said)])),
                       "still": float(np.mean([f == "still" for f in found]))}
     return {"n": n, "start": start, "rows": rows}

@@ -189,9 +189,9 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
     torch.manual_seed(cfg.seed)
     step, log, elapsed = 0, [], 0.0
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=False, map_location=device)
+        state = torch.load(ckpt_path, weights_only=False, map_location="cpu")  # the RNG state must stay on the CPU
         modules.load_state_dict(state["model"])
-        ema = state["ema"]
+        ema = {k: v.to(device) for k, v in state["ema"].items()}
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         step, log, elapsed = state["step"], state["log"], state["elapsed"]

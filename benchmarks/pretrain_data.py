@@ -18,7 +18,7 @@ import torch
 
 from setseq.backbones.toy import PRESETS
 from setseq.toy import world
-from setseq.toy.pretrain import Batches, PretrainConfig
+from setseq.toylab.pretrain import Batches, PretrainConfig
 
 
 def frame_batch_ms(n: int, whole: bool, g, seed: int = 0, repeats: int = 3) -> float:

@@ -249,7 +249,7 @@ def test_a_mask_of_the_wrong_shape_is_refused(tmp_path):
 
 def test_shipped_examples_carry_their_world_masks():
     from setseq.toy import world
-    from setseq.toy.examples import FRAMES, SIZE, example_path, example_spec
+    from setseq.toylab.examples import FRAMES, SIZE, example_path, example_spec
 
     for name in world.CONCEPTS:
         clip = data.load_video(example_path(name))

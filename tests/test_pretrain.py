@@ -5,7 +5,7 @@ import torch
 from setseq.backbones import load_backbone
 from setseq.backbones.toy import load_file_weights
 from setseq.cli import main
-from setseq.toy.pretrain import weighted_loss
+from setseq.toylab.pretrain import weighted_loss
 
 
 def test_pretraining_command_trains_resumes_and_writes_weights(tmp_path):
@@ -77,13 +77,13 @@ def test_width_depth_and_heads_can_be_changed_and_must_suit_the_rope_split(tmp_p
 
 
 def _tiny(steps: int, **kw):
-    from setseq.toy.pretrain import PretrainConfig
+    from setseq.toylab.pretrain import PretrainConfig
 
     return PretrainConfig(model="toy-tiny", steps=steps, batch_size=2, frame_batch_size=3, warmup=2, **kw)
 
 
 def test_the_result_does_not_depend_on_the_rendering_workers(tmp_path):
-    from setseq.toy.pretrain import pretrain
+    from setseq.toylab.pretrain import pretrain
 
     alone = pretrain(tmp_path / "w0", _tiny(3), progress=False, device="cpu", workers=0)
     shared = pretrain(tmp_path / "w2", _tiny(3), progress=False, device="cpu", workers=2)
@@ -93,7 +93,7 @@ def test_the_result_does_not_depend_on_the_rendering_workers(tmp_path):
 def test_an_interrupted_run_resumes_to_the_weights_of_an_unbroken_one(tmp_path, monkeypatch):
     import pytest
 
-    from setseq.toy import pretrain as pt
+    from setseq.toylab import pretrain as pt
 
     unbroken = pt.pretrain(tmp_path / "a", _tiny(6, checkpoint_every=2), progress=False, device="cpu")
     calls, render = [], pt.batch

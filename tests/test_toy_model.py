@@ -51,6 +51,13 @@ def test_demo_quick_writes_report_metrics_and_videos(tmp_path):
     assert len(metrics["restyle_sweep"]) == 5 and "sweep-4.mp4" in html
     assert {r["against"] for r in metrics["composition"]["rows"]} == {"waves", "flicker"}
     assert (out / "waves+flicker.safetensors").is_file() and "compose-0.mp4" in html
+    # every frame of every output, as images: one strip per output and one sheet of all of them
+    from PIL import Image
+
+    for i in range(4):
+        assert f"{i}-frames.png" in html
+        assert Image.open(out / f"{i}-frames.png").size[0] > 8 * 32  # eight frames side by side
+    assert Image.open(out / "frames.png").size[1] > 5 * 32  # the training video and four outputs
 
 
 def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
@@ -61,7 +68,7 @@ def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
     from safetensors import safe_open
 
     from setseq.backbones.toy import PRESETS
-    from setseq.toy.pretrain import ARCH_OVERRIDES, PretrainConfig
+    from setseq.toylab.pretrain import ARCH_OVERRIDES, PretrainConfig
 
     with safe_open(str(WEIGHTS), "pt") as f:
         meta = f.metadata()
@@ -80,7 +87,7 @@ def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
 def test_motion_words_keeps_nearly_clean_clips_whatever_the_caption():
     """From t = 0.05 the clip decides: every caption, even the opposite direction's, must give the
     true direction back (this is what separates reading the clip from reading the words)."""
-    from setseq.toy.evaluate import motion_words
+    from setseq.toylab.evaluate import motion_words
 
     r = motion_words(load_backbone("toy"), n=6, start=0.05, steps=2)
     assert set(r["rows"]) == {"true", "opposite", "appearance only"}

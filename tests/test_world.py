@@ -203,7 +203,8 @@ def test_trajectory_follows_the_mask():
         ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
         for f in range(8):
             m = r.mask[f]
-            inside = (r.trajectory[f] >= 5).all() and (r.trajectory[f] <= 26).all()
+            reach = scene.size * 32 + 1.0  # pixels from the centre to the shape's edge, and a rim
+            inside = (r.trajectory[f] >= reach - 0.5).all() and (r.trajectory[f] <= 31.5 - reach).all()
             if inside:  # a symmetric shape fully in view: its centre is the mask's centroid
                 centroid = torch.stack([xs[m].mean(), ys[m].mean()])
                 assert (centroid - r.trajectory[f]).norm() < 1.0
@@ -231,14 +232,15 @@ def test_camera_pan_shifts_the_background():
         bg = world.render_background(Scene(background="green", camera=camera))
         first, last = bg[0], bg[-1]
         errors = {
-            d: (last[..., 8:24] - first[..., 8 - d : 24 - d]).abs().mean()
-            for d in range(-8, 9)
+            d: (last[..., 12:20] - first[..., 12 - d : 20 - d]).abs().mean()
+            for d in range(-12, 13)
         }
         return min(errors, key=errors.get)
 
     assert shift("still") == 0
-    assert shift("pan-left") >= 5  # the camera moves left, so the world slides right
-    assert shift("pan-right") <= -5
+    # A pan moves the camera by world.PAN of the frame (11 pixels of 32) over the clip.
+    assert shift("pan-left") >= 9  # the camera moves left, so the world slides right
+    assert shift("pan-right") <= -9
     bg = world.render_background(Scene(background="green", camera="pan-left"))
     assert not torch.equal(bg[0], bg[-1])
 
@@ -331,3 +333,42 @@ def test_rendering_one_frame_gives_that_frame_of_the_clip():
     assert kinds == {"sprite", "waves", "fire"}
     with pytest.raises(SetseqError):
         world.render(s, 8, 24, 24, only=8)
+
+
+# ------------------------------------------------------------------------------------------
+# the regime of a real video DiT: objects several patches wide, motion of most of a patch a frame
+
+
+def test_sprites_are_several_patches_wide_and_linear_motion_crosses_the_frame():
+    """At 32 x 32 with 4 x 4 patches: a sprite spans at least three patches, and a linear mover's
+    path, as the camera films it plus the pan, covers at least 40 % of the frame, most of a patch
+    a frame, in the direction its caption names."""
+    rng = np.random.default_rng(7)
+    seen = 0
+    while seen < 30:
+        scene = world.sample_scene(rng, "all")
+        if scene.kind != "sprite" or scene.motion not in ("left", "right", "up", "down"):
+            continue
+        seen += 1
+        assert 2 * scene.size * 32 >= 12  # diameter in pixels: three 4-pixel patches
+        r = world.render(scene)
+        zoom_free = scene.camera in ("still", "pan-left", "pan-right")
+        pan = {"pan-left": -world.PAN, "pan-right": world.PAN}.get(scene.camera, 0.0) * 32
+        travel = r.trajectory[-1] - r.trajectory[0]  # on screen, pixels (column, row)
+        if zoom_free:
+            travel[0] += pan  # back to the world: a pan drags the picture the other way
+            axis, sign = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}[scene.motion]
+            assert sign * travel[axis] >= 0.4 * 32, (scene, travel)
+            assert scene.motion in world.caption(scene)[1].replace("to the ", "")
+        # The path is centred on what the camera sees: the centre never leaves the frame.
+        assert (r.trajectory > -0.5).all() and (r.trajectory < 31.5).all(), (scene, r.trajectory)
+        assert r.mask.flatten(1).any(1).all()
+
+
+def test_sampled_motions_favour_the_nameable_ones():
+    """Half the sprites move in a straight line (the direction words get most of the signal)."""
+    rng = np.random.default_rng(0)
+    motions = [s.motion for s in (world.sample_scene(rng, "train") for _ in range(600)) if s.kind == "sprite"]
+    linear = np.mean([m in ("left", "right", "up", "down") for m in motions])
+    assert 0.4 < linear < 0.6
+    assert set(motions) == set(world.SPRITE_MOTIONS)  # every motion is still seen

@@ -26,7 +26,7 @@ from setseq.generate import generate
 from setseq.metrics.toy import toy_metrics
 from setseq.report import table, video_cell, write_report
 from setseq.toy import world
-from setseq.toy.examples import edit_prompts, example_spec
+from setseq.toylab.examples import edit_prompts, example_spec
 from setseq.train import Trainer
 
 

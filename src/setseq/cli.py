@@ -38,7 +38,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--base", default="toy", help="base model: 'toy' (embedded default), 'toy-tiny', or a local path (default: toy)")
     p.add_argument("--out", help="output concept file NAME.safetensors (default: VIDEO's name)")
     _device_args(p)
-    p.add_argument("--method", default=None, help="setseq (default), lora, two-stage, dreammix, textual-inversion")
+    p.add_argument("--method", default=None, help="setseq (the paper; default for real models), toy (default with --base toy), "
+                                                "lora, two-stage, dreammix, textual-inversion")
     p.add_argument("--config", help="TOML file overriding any training setting (see README)")
     p.add_argument("--rank", type=int, help="LoRA rank R (default 8)")
     p.add_argument("--alpha", type=float, help="LoRA alpha; scale = alpha / rank (default: scale 1)")
@@ -74,8 +75,13 @@ def _train_parser(sub) -> None:
 
 def _config_from_args(a):
     from setseq.config import load_config
+    from setseq.log import note
 
-    cfg = load_config(a.config, a.method)
+    default = "toy" if getattr(a, "base", None) == "toy" else "setseq"
+    cfg = load_config(a.config, a.method, default)
+    if cfg.method == "toy" and default == "toy" and a.method is None:
+        note("--base toy trains with the 'toy' preset (the paper's method at the toy base's scale: lr 1e-3, "
+             f"{cfg.stages[0].steps} + {cfg.stages[1].steps} steps); --method setseq gives the paper's numbers.")
     if a.rank is not None:
         cfg.lora.rank = a.rank
     if a.alpha is not None:
@@ -642,7 +648,7 @@ def _toy_parser(sub) -> None:
 
 
 def cmd_toy_pretrain(a) -> int:
-    from setseq.toy.pretrain import PretrainConfig, pretrain
+    from setseq.toylab.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(model=a.model)
     for name in ("steps", "batch_size", "lr", "seed", "prediction", "loss", "warmup", "frame_prob", "frame_batch_size",
@@ -657,7 +663,7 @@ def cmd_toy_pretrain(a) -> int:
 
 def cmd_toy_eval(a) -> int:
     from setseq.backbones import load_backbone
-    from setseq.toy.evaluate import attribute_accuracy, motion_words
+    from setseq.toylab.evaluate import attribute_accuracy, motion_words
 
     n = a.n if a.n is not None else (32 if a.motion_words else 100)
     if n < 1:
@@ -691,7 +697,7 @@ def cmd_toy_eval(a) -> int:
 
 
 def cmd_toy_examples(a) -> int:
-    from setseq.toy.examples import EXAMPLES_DIR, write_examples
+    from setseq.toylab.examples import EXAMPLES_DIR, write_examples
 
     for p in write_examples(a.out or EXAMPLES_DIR):
         print(f"wrote {p}, {p.with_suffix('.txt').name} and {p.stem}.mask{p.suffix}")

@@ -25,26 +25,37 @@ from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
 from setseq.generate import generate
 from setseq.log import note
-from setseq.report import loss_svg, table, video_cell, write_report
+from setseq.report import frame_strip, loss_svg, strip_cell, table, video_cell, write_report
 from setseq.metrics.toy import toy_metrics
 from setseq.toy import checker, world
-from setseq.toy.examples import edit_prompts, example_spec
+from setseq.toylab.examples import edit_prompts, example_spec
 from setseq.train import Trainer
 
 
 @dataclass
 class DemoPlan:
-    stage1_steps: int
-    stage2_steps: int
-    batch_size: int
-    prior_videos: int
-    prior_steps: int
+    stage1_steps: int | None  # None: the training preset's
+    stage2_steps: int | None
+    prior_videos: int | None
+    prior_steps: int | None
     sample_steps: int
 
 
-# The paper's steps; batch 4 rather than its 8, so that the full demo stays within 15 minutes on 2 cores.
-FULL = DemoPlan(stage1_steps=600, stage2_steps=900, batch_size=4, prior_videos=8, prior_steps=20, sample_steps=25)
-QUICK = DemoPlan(stage1_steps=40, stage2_steps=60, batch_size=4, prior_videos=4, prior_steps=10, sample_steps=15)
+# The full demo trains with the toy preset as it is (config.preset_toy); the quick one is a smoke run.
+FULL = DemoPlan(stage1_steps=None, stage2_steps=None, prior_videos=None, prior_steps=None, sample_steps=25)
+QUICK = DemoPlan(stage1_steps=30, stage2_steps=40, prior_videos=4, prior_steps=10, sample_steps=15)
+
+
+def demo_config(plan: DemoPlan, seed: int):
+    """The toy training preset with the plan's step counts where it sets them."""
+    cfg = preset("toy")
+    cfg.seed = seed
+    for stage, steps in zip(cfg.stages, (plan.stage1_steps, plan.stage2_steps)):
+        stage.steps = stage.steps if steps is None else steps
+    cfg.reg.prior_videos = plan.prior_videos or cfg.reg.prior_videos
+    cfg.reg.prior_steps = plan.prior_steps or cfg.reg.prior_steps
+    cfg.checkpoint_every = 100
+    return cfg
 
 
 def strip_tokens(prompt: str) -> str:
@@ -69,14 +80,10 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
     scene = world.concept_scene(concept)
 
     # 1. learn the concept
-    cfg = preset("setseq")
-    cfg.seed = seed
-    cfg.stages[0].steps, cfg.stages[1].steps = plan.stage1_steps, plan.stage2_steps
-    cfg.optim.batch_size = plan.batch_size
-    cfg.reg.prior_videos, cfg.reg.prior_steps = plan.prior_videos, plan.prior_steps
-    cfg.checkpoint_every = 100
+    cfg = demo_config(plan, seed)
     concept_file = out / f"{concept}.safetensors"
-    note(f"learning the example concept '{concept}': {plan.stage1_steps} + {plan.stage2_steps} steps")
+    note(f"learning the example concept '{concept}' with the toy preset: "
+         f"{cfg.stages[0].steps} + {cfg.stages[1].steps} steps at lr {cfg.optim.lr:g}")
     Trainer(bb, [spec], cfg, concept_file, progress=progress).run()
     t_train = time.time() - t0
 
@@ -93,10 +100,11 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
     reference = spec.video
     kind = scene.kind
     base_bb = load_backbone(base)
-    rows, cells_concept, cells_base = [], [], []
+    rows, cells_concept, cells_base, strips, sheet = [], [], [], [], [reference]
     data.write_video(out / "reference.mp4", reference, g.fps, scale=8)
     for i, (name, prompt, id_scale, expect) in enumerate(runs):
         lora.set_scales(bb.transformer, identity=id_scale, motion=1.0)
+        pair = []
         for who, model, p in (("concept", bb, prompt), ("base", base_bb, strip_tokens(prompt))):
             clip = generate(model, [p], steps=plan.sample_steps, seed=seed)[0]
             file = f"{i}-{who}.mp4"
@@ -104,6 +112,12 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
             rows.append(_score(clip, reference, kind, expect, output=name, model=who, prompt=p,
                                identity_scale=id_scale if who == "concept" else None))
             (cells_concept if who == "concept" else cells_base).append(video_cell(file, name, p))
+            pair.append(clip)
+        frame_strip(out / f"{i}-frames.png", [reference, *pair])
+        strips.append(strip_cell(f"{i}-frames.png", f"{name}: training video, with the concept, base model"))
+        sheet.append(pair[0])
+    # Every frame of the training video and of each output with the concept, one row each.
+    frame_strip(out / "frames.png", sheet)
 
     # 3. restyle sweep: the identity basis reweighted from off to double
     sweep, cells_sweep = [], []
@@ -137,6 +151,7 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
          + f"<p>Static prompt: <code>{static}</code><br>Motion prompt: <code>{motion}</code></p>"),
         ("With the concept", "<div class='row'>" + "".join(cells_concept) + "</div>"),
         ("Base model, same prompts without the concept", "<div class='row'>" + "".join(cells_base) + "</div>"),
+        ("Every frame (rows: training video, with the concept, base model)", "".join(strips)),
         ("Metrics (read from the pixels with the toy world's metrics)", table(rows, cols)
          + "<p>identity: colour make-up of the object against the training video (1 = same); motion: its "
            "trajectory or texture dynamics against the training video (1 = same); edit_followed: the "
@@ -166,11 +181,7 @@ def _compose(out: Path, base: str, plan: DemoPlan, seed: int, progress: bool) ->
     bb = load_backbone(base)
     g = bb.geometry
     specs = [example_spec(name, g, i) for i, name in enumerate(("waves", "flicker"), start=1)]
-    cfg = preset("setseq")
-    cfg.seed = seed
-    cfg.stages[0].steps, cfg.stages[1].steps = plan.stage1_steps, plan.stage2_steps
-    cfg.optim.batch_size = plan.batch_size
-    cfg.reg.prior_videos, cfg.reg.prior_steps = plan.prior_videos, plan.prior_steps
+    cfg = demo_config(plan, seed)
     note("learning waves and flicker jointly (one identity basis, two motion residuals, stitched clips)")
     Trainer(bb, specs, cfg, out / "waves+flicker.safetensors", progress=progress).run()
     prompts = [("together", f"{specs[0].full_prompt} {specs[1].full_prompt}")] + [(s.name, s.full_prompt) for s in specs]

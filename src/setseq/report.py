@@ -5,10 +5,14 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+import torch
+
+from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
 
 
-def _smooth(values: list[float], k: int = 10) -> list[float]:
+def _smooth(values: list[float], k: int) -> list[float]:
+    """Trailing moving average over k points (fewer at the start)."""
     out, acc = [], 0.0
     for i, v in enumerate(values):
         acc += v - (values[i - k] if i >= k else 0.0)
@@ -16,29 +20,43 @@ def _smooth(values: list[float], k: int = 10) -> list[float]:
     return out
 
 
-def loss_svg(curves: dict[str, list[float]], width: int = 640, height: int = 220) -> str:
-    """Training loss per stage, one after the other on a shared step axis (moving average of 10)."""
-    series = [(name, _smooth(v)) for name, v in curves.items() if v]
+def loss_svg(curves: dict[str, list[float]], width: int = 640, height: int = 240) -> str:
+    """Training loss per stage, one stage after the other on a shared step axis.
+
+    Each step's loss is a faint dot; a line through them is the moving average over a twentieth of
+    the steps (at least 5), which is what to read: a flow-matching loss is noisy step to step
+    because every step draws other timesteps. The y-axis spans the 1st to 99th percentile of the
+    raw points, so that a few outliers do not flatten the curve.
+
+    Args:
+        curves: stage name -> per-step losses.
+    """
+    series = [(name, v) for name, v in curves.items() if v]
     if not series:
         return "<p>no losses recorded</p>"
-    allv = [x for _, v in series for x in v]
-    lo, hi = min(allv), max(allv)
+    allv = sorted(x for _, v in series for x in v)
+    lo, hi = allv[int(0.01 * (len(allv) - 1))], allv[int(0.99 * (len(allv) - 1))]
     span = (hi - lo) or 1.0
-    n = sum(len(v) for _, v in series)
-    pad = 36
+    n = len(allv)
+    k = max(5, n // 20)
+    pad = 40
     sx = lambda i: pad + (width - 2 * pad) * i / max(1, n - 1)
-    sy = lambda y: height - pad - (height - 2 * pad) * (y - lo) / span
+    sy = lambda y: height - pad - (height - 2 * pad) * (min(max(y, lo), hi) - lo) / span
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="plot">',
              f'<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>',
-             f'<text x="{pad}" y="{pad - 12}" font-size="12">{hi:.4f}</text>',
-             f'<text x="{pad}" y="{height - 8}" font-size="12">{lo:.4f}   (step axis: {n} steps)</text>']
+             f'<text x="4" y="{pad + 4}" font-size="11">{hi:.4f}</text>',
+             f'<text x="4" y="{height - pad + 4}" font-size="11">{lo:.4f}</text>',
+             f'<text x="{width / 2:.0f}" y="{height - 10}" font-size="12" text-anchor="middle">'
+             f'step ({n} in all); line: moving average of {k}</text>']
     start = 0
     for j, (name, v) in enumerate(series):
-        pts = " ".join(f"{sx(start + i):.1f},{sy(y):.1f}" for i, y in enumerate(v))
         c = colours[j % len(colours)]
-        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/>')
-        parts.append(f'<text x="{sx(start) + 4:.1f}" y="{pad + 14 * (j + 1)}" font-size="12" fill="{c}">'
+        parts += [f'<circle cx="{sx(start + i):.1f}" cy="{sy(y):.1f}" r="1.2" fill="{c}" fill-opacity="0.25"/>'
+                  for i, y in enumerate(v)]
+        pts = " ".join(f"{sx(start + i):.1f},{sy(y):.1f}" for i, y in enumerate(_smooth(v, k)))
+        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{pts}"/>')
+        parts.append(f'<text x="{sx(start) + 4:.1f}" y="{pad - 8 + 14 * j}" font-size="12" fill="{c}">'
                      f'{html.escape(name)}</text>')
         if start:
             parts.append(f'<line x1="{sx(start):.1f}" x2="{sx(start):.1f}" y1="{pad}" y2="{height - pad}" '
@@ -46,6 +64,44 @@ def loss_svg(curves: dict[str, list[float]], width: int = 640, height: int = 220
         start += len(v)
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def frame_strip(path: str | Path, videos: list[torch.Tensor], scale: int = 4, gap: int = 2) -> Path:
+    """Write every frame of one or more clips as a PNG: one row per clip, frames left to right.
+
+    Args:
+        path: the PNG to write (atomically).
+        videos: clips (F, 3, H, W) in [-1, 1]; rows may differ in frame count, not in H x W.
+        scale: each pixel becomes scale x scale pixels (nearest neighbour, so pixels stay visible).
+        gap: white pixels between frames and rows, before scaling.
+
+    Returns:
+        The path written. Raises `SetseqError` on an empty list or clips of different sizes.
+    """
+    from PIL import Image
+
+    if not videos:
+        raise SetseqError("frame_strip needs at least one clip.")
+    sizes = {tuple(v.shape[-2:]) for v in videos}
+    if len(sizes) > 1:
+        raise SetseqError(f"frame_strip needs clips of one frame size, got {sorted(sizes)}.")
+    (h, w), frames = sizes.pop(), max(v.shape[0] for v in videos)
+    sheet = torch.ones(3, len(videos) * (h + gap) - gap, frames * (w + gap) - gap)
+    for r, video in enumerate(videos):
+        for f, frame in enumerate(video.detach().float().cpu().clamp(-1, 1)):
+            y, x = r * (h + gap), f * (w + gap)
+            sheet[:, y : y + h, x : x + w] = (frame + 1) / 2
+    rgb = (sheet * 255).round().byte().permute(1, 2, 0).numpy()  # (rows, cols, 3)
+    image = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)
+
+
+def strip_cell(src: str, label: str) -> str:
+    """A frame strip image (from `frame_strip`) with its label, full width."""
+    return (f'<div class="strip"><b>{html.escape(label)}</b><br>'
+            f'<img src="{html.escape(src)}" alt="{html.escape(label)}: every frame"></div>')
 
 
 def video_cell(src: str, label: str, caption: str = "") -> str:
@@ -72,7 +128,7 @@ figure{display:inline-block;margin:0 12px 16px 0;vertical-align:top;width:192px}
 video{image-rendering:pixelated;border:1px solid #ccc;background:#000}
 figcaption{font-size:12px}figcaption span{color:#555}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
-.row{margin-bottom:8px}.plot{border:1px solid #ddd}"""
+.row{margin-bottom:8px}.plot{border:1px solid #ddd}\n.strip{margin:0 0 10px 0;font-size:12px}.strip img{image-rendering:pixelated;max-width:100%}"""
 
 
 def write_report(path: str | Path, title: str, sections: list[tuple[str, str]]) -> Path:

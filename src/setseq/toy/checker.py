@@ -16,11 +16,11 @@ from setseq.toy.world import COLORS, LINEAR_MOTIONS, PALETTE, Scene
 
 PALETTE_RGB = np.asarray([PALETTE[c] for c in COLORS], np.float32)  # (K, 3)
 # A pixel is foreground when its RGB distance to its row's background exceeds this. Background
-# stripes deviate from the row median by at most ~0.12 and scene colours contrast by >= 0.45.
-FOREGROUND = 0.25
-STILL = 0.12  # net travel below this fraction of the frame counts as "still" (movers travel ~0.3)
-PAN = 0.07  # camera offsets above this fraction of the frame count as a pan (true pans: 0.2)
-ZOOM = 1.1  # zoom ratios beyond this (or below its inverse) count as a zoom (true zooms: 1.25)
+# stripes deviate from the row median by at most ~0.22 and scene colours contrast by >= 0.45.
+FOREGROUND = 0.3
+STILL = 0.18  # net travel below this fraction of the frame counts as "still" (movers travel 0.4-0.7)
+PAN = 0.15  # camera offsets above this fraction of the frame count as a pan (true pans: 0.35)
+ZOOM = 1.15  # zoom ratios beyond this (or below its inverse) count as a zoom (true zooms: 1.35)
 
 
 def _to_rgb(video: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -117,8 +117,8 @@ def _camera_motion(rgb: np.ndarray, ignore: np.ndarray) -> tuple[float, float]:
     """
     first, last = rgb[0], rgb[-1]  # (H, W, 3)
     height, width, _ = first.shape
-    pans = np.arange(-0.3, 0.3 + 1e-6, 0.5 / width, dtype=np.float32)  # half-pixel steps
-    zooms = np.geomspace(0.75, 1.0 / 0.75, 21).astype(np.float32)
+    pans = np.arange(-0.6, 0.6 + 1e-6, 0.5 / width, dtype=np.float32)  # half-pixel steps
+    zooms = np.geomspace(0.6, 1.0 / 0.6, 31).astype(np.float32)
     pan = np.concatenate([pans, np.zeros_like(zooms)])[:, None]  # (C, 1) candidates
     zoom = np.concatenate([np.ones_like(pans), zooms])[:, None]
     # Where each last-frame pixel centre was in the first frame, in pixel coordinates.
@@ -137,7 +137,7 @@ def _camera_motion(rgb: np.ndarray, ignore: np.ndarray) -> tuple[float, float]:
     error = np.minimum(((seen - last) ** 2).sum(-1), 0.1)  # (C, H, W)
     count = valid.sum((1, 2))
     error = (error * valid).sum((1, 2)) / np.maximum(count, 1)
-    error[count < 0.3 * height * width] = np.inf  # too little to judge
+    error[count < 0.15 * height * width] = np.inf  # too little to judge
     if np.isinf(error).all():  # e.g. the object fills the frame: no evidence of a camera move
         return 0.0, 1.0
     # A slight pull towards "no motion" breaks ties on backgrounds with little structure.

@@ -44,14 +44,14 @@ class PretrainConfig:
     dim: int | None = None
     depth: int | None = None
     heads: int | None = None
-    steps: int = 4500
+    steps: int = 2800
     batch_size: int = 16
     lr: float = 1e-3
     warmup: int = 200
     min_lr_ratio: float = 0.1  # cosine decay to this share of lr
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    frame_prob: float = 0.5  # share of batches made of single frames with the static caption
+    frame_prob: float = 0.3  # share of batches made of single frames with the static caption
     # Frames in a single-frame batch (None: batch_size). batch_size x frames costs about what a
     # batch of clips does (the same tokens, shorter attention): many more objects seen per second.
     frame_batch_size: int | None = 128
@@ -71,7 +71,7 @@ class PretrainConfig:
     loss: str | None = None
     ema: float = 0.998
     seed: int = 0
-    checkpoint_every: int = 200
+    checkpoint_every: int = 100
 
 
 def _lr(cfg: PretrainConfig, step: int) -> float:

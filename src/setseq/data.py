@@ -358,16 +358,20 @@ def _stream_frames(container, stream, rate: float, decoder, declared: float | No
     that fails after some frames decoded ends the stream there (a file cut short); a clip that ends
     well before its declared duration is reported in one warning."""
     first = last = None
-    damaged = False
-    i = 0
+    damaged, packets, i = False, 0, 0
+    context = decoder if decoder is not None else stream.codec_context
     for packet in container.demux(stream):
         try:
-            decoded = decoder.decode(packet) if decoder is not None else packet.decode()
+            decoded = context.decode(packet)
         except av.FFmpegError:
-            if first is None:
+            if not packets:
                 raise
-            damaged = True
-            break
+            damaged = True  # a file cut short: its last packet is incomplete; keep what came before
+            try:
+                decoded = context.decode(None)  # the frames still inside a threaded decoder
+            except av.FFmpegError:
+                decoded = []
+        packets += 1
         for frame in decoded:
             t = frame.time if frame.time is not None else i / rate
             dt = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 1 / rate
@@ -375,6 +379,8 @@ def _stream_frames(container, stream, rate: float, decoder, declared: float | No
             last = (t, dt)
             i += 1
             yield t, dt, (frame, _frame_view(frame, stream))
+        if damaged:
+            break
     if first is None:
         return
     got = last[0] + last[1] - first

@@ -381,7 +381,7 @@ def cmd_info(a) -> int:
         print(f"geometry     {g.get('frames')} frames, {g.get('height')}x{g.get('width')} at {g.get('fps')} fps")
     for c in cs.concepts:
         print(f"concept      {c['name']}: {c['identity_token']} {c['motion_token']}  (from {c.get('video') or '?'})")
-        print(f"  prompt         {c['prompt']}")
+        print(f"  prompt         {c.get('prompt')}")
         if c.get("motion_prompt"):
             print(f"  motion prompt  {c['motion_prompt']}")
     for stage, losses in m.get("losses", {}).items():

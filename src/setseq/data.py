@@ -629,19 +629,21 @@ def is_mask_path(path: str | os.PathLike) -> bool:
     return (path.name if path.is_dir() else path.stem).lower().endswith(".mask")
 
 
-def load_mask(path: str | os.PathLike, clip: Video, size: tuple[int, int] | None = None) -> torch.Tensor:
+def load_mask(path: str | os.PathLike, clip: Video, size: tuple[int, int] | None = None, *,
+              excerpt: Excerpt | None = None) -> torch.Tensor:
     """Read a foreground mask (white = subject) for a clip, resampled and resized exactly as the clip.
 
     Args:
         path: the mask video or frame directory.
         clip: the clip as ``load_video`` returned it (its frame rate and source size are used).
         size: the (H, W) the clip was loaded with; None when it kept its source size.
+        excerpt: the excerpt the clip was loaded with (the same frames are taken of the mask).
 
     Returns:
         (F, H, W) bool, True on the subject, with F, H, W those of ``clip.frames``.
     """
     path = Path(path)
-    mask = load_video(path, fps=clip.fps, size=size)
+    mask = load_video(path, fps=clip.fps, size=size, excerpt=excerpt)
     n, _, H, W = clip.frames.shape
     m, _, h, w = mask.frames.shape
     fix = "make the mask from the clip itself (same length and aspect ratio), or leave it out"

@@ -3,6 +3,23 @@
 Everything is decoded and encoded with PyAV; frames in memory are float32 tensors shaped
 (F, C, H, W) with C = 3 (RGB) and values in [-1, 1].
 
+What is read
+------------
+What a player shows is what trains:
+
+- Display geometry: a container's display matrix (a phone's rotation, ``ffmpeg -display_rotation``,
+  and mirroring), the EXIF orientation of still images in a frame folder (read with Pillow when it
+  is installed) and non-square pixels (the sample aspect ratio) are applied before resizing.
+- Timing: frames are placed by their presentation timestamps, so variable-rate clips keep their
+  timing whatever their average rate.
+- Alpha: an alpha channel (VP8/VP9 WebM with alpha, decoded with libvpx; PNG frames; ...) is kept
+  as ``Video.alpha``; the trainer uses it as the foreground mask when no mask file is given.
+- Damage: a file that decodes to much less than its container declares (cut short, half
+  downloaded) gives a one-line warning and trains on what is there.
+- Long clips: decoding is a stream; only the output frames are kept, resized as they arrive.
+  ``Excerpt`` picks a part (start, duration) and which frames of it (all, head, a uniform spread,
+  or several windows of the model's length).
+
 Prompt files
 ------------
 A ``.txt`` file beside a video with the same stem (``dancer.mp4`` -> ``dancer.txt``; for a
@@ -20,6 +37,9 @@ static (appearance) prompt and the motion (dynamic) prompt. The file is UTF-8 te
   prompt, the text before it the static prompt. Without a motion token the whole line is the
   static prompt.
 - More than two unkeyed lines is an error.
+- Excerpt settings may stand beside either form, one per line: ``start: 12.5`` and ``duration: 4``
+  (seconds), ``select: head|uniform|windows|all`` and ``windows: 3`` (see ``Excerpt``).
+- The ``.txt`` is found whatever the case of its extension (``DSC.MOV`` -> ``DSC.TXT``).
 
 Example (one line): ``A [v] dancer in a red dress. The [v] dancer [u] spins twice.`` gives
 static ``A [v] dancer in a red dress.`` and motion ``The [v] dancer [u] spins twice.``
@@ -28,7 +48,7 @@ Mask videos
 -----------
 A clip may have a foreground mask beside it, found by name: ``dancer.mp4`` -> ``dancer.mask.mp4``
 (or ``.webm``, ``.gif``, or a folder of frames ``dancer.mask/``; for a frame folder ``frames/`` ->
-``frames.mask.mp4`` ...). White marks the subject. It is read like its clip (resampled to the
+``frames.mask.mp4`` ...), whatever the case of its extension (``CLIP.MP4`` -> ``CLIP.mask.MP4``). White marks the subject. It is read like its clip (resampled to the
 clip's frame rate, resized to cover and centre-cropped the same way), then thresholded at half
 brightness; it must then have the clip's frame count, and its source frames the clip's aspect ratio.
 """

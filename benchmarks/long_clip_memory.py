@@ -87,7 +87,7 @@ def main() -> None:
     print(f"select={r['select']} windows={r['windows']}: frames {r['frames']} ({r['output_mib']:.0f} MiB as float32), "
           f"peak RSS {r['peak_rss_mib']:.0f} MiB ({r['rss_after_imports_mib']:.0f} MiB after imports, "
           f"+{r['increase_mib']:.0f} MiB loading), {r['seconds']:.0f} s")
-    if r["peak_rss_mib"] >= 1024:
+    if r["frames"][0] == FRAMES and r["peak_rss_mib"] >= 1024:  # the target: 480 x 832 x 81 under 1 GiB
         sys.exit(f"peak RSS {r['peak_rss_mib']:.0f} MiB is not under 1 GiB")
 
 

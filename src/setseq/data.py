@@ -61,7 +61,7 @@ import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from itertools import islice
 from pathlib import Path
@@ -378,7 +378,7 @@ def _stream_frames(container, stream, rate: float, decoder, declared: float | No
     that fails after some frames decoded ends the stream there (a file cut short); a clip that ends
     well before its declared duration is reported in one warning."""
     first = last = None
-    damaged, packets, i = False, 0, 0
+    damaged, packets, i, view = False, 0, 0, None
     context = decoder if decoder is not None else stream.codec_context
     for packet in container.demux(stream):
         try:
@@ -398,7 +398,10 @@ def _stream_frames(container, stream, rate: float, decoder, declared: float | No
             first = t if first is None else first
             last = (t, dt)
             i += 1
-            yield t, dt, (frame, _frame_view(frame, stream))
+            # The display transform is the stream's: read once, as reading a frame's side data ties the
+            # frame in a reference cycle (PyAV) that only the garbage collector frees (3 MB a 1080p frame).
+            view = view or _frame_view(frame, stream)
+            yield t, dt, (frame, view)
         if damaged:
             break
     if first is None:
@@ -555,6 +558,8 @@ def _frame_to_tensor(frame: av.VideoFrame, view: _View, source: Path, size: tupl
     """(rgb (3, H, W) in [-1, 1], alpha (H, W) in [0, 1] or None, displayed source (h, w))."""
     if frame.width == 0 or frame.height == 0:
         raise SetseqError(f"{source} has zero-size frames ({frame.width}x{frame.height}); re-encode it.")
+    if size is not None:
+        frame, view = _preshrink(frame, view, size)
     has_alpha = any(c.is_alpha for c in frame.format.components)
     pixels = torch.from_numpy(frame.to_ndarray(format="rgba" if has_alpha else "rgb24"))  # (h, w, 3 or 4) uint8
     x = pixels.permute(2, 0, 1).float()  # (3 or 4, h, w)
@@ -572,6 +577,20 @@ def _frame_to_tensor(frame: av.VideoFrame, view: _View, source: Path, size: tupl
         x = _resize(x, (max(1, round(shown[0])), max(1, round(shown[1]))))
     shown = (round(shown[0]), round(shown[1]))
     return x[:3].contiguous(), (x[3].contiguous() if has_alpha else None), shown
+
+
+def _preshrink(frame: av.VideoFrame, view: _View, size: tuple[int, int]) -> tuple[av.VideoFrame, _View]:
+    """A frame more than twice the size it will be resized to (1080p for 480 x 832) is first shrunk
+    by libswscale (area averaging) to twice that size, with square pixels, so that the float copy
+    of a large frame never exists: memory and time go with the output size, not the source's."""
+    h, w = (frame.width, frame.height) if view.transpose else (frame.height, frame.width)  # displayed axes
+    shown = (h * view.sar, w) if view.transpose else (h, w * view.sar)
+    scale = max(size[0] / shown[0], size[1] / shown[1])
+    if scale >= 0.5:
+        return frame, view
+    th, tw = max(1, round(2 * scale * shown[0])), max(1, round(2 * scale * shown[1]))  # displayed, square pixels
+    fh, fw = (tw, th) if view.transpose else (th, tw)  # in the stored orientation
+    return frame.reformat(width=fw, height=fh, interpolation="AREA"), replace(view, sar=1.0)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -275,3 +275,14 @@ def test_prompt_file_settings(tmp_path):
                          ("select: middle", "select must be one of"), ("duration: -1", "duration must be")]:
         with pytest.raises(SetseqError, match=message):
             data.parse_clip_text(f"static: a [v].\n{bad}")
+
+
+def test_large_frames_are_shrunk_first_with_the_same_geometry(tmp_path):
+    # over twice the output size, frames are shrunk by libswscale before torch: rotation and aspect still hold
+    path = encode(tmp_path / "phone.mp4", marked(2, 64, 96), rotation=90)
+    small = load_video(path, size=(24, 16))
+    assert small.frames.shape[2:] == (24, 16) and corner(small.frames) == "bl"
+    images = np.full((2, 64, 48, 3), 60, np.uint8)
+    images[:, :, :24] = 220
+    wide = load_video(encode(tmp_path / "anamorphic.mp4", images, sar=Fraction(2, 1)), size=(8, 24)).frames[0].mean(0)
+    assert wide.shape == (8, 24) and wide[:, :10].min() > 0 and wide[:, 14:].max() < 0  # 96 x 64 shown: no crop

@@ -1,5 +1,6 @@
 """The command line: a tiny train -> generate round trip, and every bad input exits 2 cleanly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -148,7 +149,7 @@ def _bad_inputs(tmp: Path, trained: Path):
 
 
 DAMAGES = ["adapter tensor removed", "extra tensor", "wrong shape", "non-finite value", "unreadable metadata",
-           "motion of an unknown concept"]
+           "bad geometry", "motion of an unknown concept"]
 
 
 def _damaged_concepts(tmp: Path, trained: Path) -> dict[str, Path]:
@@ -167,6 +168,7 @@ def _damaged_concepts(tmp: Path, trained: Path) -> dict[str, Path]:
         "wrong shape": ({**tensors, key: tensors[key][:, :-1].contiguous()}, header),
         "non-finite value": ({**tensors, motion: torch.full_like(tensors[motion], float("nan"))}, header),
         "unreadable metadata": (tensors, {**header, "setseq": '{"base": {"name": "toy-tiny"}, "rank": "eight"}'}),
+        "bad geometry": (tensors, {**header, "setseq": json.dumps({**json.loads(header["setseq"]), "geometry": {"frames": 0, "depth": 3}})}),
         "motion of an unknown concept": ({**tensors, motion.rsplit(".", 1)[0] + ".stranger": tensors[motion].clone()}, header),
     }
     out = {}

@@ -13,6 +13,7 @@ Metadata (safetensors header, strings): `format` = "setseq.concept", `format_ver
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,8 @@ def validate(cs: ConceptSet, source: str = "the concept set") -> None:
     (generate, export, info, and any other user of `load`) refuses a damaged or foreign file in one
     sentence instead of failing later.
 
-    Checks: the metadata has a base {name, fingerprint}, an integer rank and a list of concepts
+    Checks: the metadata has a base {name, fingerprint}, an integer rank, a finite scale, a
+    geometry of positive sizes (when recorded) and a list of concepts
     with name, identity_token and motion_token; every adapted module has a basis (out x R)
     and identity coefficients (R x in) with R the recorded rank; motion coefficients (R x in) exist
     for known concepts only, in every module or in none; token embeddings are 1-D, of one width, and
@@ -135,6 +137,15 @@ def validate(cs: ConceptSet, source: str = "the concept set") -> None:
     if not (isinstance(concepts, list) and concepts
             and all(isinstance(c, dict) and all(isinstance(c.get(k), str) for k in fields) for c in concepts)):
         refuse(f"its metadata lists no concepts with {', '.join(fields)}")
+    scale = meta.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        refuse(f"its metadata has LoRA scale {scale!r}, not a finite number")
+    geometry = meta.get("geometry", {})
+    sizes = ("frames", "height", "width")
+    if not (isinstance(geometry, dict) and set(geometry) <= {*sizes, "fps"}
+            and all(isinstance(geometry.get(k, 1), int) and geometry.get(k, 1) >= 1 for k in sizes)
+            and isinstance(geometry.get("fps", 1.0), (int, float)) and geometry.get("fps", 1.0) > 0):
+        refuse(f"its metadata has geometry {geometry!r}, not positive frames, height, width and fps")
     names = [c["name"] for c in concepts]
     tokens = {c[k] for c in concepts for k in ("identity_token", "motion_token")}
     if len(set(names)) != len(names):

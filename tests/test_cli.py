@@ -1,5 +1,6 @@
 """The command line: a tiny train -> generate round trip, and every bad input exits 2 cleanly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -108,6 +109,9 @@ def _bad_inputs(tmp: Path, trained: Path):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(tmp / "foreign.safetensors"))
+    damaged = _damaged_concepts(tmp, trained)
+    (tmp / "named.toml").write_text(f'[[concept]]\nvideo = "ok.mp4"\nname = "a.b"\n'
+                                    f'prompt = "a [v] square."\nmotion_prompt = "it moves in [u] motion."\n')
     out = ["--out", str(tmp / "new.safetensors")]
     gen = ["--prompt", "a [v]", "--out", str(tmp / "new.mp4")]
     return {
@@ -131,14 +135,57 @@ def _bad_inputs(tmp: Path, trained: Path):
         "concept for another base": ["generate", str(trained), "--base", "toy", *gen],
         "unknown token in prompt": ["generate", str(trained), "--prompt", "a [x]", "--out", str(tmp / "new.mp4")],
         "bad video suffix": ["generate", str(trained), "--prompt", "a [v]", "--out", str(tmp / "new.txt")],
+        **{f"{how} concept to {cmd}": [cmd, str(file), *rest] for how, file in damaged.items()
+           for cmd, rest in (("generate", gen), ("info", []), ("export", ["--format", "diffusers", "--out", str(tmp / "l.safetensors")]))},
+        "negative --lr": ["train", str(video), *PROMPT, *TRAIN, *out, "--lr", "-1"],
+        "--checkpoint-every 0": ["train", str(video), *PROMPT, *TRAIN, *out, "--checkpoint-every", "0"],
+        "--frames 0": ["train", str(video), *PROMPT, *TRAIN, *out, "--frames", "0"],
+        "--fps nan": ["train", str(video), *PROMPT, *TRAIN, *out, "--fps", "nan"],
+        "--start -2": ["train", str(video), *PROMPT, *TRAIN, *out, "--start", "-2"],
+        "--steps 0 to generate": ["generate", str(trained), *gen, "--steps", "0"],
+        "--guidance inf to generate": ["generate", str(trained), *gen, "--guidance", "inf"],
+        "concept name with a dot": ["train", "--concepts", str(tmp / "named.toml"), *TRAIN, *out],
     }
+
+
+DAMAGES = ["adapter tensor removed", "extra tensor", "wrong shape", "non-finite value", "unreadable metadata",
+           "bad geometry", "motion of an unknown concept"]
+
+
+def _damaged_concepts(tmp: Path, trained: Path) -> dict[str, Path]:
+    """Copies of a good concept file, each damaged one way."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(trained), "pt") as f:
+        header = f.metadata()
+    tensors = load_file(str(trained))
+    key = next(k for k in tensors if k.endswith(".identity"))
+    motion = next(k for k in tensors if ".motion." in k)
+    cases = {
+        "adapter tensor removed": ({k: v for k, v in tensors.items() if k != key}, header),
+        "extra tensor": ({**tensors, "optimizer.step": torch.zeros(1)}, header),
+        "wrong shape": ({**tensors, key: tensors[key][:, :-1].contiguous()}, header),
+        "non-finite value": ({**tensors, motion: torch.full_like(tensors[motion], float("nan"))}, header),
+        "unreadable metadata": (tensors, {**header, "setseq": '{"base": {"name": "toy-tiny"}, "rank": "eight"}'}),
+        "bad geometry": (tensors, {**header, "setseq": json.dumps({**json.loads(header["setseq"]), "geometry": {"frames": 0, "depth": 3}})}),
+        "motion of an unknown concept": ({**tensors, motion.rsplit(".", 1)[0] + ".stranger": tensors[motion].clone()}, header),
+    }
+    out = {}
+    for i, (how, (t, h)) in enumerate(cases.items()):
+        out[how] = tmp / f"damaged{i}.safetensors"
+        save_file(t, str(out[how]), metadata=h)
+    return out
 
 
 BAD_CASES = ["missing video", "not a video", "too few frames", "prompt without token", "motion prompt without token",
              "no prompt at all", "unknown method", "timestep shift of zero",
              "train basis without a motion stage", "bad output suffix", "mask of another length",
              "mask of another shape", "missing mask", "mask given as the video", "missing concept", "corrupt concept",
-             "foreign concept", "concept for another base", "unknown token in prompt", "bad video suffix"]
+             "foreign concept", "concept for another base", "unknown token in prompt", "bad video suffix",
+             *[f"{how} concept to {cmd}" for how in DAMAGES for cmd in ("generate", "info", "export")],
+             "negative --lr", "--checkpoint-every 0", "--frames 0", "--fps nan", "--start -2", "--steps 0 to generate",
+             "--guidance inf to generate", "concept name with a dot"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -151,6 +198,8 @@ def test_bad_input_exits_2_with_one_sentence_and_leaves_nothing(case, trained, t
     errors = [l for l in proc.stderr.splitlines() if l.startswith("setseq: error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert set(tmp_path.iterdir()) == before
+    if case.startswith("-"):  # a flag's range: the sentence names the flag and what it takes
+        assert case.split()[0] in errors[0] and "takes" in errors[0], errors[0]
 
 
 def test_sigkilled_run_resumes_to_the_same_result(tmp_path):
@@ -177,3 +226,93 @@ def test_sigkilled_run_resumes_to_the_same_result(tmp_path):
     full, cut = cio.load(tmp_path / "full.safetensors"), cio.load(tmp_path / "cut.safetensors")
     assert full.tensors.keys() == cut.tensors.keys()
     assert all(torch.equal(full.tensors[k], cut.tensors[k]) for k in full.tensors)
+
+
+# -------------------------------------------------------------------------------------------- issue 17
+
+
+def test_names_are_data_a_clip_named_train(tmp_path):
+    # concept names once were nn.ParameterDict keys: "train" collided with Module.train
+    video = data.make_test_video(tmp_path / "train.mp4", frames=8, size=(16, 16))
+    assert main(["train", str(video), *PROMPT, *TRAIN]) == 0
+    cs = cio.load(tmp_path / "train.safetensors")
+    assert cs.concepts[0]["name"] == "train" and any(k.endswith(".motion.train") for k in cs.tensors)
+    out = tmp_path / "gen.gif"
+    assert main(["generate", str(tmp_path / "train.safetensors"), "--prompt", "a [v]. it moves in [u] motion.",
+                 "--out", str(out), "--steps", "2", "--scale", "train=0.5"]) == 0
+
+
+def test_resume_after_a_non_finite_loss_with_a_lower_lr(tmp_path, monkeypatch, capsys):
+    from setseq import flow
+
+    video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
+    args = ["train", str(video), *PROMPT, *TRAIN[:-4], "--stage1-steps", "6", "--no-prior", "--quiet",
+            "--checkpoint-every", "2", "--lr", "1e-2"]
+    real, calls = flow.loss_per_sample, []
+
+    def blows_up(*a):
+        calls.append(1)
+        loss = real(*a)
+        return loss * float("nan") if len(calls) > 5 else loss  # step 6 of 2-sample steps (batch 2, one pass)
+
+    monkeypatch.setattr(flow, "loss_per_sample", blows_up)
+    assert main(args) == 2
+    advice = capsys.readouterr().err
+    assert "--resume" in advice and "lower --lr" in advice and (tmp_path / "clip.ckpt").is_file()
+    monkeypatch.setattr(flow, "loss_per_sample", real)
+    assert main([*args[:-1], "1e-3", "--resume"]) == 0  # the advice works
+    err = capsys.readouterr().err
+    assert "resuming with --lr 0.001; the checkpoint was made at 0.01" in err
+    assert cio.load(tmp_path / "clip.safetensors").meta["config"]["optim"]["lr"] == 1e-3
+    # a change other than the rates still refuses
+    calls.clear()
+    monkeypatch.setattr(flow, "loss_per_sample", blows_up)
+    assert main(args) == 2
+    monkeypatch.setattr(flow, "loss_per_sample", real)
+    capsys.readouterr()
+    assert main([*args[:-1], "1e-3", "--resume", "--rank", "4"]) == 2
+    assert "another configuration" in capsys.readouterr().err
+
+
+def _seen_specs(monkeypatch):
+    import setseq.train
+
+    seen = []
+    real = setseq.train.check_concepts
+    monkeypatch.setattr(setseq.train, "check_concepts", lambda cs, *a: (seen.append(list(cs)), real(cs, *a))[1])
+    return seen
+
+
+def test_alpha_is_the_mask_and_uppercase_sidecars_are_read(tmp_path, monkeypatch, capsys):
+    import av
+    import numpy as np
+
+    seen = _seen_specs(monkeypatch)
+    with av.open(str(tmp_path / "MATTE.WEBM"), "w") as c:  # a matted subject: left half opaque
+        s = c.add_stream("libvpx-vp9", rate=8, options={"crf": "20", "b": "0"})
+        s.width, s.height, s.pix_fmt = 16, 16, "yuva420p"
+        for k in range(8):
+            img = np.zeros((16, 16, 4), np.uint8)
+            img[:, :8] = (200, 30, 30, 255)
+            img[:, 8:] = (0, 255, 0, 0)
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgba")))
+        c.mux(s.encode(None))
+    (tmp_path / "MATTE.TXT").write_text("static: a [v] square.\nmotion: it moves in [u] motion.\n")
+    assert main(["train", str(tmp_path / "MATTE.WEBM"), *TRAIN]) == 0
+    assert "its alpha channel" in capsys.readouterr().err
+    (spec,) = seen[0]
+    assert spec.mask is not None and spec.mask[:, :, :6].all() and not spec.mask[:, :, 10:].any()
+
+
+def test_excerpt_flags_and_settings(tmp_path, monkeypatch):
+    seen = _seen_specs(monkeypatch)
+    video = data.make_test_video(tmp_path / "long.mp4", frames=40, size=(16, 16))  # 5 s at 8 fps; toy-tiny: 4 frames
+    assert main(["train", str(video), *PROMPT, *TRAIN, "--select", "windows", "--windows", "3"]) == 0
+    (tmp_path / "long.txt").write_text("a [v] square. it moves in [u] motion.\nstart: 1\nduration: 2\n")
+    assert main(["train", str(video), *TRAIN]) == 0
+    assert main(["train", str(video), *TRAIN, "--select", "head"]) == 0  # flags and the .txt's settings combine
+    (windowed,), (cut,), (head,) = seen
+    assert windowed.video.shape[0] == 12 and windowed.windows == [0, 4, 8]
+    assert cut.video.shape[0] == 16 and cut.windows is None  # 1 s to 3 s at 8 fps
+    full = data.load_video(video, fps=8, size=(16, 16)).frames
+    assert torch.equal(cut.video, full[8:24]) and torch.equal(head.video, full[8:12])

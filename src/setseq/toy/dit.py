@@ -1,6 +1,7 @@
 """A video DiT of the paper's architecture in miniature (paper sec. 7, Table 5), in pixel space.
 
     video (B, F, C, H, W) --patchify 1 x p x p--> tokens (B, T, D)
+      (+ a fixed sin-cos position embedding when cfg.abs_pos, as in DiT)
       -> N x [ self-attention (QK-norm, 3D RoPE 2:1:1)  -> cross-attention to text -> MLP x4 ]
          each with adaLN timestep modulation (zero-initialised gates, as in DiT)
       -> final adaLN + linear -> unpatchify -> velocity (B, F, C, H, W), or the clean clip x0 turned
@@ -39,6 +40,12 @@ class DiTConfig:
     max_text_len: int = 40
     concept_slots: int = 16
     rope_theta: float = 100.0
+    # Add DiT's fixed sin-cos position embedding (Peebles and Xie 2023) over (time, height, width)
+    # to the patch tokens, beside the paper's 3D RoPE. RoPE only tells a token where the others are;
+    # a small model also needs to know where the frame's edges and its first frame are, or from
+    # pure noise it cannot place an object, start a path on one side or draw a gradient
+    # (docs/toy-model.md). A large model learns this from attention at the borders.
+    abs_pos: bool = False
     # What the output layer predicts. "x0": the clean clip, turned into a velocity as
     # v = (x_t - x0) / t (Li and He 2025, "Back to Basics": a small pixel-space model need not learn
     # to pass the noise through, so its early estimates are clean). "velocity": v directly.
@@ -138,6 +145,13 @@ def rope_angles(f: int, h: int, w: int, head_dim: int, theta: float, device=None
         shape[axis] = n
         parts.append(ang.view(shape).expand(f, h, w, d // 2))
     return torch.cat(parts, -1).reshape(f * h * w, head_dim // 2)
+
+
+def sincos_embedding(f: int, h: int, w: int, dim: int, theta: float, device=None) -> torch.Tensor:
+    """Fixed absolute position embedding (T, dim) for a (f, h, w) token grid: the sines and cosines
+    of the RoPE angles with the channels split 2:1:1 the same way (DiT's sin-cos embedding, in 3D)."""
+    angles = rope_angles(f, h, w, dim, theta, device)  # (T, dim / 2)
+    return torch.cat([angles.sin(), angles.cos()], -1)
 
 
 def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
@@ -286,6 +300,8 @@ class ToyDiT(nn.Module):
         x = x.view(B, Fr, 2 * C, h, p, w, p)  # (B, F, 2C, h, p, w, p)
         x = x.permute(0, 1, 3, 5, 2, 4, 6).reshape(B, Fr * h * w, 2 * C * p * p)  # (B, T, 2C p p)
         x = self.patch_embed(x)  # (B, T, D)
+        if self.cfg.abs_pos:
+            x = x + sincos_embedding(Fr, h, w, self.cfg.dim, self.cfg.rope_theta, x.device).to(x.dtype)
         c = self.t_embed(t)  # (B, D)
         angles = rope_angles(Fr, h, w, self.cfg.dim // self.cfg.heads, self.cfg.rope_theta, x.device)
         # 2. blocks

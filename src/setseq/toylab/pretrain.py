@@ -44,7 +44,7 @@ class PretrainConfig:
     dim: int | None = None
     depth: int | None = None
     heads: int | None = None
-    steps: int = 2800
+    steps: int = 2500
     batch_size: int = 16
     lr: float = 1e-3
     warmup: int = 200
@@ -72,6 +72,13 @@ class PretrainConfig:
     ema: float = 0.998
     seed: int = 0
     checkpoint_every: int = 100
+
+
+# The shipped weights are the defaults above, then this continuation of them (`--init` the first
+# run's weights), mostly on clips, where motion is learned (docs/toy-model.md):
+#   setseq toy pretrain --out A
+#   setseq toy pretrain --out B --init A/toy.safetensors --steps 1600 --frame-prob 0.1 --lr 4e-4 --warmup 50
+CONTINUATION = {"steps": 1600, "frame_prob": 0.1, "lr": 4e-4, "warmup": 50}
 
 
 def _lr(cfg: PretrainConfig, step: int) -> float:

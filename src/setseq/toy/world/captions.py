@@ -11,7 +11,7 @@ from setseq.toy.world.scene import (
     COLORS, CUSTOM, SHAPES, WAVE_MOTIONS, Scene, concept_scene, sample_scene,
 )  # fmt: skip
 
-SIZE_WORDS = {"small": 0.205, "large": 0.235}  # sprites: below / above these sizes; between: no word
+SIZE_WORDS = {"small": 0.175, "large": 0.195}  # sprites: below / above these sizes; between: no word
 FIRE_SIZE_WORDS = {"small": 0.135, "large": 0.155}
 SPEED_WORDS = {"slowly": 0.9, "quickly": 1.1}  # below / above these speeds
 WAVELENGTH_WORDS = {"short": 0.31, "long": 0.39}

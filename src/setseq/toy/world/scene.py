@@ -64,8 +64,9 @@ HELDOUT_MOTION_BACKGROUND = frozenset({
 })  # fmt: skip
 
 # Sizes and travel put the toy in a real video DiT's regime (docs/toy-model.md): a sprite is
-# three to four 4 x 4 patches wide, and motion moves it by most of a patch a frame.
-SIZE_RANGE = (0.19, 0.25)  # sprite radius, fraction of the frame's shorter side
+# about three 4 x 4 patches wide, and motion moves it by most of a patch a frame.
+# A sprite's widest row stays under half the frame, so a row's median is its background (checker).
+SIZE_RANGE = (0.16, 0.21)  # sprite radius, fraction of the frame's shorter side
 FIRE_SIZE_RANGE = (0.12, 0.17)  # fire scale
 SPEED_RANGE = (0.75, 1.25)  # travel multiplier for sprites, cycles multiplier for textures
 WAVELENGTH_RANGE = (0.25, 0.45)
@@ -91,7 +92,7 @@ class Scene:
     color3: str | None = None  # spots / swirl third colour (sprites only)
     shape: str = "circle"  # sprites only
     texture: str = "solid"  # sprites only: TEXTURES or "custom"
-    size: float = 0.22  # sprite radius or fire scale, fraction of the frame's shorter side
+    size: float = 0.185  # sprite radius or fire scale, fraction of the frame's shorter side
     background: str = "black"  # top colour (the only colour when solid)
     background2: str | None = None  # bottom colour of a vertical gradient; None = solid
     motion: str = "still"  # SPRITE_MOTIONS | WAVE_MOTIONS | FIRE_MOTIONS | "custom"
@@ -284,7 +285,7 @@ def concept_scene(name: str) -> Scene:
     if name == "sprite":
         return Scene(
             kind="sprite", shape="diamond", texture=CUSTOM, color="orange", color2="white",
-            color3="pink", size=0.22, background="blue", motion=CUSTOM, speed=1.0,
+            color3="pink", size=0.18, background="blue", motion=CUSTOM, speed=1.0,
         )  # fmt: skip
     if name == "waves":
         return Scene(

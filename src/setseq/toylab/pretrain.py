@@ -67,7 +67,7 @@ class PretrainConfig:
     # The loss on the velocity, or on the clean clip each prediction implies ("x0"); None: on what
     # the model predicts. For an x0-predicting model the velocity loss weighs the clean-clip error
     # by 1/t^2, so nearly all of its signal comes from low noise and the model learns to copy x_t
-    # (v = 0) near t = 1 (docs/toy-model.md, second session).
+    # (v = 0) near t = 1 (docs/toy-model.md, appendix: session 2).
     loss: str | None = None
     ema: float = 0.998
     seed: int = 0

@@ -119,3 +119,23 @@ def test_pretraining_refuses_a_device_it_cannot_use(tmp_path, capsys):
         assert main([*base, *bad]) == 2
         assert capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_a_frozen_word_table_stays_fixed_and_distinct_while_the_rest_trains(tmp_path):
+    from setseq.backbones.toy import PRESETS, ToyBackbone
+    from setseq.toy.dit import DiTConfig
+    from setseq.toylab.pretrain import pretrain
+
+    weights = load_file_weights(pretrain(tmp_path / "f", _tiny(3, frozen_words=True), progress=False, device="cpu"))
+    assert weights.cfg.frozen_words
+    cfg, g = PRESETS["toy-tiny"]
+    start = ToyBackbone("toy-tiny", DiTConfig(**{**cfg.to_dict(), "frozen_words": True}), g, seed=0,
+                        pretrained_init=True)
+    # the table is the seeded initial one, and the layers reading it did train
+    assert torch.equal(weights.text_encoder.words.weight, start.text_encoder.words.weight)
+    assert not torch.equal(weights.text_encoder.encoder.layers[0].linear1.weight,
+                           start.text_encoder.encoder.layers[0].linear1.weight)
+    table = start.text_encoder.words.weight
+    cos = torch.nn.functional.cosine_similarity(table[:, None], table[None], dim=-1)
+    off = cos[~torch.eye(len(table), dtype=torch.bool)]
+    assert off.abs().max() < 0.9  # no two words start nearly the same

@@ -105,3 +105,37 @@ def test_toy_eval_motion_words_cli(capsys):
     assert "opposite" in out and "appearance only" in out
     assert main(["toy", "eval", "--motion-words", "--start", "1.5"]) == 2
     assert main(["toy", "eval", "-n", "0"]) == 2
+
+
+class _Painter:
+    """A stand-in model whose clean estimate is a sprite drawn from the caption's direction word
+    (or, with `deaf`, a sprite that stays still whatever the words say)."""
+
+    def __init__(self, deaf: bool):
+        from setseq.backbones.base import Geometry
+
+        self.geometry, self.deaf = Geometry(frames=8, height=32, width=32, fps=8.0), deaf
+
+    def encode_text(self, captions):
+        return captions
+
+    def velocity(self, x_t, t, captions, self_cond=None):
+        from setseq.toy import world
+
+        x0 = []
+        for c in captions:
+            motion = c.split(".")[1].split()  # the motion clause: "it moves to the left"
+            said = next(d for d in ("left", "right", "up", "down") if d in motion)
+            scene = world.edit_scene(world.Scene(), motion="still" if self.deaf else said, camera="still")
+            x0.append(world.render(scene, 8, 32, 32).video)
+        return (x_t - torch.stack(x0)) / t.view(-1, 1, 1, 1, 1)
+
+
+def test_the_direction_probe_tells_a_model_that_follows_its_words_from_one_that_does_not():
+    from setseq.toylab.evaluate import direction_probe
+
+    follows = direction_probe(_Painter(deaf=False), n=8)
+    deaf = direction_probe(_Painter(deaf=True), n=8)
+    assert follows["truth"] > 0.5  # pixels a frame along the way the caption says
+    assert follows["follows"] > 0.7
+    assert abs(deaf["follows"]) < 0.1 and abs(deaf["own"]) < 0.1

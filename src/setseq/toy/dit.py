@@ -46,6 +46,12 @@ class DiTConfig:
     # pure noise it cannot place an object, start a path on one side or draw a gradient
     # (docs/toy-model.md). A large model learns this from attention at the borders.
     abs_pos: bool = False
+    # A fixed word table (orthogonal rows, never trained), as a real video DiT reads its prompt
+    # through a frozen pretrained text encoder (T5, umT5) in which every word is distinct from the
+    # start. Trained jointly from scratch, the toy's table let words the DiT did not yet use drift
+    # together: "left" and "right" ended 0.985 cosine-similar and the base ignored its direction
+    # words (docs/toy-model.md). The encoder's layers and the concept tokens still train.
+    frozen_words: bool = False
     # What the output layer predicts. "x0": the clean clip, turned into a velocity as
     # v = (x_t - x0) / t (Li and He 2025, "Back to Basics": a small pixel-space model need not learn
     # to pass the noise through, so its early estimates are clean). "velocity": v directly.
@@ -114,8 +120,13 @@ class TextEncoder(nn.Module):
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.text_depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
-        nn.init.normal_(self.words.weight, std=0.02)
         nn.init.normal_(self.pos, std=0.02)
+        if cfg.frozen_words:
+            # orthogonal rows of norm sqrt(d) (unit variance a channel) where vocab_size <= d
+            nn.init.orthogonal_(self.words.weight, gain=d**0.5)
+            self.words.weight.requires_grad_(False)
+        else:
+            nn.init.normal_(self.words.weight, std=0.02)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         table = torch.cat([self.words.weight, self.concepts])  # (V + S, D)

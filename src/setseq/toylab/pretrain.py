@@ -28,9 +28,10 @@ from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
 from setseq.toy import world
 from setseq.toy.dit import DiTConfig
+from setseq.toylab.evaluate import direction_probe
 
 
-ARCH_OVERRIDES = ("prediction", "patch", "dim", "depth", "heads")  # PretrainConfig fields that override the preset
+ARCH_OVERRIDES = ("prediction", "patch", "dim", "depth", "heads", "frozen_words")  # PretrainConfig fields that override the preset
 
 
 @dataclass
@@ -44,6 +45,9 @@ class PretrainConfig:
     dim: int | None = None
     depth: int | None = None
     heads: int | None = None
+    # A fixed, never-trained word table in the text encoder (DiTConfig.frozen_words); None keeps
+    # the preset's (the shipped weights were made without it).
+    frozen_words: bool | None = None
     steps: int = 2500
     batch_size: int = 16
     lr: float = 1e-3
@@ -64,6 +68,10 @@ class PretrainConfig:
     # Uniform, not logit-normal: logit-normal almost never draws t near 1, and sampling starts
     # there; a small model trained without it turns pure noise into blocky noise.
     timesteps: str = "uniform"
+    # Shift the drawn timesteps towards noise, t -> s t / (1 + (s - 1) t) (SD3's shift; 1: none).
+    # Where a clip's path is decided: at high noise x_t no longer shows where the object is, and
+    # only the words can; under uniform timesteps few steps train there (docs/toy-model.md).
+    timestep_shift: float = 1.0
     # The loss on the velocity, or on the clean clip each prediction implies ("x0"); None: on what
     # the model predicts. For an x0-predicting model the velocity loss weighs the clean-clip error
     # by 1/t^2, so nearly all of its signal comes from low noise and the model learns to copy x_t
@@ -169,7 +177,8 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
     dit_cfg, g = PRESETS[cfg.model]
     arch = DiTConfig(**dit_cfg.to_dict())
     for name in ARCH_OVERRIDES:
-        setattr(arch, name, getattr(cfg, name) or getattr(arch, name))
+        if getattr(cfg, name) is not None:
+            setattr(arch, name, getattr(cfg, name))
     if arch.dim % arch.heads or (arch.dim // arch.heads) % 8:
         raise SetseqError(f"width {arch.dim} with {arch.heads} heads gives heads of {arch.dim / arch.heads:g} channels; "
                           "use a width that is a multiple of 8 x heads (3D RoPE splits each head 2:1:1).")
@@ -184,17 +193,19 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
         bb = ToyBackbone(cfg.model, arch, g, seed=cfg.seed, pretrained_init=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     modules = torch.nn.ModuleDict({"transformer": bb.transformer, "text_encoder": bb.text_encoder}).to(device)
-    for p in modules.parameters():
-        p.requires_grad_(True)
+    for name, p in modules.named_parameters():
+        p.requires_grad_(not (arch.frozen_words and name == "text_encoder.words.weight"))
     modules.train()
     ema = {k: v.detach().clone() for k, v in modules.state_dict().items()}
     decay, no_decay = [], []
     for name, p in modules.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim < 2 or "norm" in name or name.endswith("concepts") else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
     torch.manual_seed(cfg.seed)
-    step, log, elapsed = 0, [], 0.0
+    step, log, probes, elapsed = 0, [], [], 0.0
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, weights_only=False, map_location="cpu")  # the RNG state must stay on the CPU
         modules.load_state_dict(state["model"])
@@ -202,6 +213,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         step, log, elapsed = state["step"], state["log"], state["elapsed"]
+        probes = state.get("probes", [])
     # Each step's batch is drawn from its own seed, (seed, step): the data do not depend on how
     # many worker processes render them, and a resumed run sees what an unbroken one would.
     batches = torch.utils.data.DataLoader(Batches(cfg, g), batch_size=None, sampler=range(step, cfg.steps),
@@ -214,7 +226,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
             group["lr"] = _lr(cfg, step)
         text = bb.encode_text(texts)
         noise = torch.randn_like(clips)  # drawn on the CPU, so that runs agree across devices
-        t = flow.sample_timesteps(len(texts), cfg.timesteps)
+        t = flow.sample_timesteps(len(texts), cfg.timesteps, shift=cfg.timestep_shift)
         clips, masks, noise, t = (x.to(device) for x in (clips, masks, noise, t))
         x_t = flow.interpolate(clips, noise, t)
         self_cond = None
@@ -239,10 +251,16 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
             bar.set_postfix(loss=f"{log[-1]['loss']:.4f}")
             window = []
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            # Whether the words move things yet (1: as far as the truth, 0: not at all), from
+            # almost pure noise: the cheap sign of motion that the held-out measure needs.
+            probe = direction_probe(bb, t=0.99)
+            probes.append({"step": step, "follows": round(probe["follows"], 4),
+                           "moves": round(probe["own"] / probe["truth"], 4)})
+            bar.set_postfix(loss=f"{loss.item():.4f}", follows=f"{probe['follows']:+.2f}")
             with atomic_path(ckpt_path) as tmp:
                 torch.save({"model": modules.state_dict(), "ema": ema, "optimizer": opt.state_dict(),
                             "torch_rng": torch.get_rng_state(),
-                            "step": step, "log": log, "elapsed": time.time() - t0}, tmp)
+                            "step": step, "log": log, "probes": probes, "elapsed": time.time() - t0}, tmp)
     bar.close()
     modules.load_state_dict(ema)
     modules.cpu()
@@ -252,5 +270,5 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
                        f"{torch.get_num_threads()} threads, {_device_name(device)}, {workers} rendering workers"}
     weights = out_dir / f"{cfg.model}.safetensors"
     save_weights(bb, weights, info)
-    (out_dir / "log.json").write_text(json.dumps({"info": info, "log": log}, indent=1))
+    (out_dir / "log.json").write_text(json.dumps({"info": info, "log": log, "probes": probes}, indent=1))
     return weights

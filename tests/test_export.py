@@ -48,6 +48,42 @@ def test_up_times_down_is_the_layers_weight_delta(part):
         assert torch.allclose(up @ down, layers[name].delta_weight(), atol=1e-6)
 
 
+def test_export_with_rank_weights_and_scales_is_the_delta_generate_merges(tmp_path):
+    """The export of a restyled concept (per-component rank weights, identity and per-concept motion
+    scales) is, layer by layer, the weight delta of the model `generate` samples with those settings:
+    the concept applied to a fresh base as `setseq generate` does, scoped to the same scales, merged."""
+    cs = random_concept(tiny_backbone())
+    g = torch.tensor([1.5, 0.0, -0.5, 2.0])  # rank 4
+    settings = dict(identity_scale=0.7, motion_scale={"a": 0.5, "b": -1.25})
+    bb = tiny_backbone()
+    cio.apply(cs, bb)
+    bb.transformer.eval()
+    layers = lora.adapters(bb.transformer)
+    before = {n: l.base_layer.weight.clone() for n, l in layers.items()}
+    with lora.scales(bb.transformer, identity=0.7, motion=settings["motion_scale"], rank_weights=g):
+        lora.merge(bb.transformer)
+        merged = {n: l.base_layer.weight - before[n] for n, l in layers.items()}
+        lora.unmerge(bb.transformer)
+    pairs = lora_pairs(cs, "full", **settings, rank_weights=g)
+    assert sorted(pairs) == sorted(merged)
+    for name, (down, up) in pairs.items():
+        torch.testing.assert_close(up @ down, merged[name], rtol=1e-4, atol=1e-6)
+    # the rank weights matter: without them the export would differ
+    assert not torch.allclose(lora_pairs(cs, "full", **settings)[name][0], down)
+    # and the file written by the CLI carries the same down matrices
+    concept_file = cio.save(cs, tmp_path / "c.safetensors")
+    out = tmp_path / "c.lora.safetensors"
+    assert main(["export", str(concept_file), "--format", "diffusers", "--identity-scale", "0.7",
+                 "--rank-weights", "1.5,0,-0.5,2", "--out", str(out)]) == 0
+    sd = load_file(out)
+    full = lora_pairs(cs, "full", identity_scale=0.7, rank_weights=g)
+    for name, (down, up) in full.items():
+        torch.testing.assert_close(sd[f"transformer.{name}.lora_A.weight"], down)
+        torch.testing.assert_close(sd[f"transformer.{name}.lora_B.weight"], up)
+    with pytest.raises(SetseqError, match="rank weights must have 4 entries"):
+        lora_pairs(cs, rank_weights=torch.ones(3))
+
+
 def test_diffusers_format_keys_for_a_toy_concept(tmp_path):
     cs = random_concept(tiny_backbone())
     sd = load_file(export(cs, tmp_path / "toy.safetensors", "diffusers"))

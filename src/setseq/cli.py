@@ -407,17 +407,20 @@ def cmd_generate(a) -> int:
     cs = concept_io.load(a.concept) if a.concept else None
     backbone = load_backbone(a.base or (cs.meta["base"]["name"] if cs else "toy"), **_device_options(a))
     g = backbone.geometry
+    identity, motion, rank_weights = None, {}, None
     if cs is not None:
         concept_io.apply(cs, backbone, source=repr(a.concept))
         g = replace(g, **cs.meta.get("geometry", {}))
         identity, motion = _concept_scales(cs, _parse_scales(a.scale))
-        lora.set_scales(backbone.transformer, identity=a.identity_scale if identity is None else identity,
-                        motion=a.motion_scale, rank_weights=_rank_weights(a.rank_weights, cs))
-        lora.set_scales(backbone.transformer, motion=motion)
+        rank_weights = _rank_weights(a.rank_weights, cs)
     if a.frames is not None:
         g = replace(g, frames=a.frames)
-    video = generate(backbone, [a.prompt], geometry=g, steps=a.steps, guidance=a.guidance, seed=a.seed,
-                     negative=a.negative, progress=True)[0]
+    # --identity-scale and --motion-scale for all, then --scale's per-concept motion over them
+    with (lora.scales(backbone.transformer, identity=a.identity_scale if identity is None else identity,
+                      motion=a.motion_scale, rank_weights=rank_weights),
+          lora.scales(backbone.transformer, motion=motion)):
+        video = generate(backbone, [a.prompt], geometry=g, steps=a.steps, guidance=a.guidance, seed=a.seed,
+                         negative=a.negative, progress=True)[0]
     up = a.upscale or max(1, 256 // min(g.height, g.width))
     data.write_video(out, video, g.fps, scale=up)
     if a.preview and out.suffix.lower() != ".gif":
@@ -563,6 +566,7 @@ def _export_parser(sub) -> None:
                    help="full (appearance and motion, default) or identity (the stage-1 appearance only)")
     p.add_argument("--identity-scale", type=SCALE, default=1.0, help="scale of the identity coefficients (default 1)")
     p.add_argument("--motion-scale", type=SCALE, default=1.0, help="scale of every concept's motion (default 1)")
+    p.add_argument("--rank-weights", help="R comma-separated weights on the identity basis components, as in generate")
     p.add_argument("--out", required=True, help="output LoRA file, NAME.safetensors")
     p.set_defaults(func=cmd_export)
 
@@ -572,7 +576,8 @@ def cmd_export(a) -> int:
     from setseq.export import export
 
     cs = concept_io.load(a.concept)
-    out = export(cs, a.out, a.format, part=a.part, identity_scale=a.identity_scale, motion_scale=a.motion_scale)
+    out = export(cs, a.out, a.format, part=a.part, identity_scale=a.identity_scale, motion_scale=a.motion_scale,
+                 rank_weights=_rank_weights(a.rank_weights, cs))
     print(f"wrote {out}")
     return 0
 

@@ -103,10 +103,10 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
     rows, cells_concept, cells_base, strips, sheet = [], [], [], [], [reference]
     data.write_video(out / "reference.mp4", reference, g.fps, scale=8)
     for i, (name, prompt, id_scale, expect) in enumerate(runs):
-        lora.set_scales(bb.transformer, identity=id_scale, motion=1.0)
         pair = []
         for who, model, p in (("concept", bb, prompt), ("base", base_bb, strip_tokens(prompt))):
-            clip = generate(model, [p], steps=plan.sample_steps, seed=seed)[0]
+            with lora.scales(model.transformer, identity=id_scale, motion=1.0):  # no-op on the base
+                clip = generate(model, [p], steps=plan.sample_steps, seed=seed)[0]
             file = f"{i}-{who}.mp4"
             data.write_video(out / file, clip, g.fps, scale=8)
             rows.append(_score(clip, reference, kind, expect, output=name, model=who, prompt=p,
@@ -122,13 +122,12 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
     # 3. restyle sweep: the identity basis reweighted from off to double
     sweep, cells_sweep = [], []
     for k, s_id in enumerate(SWEEP):
-        lora.set_scales(bb.transformer, identity=s_id, motion=1.0)
-        clip = generate(bb, [recon], steps=plan.sample_steps, seed=seed)[0]
+        with lora.scales(bb.transformer, identity=s_id, motion=1.0):
+            clip = generate(bb, [recon], steps=plan.sample_steps, seed=seed)[0]
         data.write_video(out / f"sweep-{k}.mp4", clip, g.fps, scale=8)
         sweep.append(_score(clip, reference, kind, {}, output=f"identity x{s_id:g}", model="concept", prompt=recon,
                             identity_scale=s_id))
         cells_sweep.append(video_cell(f"sweep-{k}.mp4", f"identity x{s_id:g}", ""))
-    lora.set_scales(bb.transformer, identity=1.0)
     sections_extra = [("Restyling: the identity scale swept", "<div class='row'>" + "".join(cells_sweep) + "</div>"
                        + table(sweep, ["output", "identity", "motion", "mse_to_reference"]))]
     composition = _compose(out, base, plan, seed, progress) if compose else None

@@ -266,19 +266,26 @@ class Trainer:
         """The summed loss of this rank's share of a micro-batch of n samples. Every rank draws the
         random numbers of all n samples, so all ranks stay on one random stream (see setseq.parallel),
         but encodes and runs only its own share."""
-        reg, fc, bb = self.cfg.reg, self.cfg.flow, self.backbone
         several = len(self.concepts) > 1
-        if several and torch.rand(()).item() < reg.stitch_prob:
+        motion: dict[str, float] | float | None = None  # the motion scales, for this micro-batch only
+        if several and torch.rand(()).item() < self.cfg.reg.stitch_prob:
             if stage.train == "motion":  # both concepts move: both residuals on
-                lora.set_scales(bb.transformer, motion=1.0)
+                motion = 1.0
             clips, prompts, weights = self._stitched(stage, n)
         elif stage.train == "motion" and several:
             # Each concept's clips train its own residual only: one concept per micro-batch, in turn.
             concept = self.concepts[micro_index % len(self.concepts)]
-            lora.set_scales(bb.transformer, motion={c.name: float(c is concept) for c in self.concepts})
+            motion = {c.name: float(c is concept) for c in self.concepts}
             clips, prompts, weights = self._sample(stage, n, [concept])
         else:  # batches mix concepts
             clips, prompts, weights = self._sample(stage, n, self.concepts)
+        with lora.scales(self.backbone.transformer, motion=motion):
+            return self._batch_loss(clips, prompts, weights, n, train_tokens)
+
+    def _batch_loss(self, clips: torch.Tensor, prompts: list[str], weights: torch.Tensor, n: int,
+                    train_tokens: bool) -> torch.Tensor:
+        """The summed, weighted loss of this rank's share of clips (n, F', C, H, W) and their prompts."""
+        reg, fc, bb = self.cfg.reg, self.cfg.flow, self.backbone
         prompts = [("" if torch.rand(()).item() < reg.prompt_dropout else p) for p in prompts]
         with torch.set_grad_enabled(train_tokens):  # all n prompts: the token mask's shape is the longest's
             text = bb.encode_text(prompts)
@@ -500,7 +507,6 @@ class Trainer:
             state = None
         bar.close()
         self.backbone.transformer.eval()
-        lora.set_scales(self.backbone.transformer, motion=1.0)
         result = concept_io.collect(self.backbone, self._meta("final"))
         if self.world.main:
             concept_io.save(result, self.out)

@@ -228,20 +228,38 @@ def apply(cs: ConceptSet, backbone: Backbone, source: str = "the concept") -> di
     if sorted(layers) != modules:
         raise SetseqError(f"{source} adapts modules that this base does not have: "
                           f"{sorted(set(modules) - set(layers))[:4]}.")
-    with torch.no_grad():
-        for name, layer in layers.items():
-            for part in ("basis", "identity"):
-                t = cs.tensors[f"{name}.{part}"]
-                if t.shape != getattr(layer, part).shape:
-                    raise SetseqError(f"{source}: tensor {name}.{part} has shape {tuple(t.shape)}, "
-                                      f"the base needs {tuple(getattr(layer, part).shape)}.")
-                getattr(layer, part).copy_(t)
-            prefix = f"{name}.motion."
-            for key, t in cs.tensors.items():
-                if key.startswith(prefix):
-                    c = key[len(prefix):]
-                    layer.add_motion(c)
-                    layer.motion[c].copy_(t)
+    load_adapters(layers, cs.tensors, source)
     for p in backbone.transformer.parameters():
         p.requires_grad_(False)
     return layers
+
+
+@torch.no_grad()
+def load_adapters(layers: dict[str, lora.SetSeqLinear], tensors: dict[str, torch.Tensor],
+                  source: str = "the concept") -> None:
+    """Copy adapter tensors, named as in a concept file, into `layers` (by module name): the basis and
+    identity coefficients of each, and every concept's motion, added to a layer that lacks it. The one
+    place adapter tensors are loaded, for concept files and training checkpoints alike.
+
+    Raises:
+        SetseqError: naming `source`, for a tensor whose shape the layer does not have, or a missing
+            tensor (a layer's basis, identity, or the motion of a concept the layer already holds).
+    """
+    for name, layer in layers.items():
+        prefix = f"{name}.motion."
+        motion = {key[len(prefix):]: t for key, t in tensors.items() if key.startswith(prefix)}
+        missing = [f"{name}.{part}" for part in ("basis", "identity") if f"{name}.{part}" not in tensors]
+        missing += [f"{prefix}{c}" for c in layer.motion if c not in motion]
+        if missing:
+            raise SetseqError(f"{source} has no tensor {missing[0]}; it was made for another set of adapters.")
+        for c in motion:
+            if c not in layer.motion:
+                layer.add_motion(c)
+        parts = {f"{name}.basis": layer.basis, f"{name}.identity": layer.identity,
+                 **{f"{prefix}{c}": layer.motion[c] for c in motion}}
+        for key, param in parts.items():
+            t = tensors[key]
+            if t.shape != param.shape:
+                raise SetseqError(f"{source}: tensor {key} has shape {tuple(t.shape)}, the base needs "
+                                  f"{tuple(param.shape)}.")
+            param.copy_(t)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 from tqdm.auto import tqdm
 
 from setseq import flow
-from setseq.backbones.base import Backbone, Geometry, Text
+from setseq.backbones.base import TOKEN, Backbone, Geometry, Text
 from setseq.errors import SetseqError
-
-TOKEN = re.compile(r"\[[A-Za-z]+\d*\]")
 
 
 def check_prompt_tokens(prompt: str, known: list[str]) -> None:

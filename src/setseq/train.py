@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from setseq import flow, lora, parallel, stitch
 from setseq.backbones.base import Backbone, Geometry, Text
 from setseq.config import StageConfig, TrainConfig
 from setseq.errors import SetseqError
-from setseq.fileio import atomic_path
+from setseq.fileio import atomic_path, cache_root
 from setseq.generate import generate
 from setseq.log import note, warn
 
@@ -126,7 +125,7 @@ class Trainer:
         self.out = Path(out)
         self.ckpt_path = self.out.with_name(self.out.stem + ".ckpt")
         self.progress = progress
-        self.cache_dir = Path(cache_dir or os.environ.get("SETSEQ_CACHE", Path.home() / ".cache" / "setseq"))
+        self.cache_dir = Path(cache_dir or cache_root())
         self.losses: dict[str, list[float]] = {s.name: [] for s in cfg.stages}
         self.uses_lora = any(s.train != "tokens" for s in cfg.stages)
         self.self_cond = cfg.reg.self_conditioning and backbone.supports_self_conditioning
@@ -417,12 +416,7 @@ class Trainer:
         if _learning(state.get("config")) != _learning(self.cfg.to_dict()) or state.get("fingerprint") != self.backbone.fingerprint():
             raise SetseqError(f"checkpoint {str(self.ckpt_path)!r} was made with another configuration or base; "
                               f"run with the same settings, or delete it to start afresh.")
-        with torch.no_grad():
-            for name, layer in self.layers.items():
-                layer.basis.copy_(state["tensors"][f"{name}.basis"])
-                layer.identity.copy_(state["tensors"][f"{name}.identity"])
-                for c, b in layer.motion.items():
-                    b.copy_(state["tensors"][f"{name}.motion.{c}"])
+        concept_io.load_adapters(self.layers, state["tensors"], f"checkpoint {str(self.ckpt_path)!r}")
         self.backbone.load_token_embeddings({k[6:]: v for k, v in state["tensors"].items() if k.startswith("token.")})
         self.losses = state["losses"]
         return state

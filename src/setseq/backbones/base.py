@@ -6,11 +6,16 @@ backbone makes of them (the flow code works for any rank). Text crosses as a `Te
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
+
+# A concept token as prompts write it: "[v]", "[u1]". Backbones skip these when looking for unknown
+# words (they are added to the vocabulary later); the sampler checks that each one is known.
+TOKEN = re.compile(r"\[[A-Za-z]+\d*\]")
 
 
 @dataclass(frozen=True)

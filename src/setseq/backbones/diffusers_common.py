@@ -4,7 +4,8 @@ A `DiffusersBackbone` holds a diffusers video transformer and VAE and a transfor
 encoder with its tokenizer. The subclasses (`wan.py`, `ltx.py`) supply what differs: the latent
 normalisation, how prompts are encoded and padded, and the transformer call. Everything here is
 model-agnostic: concept tokens, the geometry rules, the weights fingerprint, on-disk caching of
-latents and text embeddings, and loading a local diffusers-format folder.
+latents and text embeddings, loading the parts of a local diffusers-format folder and building tiny
+random ones. Which backbone a folder is, `setseq.backbones.load_backbone` decides.
 
 diffusers and transformers are imported lazily (only where a backbone is built), so the core package
 runs without the `[diffusers]` extra.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from setseq.backbones.base import Geometry, SamplingDefaults, Text
+from setseq.backbones.base import TOKEN, Geometry, SamplingDefaults, Text
 from setseq.errors import SetseqError
-from setseq.fileio import atomic_path
-from setseq.generate import TOKEN
+from setseq.fileio import atomic_path, cache_root
 
 EXTRA_HINT = "install the extra with: pip install 'setseq[diffusers]'"
 
@@ -406,29 +405,59 @@ def load_part(load: Callable, root: Path, subfolder: str, **kwargs):
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SETSEQ_CACHE", Path.home() / ".cache" / "setseq")) / "encodings"
+    return cache_root() / "encodings"
 
 
-def load_local(path: str | Path, **options) -> DiffusersBackbone:
-    """A backbone from a local diffusers folder, chosen by the pipeline class in model_index.json.
+def load_components(path: str | Path, transformer_class, vae_class, text_encoder_class,
+                    dtype: torch.dtype = torch.float32) -> tuple[Path, dict]:
+    """The four parts of a local diffusers folder, never downloaded: the transformer and text encoder
+    in `dtype`, the VAE in float32, the tokenizer.
 
     Args:
-        path: the folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/).
-        options: passed to the backbone's loader (dtype, device, cache_dir, gradient_checkpointing).
+        path: folder with model_index.json and transformer/, vae/, text_encoder/, tokenizer/.
+        transformer_class, vae_class, text_encoder_class: the diffusers / transformers classes.
+        dtype: dtype of the transformer and the text encoder.
+
+    Returns:
+        (the folder's resolved path, {transformer, vae, text_encoder, tokenizer}).
+
+    Raises:
+        SetseqError: naming the missing folder or part, or the part that cannot be read.
     """
-    index = read_model_index(path)
     require_diffusers()
-    kind = index.get("_class_name", "")
-    if index.get("transformer_2", [None])[0] is not None:
-        raise SetseqError(f"{str(path)!r} is a two-expert model (transformer_2); setseq adapts single-transformer "
-                          f"models such as Wan2.1-T2V-1.3B or LTX-Video.")
-    if kind == "WanPipeline":
-        from setseq.backbones import wan
+    from transformers import AutoTokenizer
 
-        return wan.load(path, **options)
-    if kind == "LTXPipeline":
-        from setseq.backbones import ltx
+    root = Path(path).resolve()
+    read_model_index(root)
+    return root, dict(
+        transformer=load_part(transformer_class.from_pretrained, root, "transformer", torch_dtype=dtype),
+        vae=load_part(vae_class.from_pretrained, root, "vae", torch_dtype=torch.float32),
+        text_encoder=load_part(text_encoder_class.from_pretrained, root, "text_encoder", dtype=dtype),
+        tokenizer=load_part(AutoTokenizer.from_pretrained, root, "tokenizer"),
+    )
 
-        return ltx.load(path, **options)
-    raise SetseqError(f"{str(path)!r} holds a {kind or 'unnamed'} pipeline; setseq supports text-to-video "
-                      f"WanPipeline and LTXPipeline folders.")
+
+# --------------------------------------------------------------------------------------------
+# Tiny random components, for tests and smoke runs
+# --------------------------------------------------------------------------------------------
+
+TINY_WORDS = ("a an the red blue green square circle dancer man woman dog on in of at with and is it he she moves "
+              "motion dancing background bridge beach slowly left right . ,").split()  # the tiny tokenizer's vocabulary
+
+
+def build_tiny(seed: int, words: list[str] | None, transformer: Callable[[], nn.Module],
+               vae: Callable[[], nn.Module], text_encoder: Callable[[int], nn.Module]) -> dict:
+    """Seeded random tiny components {transformer, vae, text_encoder, tokenizer}, built in that order
+    under `seed` without touching the global random stream.
+
+    Args:
+        seed: seeds the random weights.
+        words: the word tokenizer's vocabulary (default: TINY_WORDS).
+        transformer, vae: build the random transformer and VAE.
+        text_encoder: builds the random text encoder for a vocabulary of the given size.
+    """
+    tokenizer = word_tokenizer(words or TINY_WORDS)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return dict(transformer=transformer(), vae=vae(), text_encoder=text_encoder(len(tokenizer)),
+                    tokenizer=tokenizer)

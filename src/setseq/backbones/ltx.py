@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 
 from setseq.backbones.base import Geometry, SamplingDefaults
-from setseq.backbones.diffusers_common import (DiffusersBackbone, default_cache_dir, load_part, read_model_index,
-                                               require_diffusers, word_tokenizer)
-from setseq.backbones.wan import TINY_WORDS
+from setseq.backbones.diffusers_common import (DiffusersBackbone, build_tiny, default_cache_dir, load_components,
+                                               require_diffusers)
 from setseq.errors import SetseqError
 
 # A tiny random instance for tests; its VAE keeps the real 8x temporal and 32x spatial compression.
@@ -33,6 +32,7 @@ LTX_TINY_TEXT = dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, rel
 
 GEOMETRY = Geometry(frames=161, height=512, width=704, fps=25.0)  # the diffusers pipeline's defaults
 TEXT_LEN = 128
+PIPELINE = "LTXPipeline"  # the pipeline class an LTX-Video folder's model_index.json names
 
 
 def dynamic_shift(tokens: int, scheduler: dict | None = None) -> float:
@@ -118,17 +118,12 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | Non
     """
     require_diffusers()
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
-    from transformers import AutoTokenizer, T5EncoderModel
+    from transformers import T5EncoderModel
 
-    root = Path(path).resolve()
-    read_model_index(root)
-    transformer = load_part(LTXVideoTransformer3DModel.from_pretrained, root, "transformer", torch_dtype=dtype)
-    vae = load_part(AutoencoderKLLTXVideo.from_pretrained, root, "vae", torch_dtype=torch.float32)
-    text_encoder = load_part(T5EncoderModel.from_pretrained, root, "text_encoder", dtype=dtype)
-    tokenizer = load_part(AutoTokenizer.from_pretrained, root, "tokenizer")
+    root, parts = load_components(path, LTXVideoTransformer3DModel, AutoencoderKLLTXVideo, T5EncoderModel, dtype)
     scheduler_file = root / "scheduler" / "scheduler_config.json"
     scheduler = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else None
-    return LTXBackbone(str(root), transformer, vae, text_encoder, tokenizer, scheduler=scheduler, device=device,
+    return LTXBackbone(str(root), **parts, scheduler=scheduler, device=device,
                        cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
                        gradient_checkpointing=gradient_checkpointing)
 
@@ -139,12 +134,9 @@ def tiny_components(seed: int = 0, words: list[str] | None = None) -> dict:
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
-    tokenizer = word_tokenizer(words or TINY_WORDS)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return dict(transformer=LTXVideoTransformer3DModel(**LTX_TINY), vae=AutoencoderKLLTXVideo(**LTX_TINY_VAE),
-                    text_encoder=T5EncoderModel(T5Config(vocab_size=len(tokenizer), **LTX_TINY_TEXT)),
-                    tokenizer=tokenizer)
+    return build_tiny(seed, words, lambda: LTXVideoTransformer3DModel(**LTX_TINY),
+                      lambda: AutoencoderKLLTXVideo(**LTX_TINY_VAE),
+                      lambda vocab: T5EncoderModel(T5Config(vocab_size=vocab, **LTX_TINY_TEXT)))
 
 
 def tiny(seed: int = 0, **options) -> LTXBackbone:

@@ -177,7 +177,7 @@ def test_scoped_scales_apply_inside_and_restore_on_exit_even_on_an_exception():
 
 
 def test_scales_cannot_change_while_merged():
-    model, x = _model(), torch.randn(3, 12)
+    model = _model()
     layers = lora.inject(model, ["*"], rank=2)
     _trained_like(layers)
     model.eval()

@@ -49,9 +49,13 @@ WAN_FFN_RE = re.compile(r"blocks\.(\d+)\.ffn\.(net\.0\.proj|net\.2)")
 LTX_RE = re.compile(r"transformer_blocks\.\d+\.\S+")
 
 
-def lora_pairs(cs: ConceptSet, part: str = "full", identity_scale: float = 1.0,
-               motion_scale: float | dict[str, float] = 1.0,
-               rank_weights: torch.Tensor | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def lora_pairs(
+    cs: ConceptSet,
+    part: str = "full",
+    identity_scale: float = 1.0,
+    motion_scale: float | dict[str, float] = 1.0,
+    rank_weights: torch.Tensor | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(down (R, in), up (out, R)) per adapted module, so that up @ down is the layer's weight delta
     with these scales: down is `lora.combine`, the formula the layer itself computes.
 
@@ -70,8 +74,10 @@ def lora_pairs(cs: ConceptSet, part: str = "full", identity_scale: float = 1.0,
         raise SetseqError(f"--part must be one of {', '.join(PARTS)}, got {part!r}.")
     modules = cs.modules()
     if not modules:
-        raise SetseqError("this concept set has no LoRA weights (a textual-inversion concept holds only token "
-                          "embeddings), so there is nothing to export as a LoRA.")
+        raise SetseqError(
+            "this concept set has no LoRA weights (a textual-inversion concept holds only token "
+            "embeddings), so there is nothing to export as a LoRA."
+        )
     names = [c["name"] for c in cs.concepts]
     scales = {c: float(motion_scale) for c in names} if isinstance(motion_scale, (int, float)) else dict(motion_scale)
     unknown = set(scales) - set(names)
@@ -101,7 +107,7 @@ def wan_original_name(module: str) -> str | None:
 
 
 def base_family(modules: list[str]) -> str:
-    """"wan", "ltx" or "other", from the adapted module names (a concept records the base's path,
+    """ "wan", "ltx" or "other", from the adapted module names (a concept records the base's path,
     not its kind; the names say which architecture they belong to)."""
     if all(wan_original_name(m) for m in modules):
         return "wan"
@@ -121,8 +127,10 @@ def state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str) ->
         return out
     family = base_family(list(pairs))
     if family == "other":
-        raise SetseqError(f"the ComfyUI format is for Wan and LTX-Video concepts, and this one adapts modules such "
-                          f"as {sorted(pairs)[0]!r}; export it with --format diffusers instead.")
+        raise SetseqError(
+            f"the ComfyUI format is for Wan and LTX-Video concepts, and this one adapts modules such "
+            f"as {sorted(pairs)[0]!r}; export it with --format diffusers instead."
+        )
     for m, (down, up) in pairs.items():
         name = f"diffusion_model.{wan_original_name(m) if family == 'wan' else m}"
         out[f"{name}.lora_A.weight"], out[f"{name}.lora_B.weight"] = down, up
@@ -131,9 +139,16 @@ def state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str) ->
     return out
 
 
-def export(cs: ConceptSet, out: str | Path, fmt: str, part: str = "full", identity_scale: float = 1.0,
-           motion_scale: float | dict[str, float] = 1.0, dtype: torch.dtype = torch.float32,
-           rank_weights: torch.Tensor | None = None) -> Path:
+def export(
+    cs: ConceptSet,
+    out: str | Path,
+    fmt: str,
+    part: str = "full",
+    identity_scale: float = 1.0,
+    motion_scale: float | dict[str, float] = 1.0,
+    dtype: torch.dtype = torch.float32,
+    rank_weights: torch.Tensor | None = None,
+) -> Path:
     """Write the concept set as a LoRA `.safetensors` file (atomically).
 
     Args:
@@ -150,11 +165,20 @@ def export(cs: ConceptSet, out: str | Path, fmt: str, part: str = "full", identi
     if out.suffix != ".safetensors":
         raise SetseqError(f"the export must be a .safetensors file, got {str(out)!r}.")
     tensors = state_dict(lora_pairs(cs, part, identity_scale, motion_scale, rank_weights), fmt)
-    info = {"base": cs.meta.get("base", {}), "concepts": [c["name"] for c in cs.concepts], "part": part,
-            "identity_scale": identity_scale, "motion_scale": motion_scale, "rank": cs.meta.get("rank")}
+    info = {
+        "base": cs.meta.get("base", {}),
+        "concepts": [c["name"] for c in cs.concepts],
+        "part": part,
+        "identity_scale": identity_scale,
+        "motion_scale": motion_scale,
+        "rank": cs.meta.get("rank"),
+    }
     if rank_weights is not None:
         info["rank_weights"] = [float(w) for w in rank_weights]
     with atomic_path(out) as tmp:
-        save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={"format": f"setseq.lora.{fmt}", "setseq": json.dumps(info)})
+        save_file(
+            {k: v.to(dtype).contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata={"format": f"setseq.lora.{fmt}", "setseq": json.dumps(info)},
+        )
     return out

@@ -75,8 +75,9 @@ def unshift_time(t: float, shift: float) -> float:
     return t / (shift - (shift - 1.0) * t)
 
 
-def schedule(steps: int, shift: float = 1.0, device: torch.device | str | None = None,
-             start: float = 1.0) -> torch.Tensor:
+def schedule(
+    steps: int, shift: float = 1.0, device: torch.device | str | None = None, start: float = 1.0
+) -> torch.Tensor:
     """Sampling times (steps + 1,) from `start` (1: pure noise) down to 0, evenly spaced before the shift."""
     return shift_time(torch.linspace(unshift_time(start, shift), 0.0, steps + 1, device=device), shift)
 

@@ -134,8 +134,11 @@ class SetSeqLinear(nn.Module):
     def coefficients(self) -> torch.Tensor:
         """g (.) s_id B_id (.) M_id + sum_c w_c B_mo[c] (.) M_mo: (R, in)."""
         ident = _drop(self.identity, self.identity_dropout, self.training)
-        motion = {c: _drop(b, self.motion_dropout, self.training)
-                  for c, b in self.motion.items() if self.motion_scales.get(c, 1.0) != 0.0}
+        motion = {
+            c: _drop(b, self.motion_dropout, self.training)
+            for c, b in self.motion.items()
+            if self.motion_scales.get(c, 1.0) != 0.0
+        }
         return combine(ident, motion, self.identity_scale, self.motion_scales, self.rank_weights)
 
     def delta_weight(self) -> torch.Tensor:
@@ -173,6 +176,7 @@ class SetSeqLinear(nn.Module):
 # Injection and model-wide controls
 # --------------------------------------------------------------------------------------------
 
+
 def matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -185,9 +189,7 @@ def inject(model: nn.Module, patterns: list[str], rank: int, scale: float = 1.0)
     targets = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and matches(n, patterns)]
     if not targets:
         linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        raise SetseqError(
-            f"no linear layer matches the target patterns {patterns}; some that exist: {linear[:6]}."
-        )
+        raise SetseqError(f"no linear layer matches the target patterns {patterns}; some that exist: {linear[:6]}.")
     out: dict[str, SetSeqLinear] = {}
     for name in targets:
         parent_name, _, child = name.rpartition(".")
@@ -222,8 +224,10 @@ def set_scales(
     """
     layers = list(adapters(model).values())
     if any(layer.merged for layer in layers):
-        raise SetseqError("cannot change adapter scales while the adapters are merged into the base weights; "
-                          "unmerge first (lora.unmerge), then set the scales and merge again.")
+        raise SetseqError(
+            "cannot change adapter scales while the adapters are merged into the base weights; "
+            "unmerge first (lora.unmerge), then set the scales and merge again."
+        )
     per_concept = motion is not None and not isinstance(motion, (int, float))
     for layer in layers:  # check every layer before changing any, so that a refusal changes nothing
         unknown = set(motion) - set(layer.motion) if per_concept else set()
@@ -259,15 +263,19 @@ def scales(
         SetseqError: as `set_scales` on entry; on exit, when the block left the adapters merged (the
             merged delta was made with the block's scales, so restoring them would corrupt unmerge).
     """
-    saved = [(layer, layer.identity_scale, dict(layer.motion_scales), layer.rank_weights.clone())
-             for layer in adapters(model).values()]
+    saved = [
+        (layer, layer.identity_scale, dict(layer.motion_scales), layer.rank_weights.clone())
+        for layer in adapters(model).values()
+    ]
     set_scales(model, identity, motion, rank_weights)  # a refusal here has changed nothing
     try:
         yield
     finally:
         if any(layer.merged for layer, *_ in saved):
-            raise SetseqError("the adapters were left merged at the end of a `lora.scales` block; "
-                              "unmerge them inside the block, with the scales they were merged with.")
+            raise SetseqError(
+                "the adapters were left merged at the end of a `lora.scales` block; "
+                "unmerge them inside the block, with the scales they were merged with."
+            )
         for layer, s_id, w, g in saved:
             layer.identity_scale, layer.motion_scales = s_id, w
             layer.rank_weights.copy_(g)

@@ -62,28 +62,46 @@ def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geom
     names = [c.name for c in concepts]
     for c in concepts:
         if not c.name or not all(ch.isalnum() or ch in "_-" for ch in c.name):
-            raise SetseqError(f"concept name {c.name!r} may hold only letters, digits, '_' and '-' (it names the "
-                              "concept's tensors and its --scale key); rename it.")
+            raise SetseqError(
+                f"concept name {c.name!r} may hold only letters, digits, '_' and '-' (it names the "
+                "concept's tensors and its --scale key); rename it."
+            )
         if names.count(c.name) > 1:
             raise SetseqError(f"two concepts are named {c.name!r}; give each its own name.")
-        if c.windows is not None and (not c.windows or any(w < 0 or w + geometry.frames > c.video.shape[0] for w in c.windows)):
-            raise SetseqError(f"the windows of {c.name!r} {c.windows} do not each hold {geometry.frames} of its "
-                              f"{c.video.shape[0]} frames.")
+        if c.windows is not None and (
+            not c.windows or any(w < 0 or w + geometry.frames > c.video.shape[0] for w in c.windows)
+        ):
+            raise SetseqError(
+                f"the windows of {c.name!r} {c.windows} do not each hold {geometry.frames} of its "
+                f"{c.video.shape[0]} frames."
+            )
         if c.identity_token not in c.prompt:
-            raise SetseqError(f"the static prompt for {c.name!r} must contain its concept token "
-                              f"{c.identity_token}, e.g. 'a {c.identity_token} dancer on a bridge'; got {c.prompt!r}.")
+            raise SetseqError(
+                f"the static prompt for {c.name!r} must contain its concept token "
+                f"{c.identity_token}, e.g. 'a {c.identity_token} dancer on a bridge'; got {c.prompt!r}."
+            )
         if needs_motion and not c.motion_prompt:
-            raise SetseqError(f"method {cfg.method!r} learns motion, so {c.name!r} needs a motion prompt with "
-                              f"{c.motion_token}, e.g. 'it moves in {c.motion_token} motion'.")
+            raise SetseqError(
+                f"method {cfg.method!r} learns motion, so {c.name!r} needs a motion prompt with "
+                f"{c.motion_token}, e.g. 'it moves in {c.motion_token} motion'."
+            )
         if c.motion_prompt and needs_motion and c.motion_token not in c.motion_prompt:
-            raise SetseqError(f"the motion prompt for {c.name!r} must contain its motion token "
-                              f"{c.motion_token}; got {c.motion_prompt!r}.")
-        if c.mask is not None and (c.mask.dtype != torch.bool or c.mask.shape != (c.video.shape[0], *c.video.shape[2:])):
-            raise SetseqError(f"the mask of {c.name!r} must be bool (F, H, W) = {(c.video.shape[0], *c.video.shape[2:])} "
-                              f"like its video, got {c.mask.dtype} {tuple(c.mask.shape)}.")
+            raise SetseqError(
+                f"the motion prompt for {c.name!r} must contain its motion token "
+                f"{c.motion_token}; got {c.motion_prompt!r}."
+            )
+        if c.mask is not None and (
+            c.mask.dtype != torch.bool or c.mask.shape != (c.video.shape[0], *c.video.shape[2:])
+        ):
+            raise SetseqError(
+                f"the mask of {c.name!r} must be bool (F, H, W) = {(c.video.shape[0], *c.video.shape[2:])} "
+                f"like its video, got {c.mask.dtype} {tuple(c.mask.shape)}."
+            )
         if needs_clip and c.video.shape[0] < geometry.frames:
-            raise SetseqError(f"the video for {c.name!r} has {c.video.shape[0]} frames at {geometry.fps:g} fps, "
-                              f"but a clip needs {geometry.frames}; use a longer video or pass --frames.")
+            raise SetseqError(
+                f"the video for {c.name!r} has {c.video.shape[0]} frames at {geometry.fps:g} fps, "
+                f"but a clip needs {geometry.frames}; use a longer video or pass --frames."
+            )
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
@@ -93,8 +111,10 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     try:
         import bitsandbytes
     except ImportError:
-        raise SetseqError("--optimizer adamw8bit needs bitsandbytes, which is not installed; "
-                          "run `pip install bitsandbytes` or use --optimizer adamw.") from None
+        raise SetseqError(
+            "--optimizer adamw8bit needs bitsandbytes, which is not installed; "
+            "run `pip install bitsandbytes` or use --optimizer adamw."
+        ) from None
     return bitsandbytes.optim.AdamW8bit
 
 
@@ -115,8 +135,16 @@ def _learning(config: dict[str, Any] | None) -> dict[str, Any] | None:
 class Trainer:
     """Trains a concept set into `backbone` and writes it to `out` (see `run`)."""
 
-    def __init__(self, backbone: Backbone, concepts: list[ConceptSpec], cfg: TrainConfig, out: str | Path,
-                 geometry: Geometry | None = None, progress: bool = True, cache_dir: str | Path | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        concepts: list[ConceptSpec],
+        cfg: TrainConfig,
+        out: str | Path,
+        geometry: Geometry | None = None,
+        progress: bool = True,
+        cache_dir: str | Path | None = None,
+    ):
         cfg.validate()
         self.backbone, self.concepts, self.cfg = backbone, concepts, cfg
         self.geometry = geometry or backbone.geometry
@@ -141,7 +169,9 @@ class Trainer:
         parallel.check_batch(cfg.optim, self.world.size)
         self.sharded = cfg.shard and self.world.size > 1
         if cfg.shard and self.world.size == 1:
-            warn("--shard splits the model over the processes of a torchrun launch; this run has one, so it is not sharded.")
+            warn(
+                "--shard splits the model over the processes of a torchrun launch; this run has one, so it is not sharded."
+            )
         if self.sharded and cfg.compile:
             raise SetseqError("--compile together with --shard is not supported yet; use one of them.")
 
@@ -176,10 +206,12 @@ class Trainer:
         if parallel.on_every_rank(self.world, path.is_file()):
             return torch.load(path), prompts
         note(f"generating {len(prompts)} prior-preservation videos with the base model (cached in {path.parent})")
-        videos = torch.cat([
-            generate(self.backbone, [f"{a} {m}"], geometry=g, steps=reg.prior_steps, seed=self.cfg.seed + i)
-            for i, (a, m) in enumerate(prompts)
-        ])  # (N, F, C, H, W); every rank makes them (sharded, it must), rank 0 keeps them
+        videos = torch.cat(
+            [
+                generate(self.backbone, [f"{a} {m}"], geometry=g, steps=reg.prior_steps, seed=self.cfg.seed + i)
+                for i, (a, m) in enumerate(prompts)
+            ]
+        )  # (N, F, C, H, W); every rank makes them (sharded, it must), rank 0 keeps them
         if self.world.main:
             with atomic_path(path) as tmp:
                 torch.save(videos, tmp)
@@ -205,7 +237,9 @@ class Trainer:
     def _excerpt(self, video: torch.Tensor, as_frames: bool, windows: list[int] | None = None) -> torch.Tensor:
         return video[self._window(video.shape[0], as_frames, windows)]
 
-    def _sample(self, stage: StageConfig, n: int, concepts: list[ConceptSpec]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    def _sample(
+        self, stage: StageConfig, n: int, concepts: list[ConceptSpec]
+    ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         """n samples of one shape, each of a random concept of `concepts` or a prior video:
         clips (n, F', C, H, W), prompts and loss weights (n,)."""
         reg = self.cfg.reg
@@ -237,7 +271,10 @@ class Trainer:
             i = self._randint(len(self.concepts))
             j = (i + 1 + self._randint(len(self.concepts) - 1)) % len(self.concepts)
             a, b = self.concepts[i], self.concepts[j]
-            wa, wb = self._window(a.video.shape[0], as_frames, a.windows), self._window(b.video.shape[0], as_frames, b.windows)
+            wa, wb = (
+                self._window(a.video.shape[0], as_frames, a.windows),
+                self._window(b.video.shape[0], as_frames, b.windows),
+            )
             dim = 3 if torch.rand(()).item() < 0.5 else 2  # side by side, or one above the other
             remove = self.cfg.reg.stitch_remove_background and a.mask is not None and b.mask is not None
             masks = (a.mask[wa], b.mask[wb]) if remove else (None, None)
@@ -281,8 +318,9 @@ class Trainer:
         with lora.scales(self.backbone.transformer, motion=motion):
             return self._batch_loss(clips, prompts, weights, n, train_tokens)
 
-    def _batch_loss(self, clips: torch.Tensor, prompts: list[str], weights: torch.Tensor, n: int,
-                    train_tokens: bool) -> torch.Tensor:
+    def _batch_loss(
+        self, clips: torch.Tensor, prompts: list[str], weights: torch.Tensor, n: int, train_tokens: bool
+    ) -> torch.Tensor:
         """The summed, weighted loss of this rank's share of clips (n, F', C, H, W) and their prompts."""
         reg, fc, bb = self.cfg.reg, self.cfg.flow, self.backbone
         prompts = [("" if torch.rand(()).item() < reg.prompt_dropout else p) for p in prompts]
@@ -320,8 +358,14 @@ class Trainer:
             sizes = [len(range(i, share, parts)) for i in range(parts)]
         return [size * ranks for size in sizes]
 
-    def _step(self, stage: StageConfig, step: int, params: list[torch.nn.Parameter],
-              opt: torch.optim.Optimizer, train_tokens: bool) -> torch.Tensor:
+    def _step(
+        self,
+        stage: StageConfig,
+        step: int,
+        params: list[torch.nn.Parameter],
+        opt: torch.optim.Optimizer,
+        train_tokens: bool,
+    ) -> torch.Tensor:
         o = self.cfg.optim
         sizes = self._micro_sizes(stage)
         opt.zero_grad(set_to_none=True)
@@ -373,9 +417,17 @@ class Trainer:
             "rank": self.cfg.lora.rank if self.uses_lora else 0,
             "scale": self.cfg.lora.scale,
             "target_modules": sorted(self.layers),
-            "concepts": [{"name": c.name, "identity_token": c.identity_token, "motion_token": c.motion_token,
-                          "prompt": c.prompt, "motion_prompt": c.motion_prompt, "video": c.source}
-                         for c in self.concepts],
+            "concepts": [
+                {
+                    "name": c.name,
+                    "identity_token": c.identity_token,
+                    "motion_token": c.motion_token,
+                    "prompt": c.prompt,
+                    "motion_prompt": c.motion_prompt,
+                    "video": c.source,
+                }
+                for c in self.concepts
+            ],
             "method": self.cfg.method,
             "config": self.cfg.to_dict(),
             "geometry": self.geometry.__dict__,
@@ -412,10 +464,17 @@ class Trainer:
         try:
             state = torch.load(self.ckpt_path, weights_only=False)
         except Exception as e:  # a torn or foreign file: say which, do not guess
-            raise SetseqError(f"checkpoint {str(self.ckpt_path)!r} cannot be read ({e}); delete it to start afresh.") from None
-        if _learning(state.get("config")) != _learning(self.cfg.to_dict()) or state.get("fingerprint") != self.backbone.fingerprint():
-            raise SetseqError(f"checkpoint {str(self.ckpt_path)!r} was made with another configuration or base; "
-                              f"run with the same settings, or delete it to start afresh.")
+            raise SetseqError(
+                f"checkpoint {str(self.ckpt_path)!r} cannot be read ({e}); delete it to start afresh."
+            ) from None
+        if (
+            _learning(state.get("config")) != _learning(self.cfg.to_dict())
+            or state.get("fingerprint") != self.backbone.fingerprint()
+        ):
+            raise SetseqError(
+                f"checkpoint {str(self.ckpt_path)!r} was made with another configuration or base; "
+                f"run with the same settings, or delete it to start afresh."
+            )
         concept_io.load_adapters(self.layers, state["tensors"], f"checkpoint {str(self.ckpt_path)!r}")
         self.backbone.load_token_embeddings({k[6:]: v for k, v in state["tensors"].items() if k.startswith("token.")})
         self.losses = state["losses"]
@@ -461,8 +520,13 @@ class Trainer:
         start_stage, start_step = (state["stage"], state["step"]) if state else (0, 0)
         total = sum(s.steps for s in cfg.stages)
         done = sum(s.steps for s in cfg.stages[:start_stage]) + start_step
-        bar = tqdm(total=total, initial=done, desc="training", disable=not (self.progress and self.world.main),
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            initial=done,
+            desc="training",
+            disable=not (self.progress and self.world.main),
+            dynamic_ncols=True,
+        )
         self.backbone.transformer.train()
         for si, stage in enumerate(cfg.stages):
             if si < start_stage:
@@ -515,10 +579,14 @@ class Trainer:
         """One host sync per few steps: record losses, stop on a non-finite one."""
         values = torch.stack(pending).tolist()
         if not all(map(lambda x: x == x and abs(x) != float("inf"), values)):
-            where = (f"the last good checkpoint is {self.ckpt_path}; resume it with --resume (perhaps with a lower --lr)"
-                     if self.ckpt_path.is_file() else "no checkpoint had been written yet")
-            raise SetseqError(f"the loss became non-finite in stage {stage.name!r} by step {step + 1}; "
-                              f"training stopped and {where}.")
+            where = (
+                f"the last good checkpoint is {self.ckpt_path}; resume it with --resume (perhaps with a lower --lr)"
+                if self.ckpt_path.is_file()
+                else "no checkpoint had been written yet"
+            )
+            raise SetseqError(
+                f"the loss became non-finite in stage {stage.name!r} by step {step + 1}; training stopped and {where}."
+            )
         self.losses[stage.name].extend(values)
         bar.update(len(values))
         bar.set_postfix(loss=f"{values[-1]:.4f}")

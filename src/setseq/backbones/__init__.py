@@ -50,10 +50,14 @@ def _load_local(path: str | Path, **options) -> Backbone:
     diffusers_common.require_diffusers()
     kind = index.get("_class_name", "")
     if index.get("transformer_2", [None])[0] is not None:
-        raise SetseqError(f"{str(path)!r} is a two-expert model (transformer_2); setseq adapts single-transformer "
-                          f"models such as Wan2.1-T2V-1.3B or LTX-Video.")
+        raise SetseqError(
+            f"{str(path)!r} is a two-expert model (transformer_2); setseq adapts single-transformer "
+            f"models such as Wan2.1-T2V-1.3B or LTX-Video."
+        )
     loaders = {module.PIPELINE: module.load for module in (wan, ltx)}
     if kind not in loaders:
-        raise SetseqError(f"{str(path)!r} holds a {kind or 'unnamed'} pipeline; setseq supports text-to-video "
-                          f"{' and '.join(loaders)} folders.")
+        raise SetseqError(
+            f"{str(path)!r} holds a {kind or 'unnamed'} pipeline; setseq supports text-to-video "
+            f"{' and '.join(loaders)} folders."
+        )
     return loaders[kind](path, **options)

@@ -93,6 +93,18 @@ class Batches:
         prompts = [("" if torch.rand(()).item() < self.reg.prompt_dropout else p) for p in prompts]
         return Batch(clips, prompts, weights, motion)
 
+    def micro_sizes(self, stage: StageConfig, batch_size: int, micro_batch: int | None, ranks: int) -> list[int]:
+        """Sizes of one step's micro-batches (gradient accumulation), counted over all `ranks`: each
+        rank's share of the batch is cut into forward passes of `micro_batch` samples (None: one pass).
+        A motion stage with several concepts has one micro-batch per concept at least (see `draw`)."""
+        share = batch_size // ranks
+        micro = micro_batch or share
+        sizes = [micro] * (share // micro)
+        if stage.train == "motion" and len(self.concepts) > 1:
+            parts = max(len(sizes), min(len(self.concepts), share))
+            sizes = [len(range(i, share, parts)) for i in range(parts)]
+        return [size * ranks for size in sizes]
+
     def mask_tokens(self, mask: torch.Tensor) -> torch.Tensor:
         """Mask random text tokens (sec. 3.4.3), never all of a prompt's: (B, T) bool -> (B, T) bool."""
         p = self.reg.token_mask_prob

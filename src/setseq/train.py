@@ -258,18 +258,6 @@ class Trainer:
         per_sample = flow.training_loss(v, x0, noise, t, getattr(bb, "loss_space", "velocity"))
         return (per_sample * batch.weights[part].to(v.device)).sum()
 
-    def _micro_sizes(self, stage: StageConfig) -> list[int]:
-        """Sizes of one step's micro-batches (gradient accumulation), counted over all ranks: each
-        rank's share of the batch is cut into forward passes of micro_batch samples."""
-        o, ranks = self.cfg.optim, self.world.size
-        share = o.batch_size // ranks
-        micro = o.micro_batch or share
-        sizes = [micro] * (share // micro)
-        if stage.train == "motion" and len(self.concepts) > 1:  # one micro-batch per concept at least
-            parts = max(len(sizes), min(len(self.concepts), share))
-            sizes = [len(range(i, share, parts)) for i in range(parts)]
-        return [size * ranks for size in sizes]
-
     def _step(
         self,
         stage: StageConfig,
@@ -279,7 +267,7 @@ class Trainer:
         train_tokens: bool,
     ) -> torch.Tensor:
         o = self.cfg.optim
-        sizes = self._micro_sizes(stage)
+        sizes = self.batches.micro_sizes(stage, o.batch_size, o.micro_batch, self.world.size)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for m, size in enumerate(sizes):  # gradient accumulation

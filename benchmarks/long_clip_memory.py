@@ -63,9 +63,16 @@ def measure(path: str, select: str, windows: int) -> dict:
     video = load_video(path, fps=FPS, size=SIZE, excerpt=Excerpt(select=select, frames=FRAMES, windows=windows))
     seconds = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"select": select, "windows": windows, "frames": list(video.frames.shape),
-            "output_mib": video.frames.numel() * 4 / 2**20, "rss_after_imports_mib": before,
-            "peak_rss_mib": peak, "increase_mib": peak - before, "seconds": seconds}
+    return {
+        "select": select,
+        "windows": windows,
+        "frames": list(video.frames.shape),
+        "output_mib": video.frames.numel() * 4 / 2**20,
+        "rss_after_imports_mib": before,
+        "peak_rss_mib": peak,
+        "increase_mib": peak - before,
+        "seconds": seconds,
+    }
 
 
 def main() -> None:
@@ -81,12 +88,18 @@ def main() -> None:
     t = time.perf_counter()
     clip = make_clip(Path(a.cache) / "long-1080p30-60s.mp4")
     print(f"clip {clip} ({clip.stat().st_size / 2**20:.0f} MiB, ready in {time.perf_counter() - t:.0f} s)")
-    out = subprocess.run([sys.executable, __file__, "--measure", str(clip), "--select", a.select,
-                          "--windows", str(a.windows)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", str(clip), "--select", a.select, "--windows", str(a.windows)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"select={r['select']} windows={r['windows']}: frames {r['frames']} ({r['output_mib']:.0f} MiB as float32), "
-          f"peak RSS {r['peak_rss_mib']:.0f} MiB ({r['rss_after_imports_mib']:.0f} MiB after imports, "
-          f"+{r['increase_mib']:.0f} MiB loading), {r['seconds']:.0f} s")
+    print(
+        f"select={r['select']} windows={r['windows']}: frames {r['frames']} ({r['output_mib']:.0f} MiB as float32), "
+        f"peak RSS {r['peak_rss_mib']:.0f} MiB ({r['rss_after_imports_mib']:.0f} MiB after imports, "
+        f"+{r['increase_mib']:.0f} MiB loading), {r['seconds']:.0f} s"
+    )
     if r["frames"][0] == FRAMES and r["peak_rss_mib"] >= 1024:  # the target: 480 x 832 x 81 under 1 GiB
         sys.exit(f"peak RSS {r['peak_rss_mib']:.0f} MiB is not under 1 GiB")
 

@@ -69,8 +69,11 @@ def build(tiny: bool, rank: int, device: torch.device, dtype: torch.dtype, check
     model.requires_grad_(False)
     if checkpointing:
         model.enable_gradient_checkpointing()
-    layers = lora.inject(model, ["blocks.*.attn[12].to_[qkv]", "blocks.*.attn[12].to_out.0",
-                                 "blocks.*.ffn.net.0.proj", "blocks.*.ffn.net.2"], rank)
+    layers = lora.inject(
+        model,
+        ["blocks.*.attn[12].to_[qkv]", "blocks.*.attn[12].to_out.0", "blocks.*.ffn.net.0.proj", "blocks.*.ffn.net.2"],
+        rank,
+    )
     params = [p for layer in layers.values() for p in (layer.basis, layer.identity)]
     for p in params:
         p.requires_grad_(True)
@@ -107,8 +110,12 @@ def run_geometry(model, params, text_dim, shape, batch, text_len, steps, warmup,
     sync(device)
     seconds = (time.perf_counter() - start) / steps
     tokens = batch * math.prod(s // p for s, p in zip(shape[1:], (1, 2, 2)))
-    return {"seconds": seconds, "tokens": tokens, "flops": counter.get_total_flops(),
-            "peak_gib": peak_memory_gib(device)}
+    return {
+        "seconds": seconds,
+        "tokens": tokens,
+        "flops": counter.get_total_flops(),
+        "peak_gib": peak_memory_gib(device),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,17 +138,31 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(q.numel() for q in model.parameters()) - sum(q.numel() for q in params)
     peak = matmul_rate(device, dtype, 1024 if device.type == "cpu" else 8192)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device {name} ({torch.get_num_threads()} threads), torch {torch.__version__}, {dtype}, "
-          f"{'tiny' if a.tiny else 'Wan-1.3B'} transformer ({n_params / 1e6:.2f}M params), LoRA rank {a.rank}, "
-          f"batch {a.batch}, checkpointing {a.checkpointing}, matmul rate {peak / 1e12:.3f} TFLOP/s")
+    print(
+        f"device {name} ({torch.get_num_threads()} threads), torch {torch.__version__}, {dtype}, "
+        f"{'tiny' if a.tiny else 'Wan-1.3B'} transformer ({n_params / 1e6:.2f}M params), LoRA rank {a.rank}, "
+        f"batch {a.batch}, checkpointing {a.checkpointing}, matmul rate {peak / 1e12:.3f} TFLOP/s"
+    )
     print(f"{'geometry':<14}{'tokens':>8}{'s/step':>10}{'tokens/s':>11}{'GFLOP/step':>12}{'MFU':>8}{'peak GiB':>10}")
     for label in geometries:
         height, width, frames = (int(v) for v in label.split("x"))
-        r = run_geometry(model, params, text_dim, latent_shape(frames, height, width), a.batch,
-                         512 if not a.tiny else 16, a.steps, a.warmup, device, dtype)
+        r = run_geometry(
+            model,
+            params,
+            text_dim,
+            latent_shape(frames, height, width),
+            a.batch,
+            512 if not a.tiny else 16,
+            a.steps,
+            a.warmup,
+            device,
+            dtype,
+        )
         mfu = r["flops"] / r["seconds"] / peak
-        print(f"{label:<14}{r['tokens']:>8}{r['seconds']:>10.4f}{r['tokens'] / r['seconds']:>11.0f}"
-              f"{r['flops'] / 1e9:>12.3f}{mfu:>8.2%}{r['peak_gib']:>10.2f}")
+        print(
+            f"{label:<14}{r['tokens']:>8}{r['seconds']:>10.4f}{r['tokens'] / r['seconds']:>11.0f}"
+            f"{r['flops'] / 1e9:>12.3f}{mfu:>8.2%}{r['peak_gib']:>10.2f}"
+        )
     return 0
 
 

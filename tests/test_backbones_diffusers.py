@@ -11,8 +11,7 @@ pytest.importorskip("transformers")
 from conftest import tiny_config  # noqa: E402
 from setseq import concept as cio  # noqa: E402
 from setseq import flow, lora  # noqa: E402
-from setseq.backbones import Geometry, load_backbone  # noqa: E402
-from setseq.backbones import ltx, wan  # noqa: E402
+from setseq.backbones import Geometry, load_backbone, ltx, wan  # noqa: E402  # noqa: E402
 from setseq.backbones.diffusers_common import weights_fingerprint  # noqa: E402
 from setseq.errors import SetseqError  # noqa: E402
 from setseq.generate import generate  # noqa: E402
@@ -35,8 +34,9 @@ def _clip(bb, frames=None, seed=0):
 
 def test_two_stage_round_trip(tmp_path, kind):
     bb = MODULES[kind].tiny()
-    spec = ConceptSpec("sq", _clip(bb, bb.geometry.frames + 1), "a [v] red square on a blue background.",
-                       "it moves in [u] motion.")
+    spec = ConceptSpec(
+        "sq", _clip(bb, bb.geometry.frames + 1), "a [v] red square on a blue background.", "it moves in [u] motion."
+    )
     out = tmp_path / "sq.safetensors"
     result = Trainer(bb, [spec], tiny_config(steps=(2, 2), batch=1), out, progress=False).run()
     stage1 = cio.load(tmp_path / "sq.stage1.safetensors")
@@ -110,10 +110,13 @@ def test_concept_tokens_start_at_zero_and_train_alone(kind):
         assert not torch.allclose(bb.encode_text(["a [v] dog"]).emb, concept_before)
 
 
-@pytest.mark.parametrize("kind, bad, nearest", [
-    ("wan", Geometry(80, 470, 832, 16.0), "81 frames at 464x832"),
-    ("ltx", Geometry(160, 500, 704, 25.0), "161 frames at 512x704"),
-])
+@pytest.mark.parametrize(
+    "kind, bad, nearest",
+    [
+        ("wan", Geometry(80, 470, 832, 16.0), "81 frames at 464x832"),
+        ("ltx", Geometry(160, 500, 704, 25.0), "161 frames at 512x704"),
+    ],
+)
 def test_geometry_rules_name_the_nearest_valid_values(kind, bad, nearest):
     bb = MODULES[kind].tiny()
     bb.check_geometry(bb.geometry)

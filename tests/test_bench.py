@@ -25,10 +25,23 @@ def test_quick_ablation_writes_table_plot_and_page(tmp_path):
 
 
 def test_summary_averages_runs_and_separates_reconstruction_from_edits():
-    rec = lambda seed, out, mse, edit: {"row": "LoRA-1", "concept": "sprite", "seed": seed, "output": out,
-                                         "mse": mse, "identity": 1.0, "motion": 1.0, "edit": edit, "tc": 1.0}
-    records = [rec(0, "reconstruction", 0.1, None), rec(0, "background: green", 0.9, 1.0),
-               rec(1, "reconstruction", 0.3, None), rec(1, "background: green", 0.9, 0.0)]
+    rec = lambda seed, out, mse, edit: {
+        "row": "LoRA-1",
+        "concept": "sprite",
+        "seed": seed,
+        "output": out,
+        "mse": mse,
+        "identity": 1.0,
+        "motion": 1.0,
+        "edit": edit,
+        "tc": 1.0,
+    }
+    records = [
+        rec(0, "reconstruction", 0.1, None),
+        rec(0, "background: green", 0.9, 1.0),
+        rec(1, "reconstruction", 0.3, None),
+        rec(1, "background: green", 0.9, 0.0),
+    ]
     s = summarise(records, ROWS[:1])["LoRA-1"]
     assert s["recon_mse"] == pytest.approx((0.2, 0.1))  # the edits' MSE does not count as reconstruction
     assert s["edit"] == pytest.approx((0.5, 0.5))

@@ -15,8 +15,18 @@ from setseq import concept as cio
 from setseq import data
 from setseq.cli import main
 
-TRAIN = ["--base", "toy-tiny", "--stage1-steps", "2", "--stage2-steps", "2", "--batch-size", "2",
-         "--no-prior", "--quiet"]
+TRAIN = [
+    "--base",
+    "toy-tiny",
+    "--stage1-steps",
+    "2",
+    "--stage2-steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--no-prior",
+    "--quiet",
+]
 PROMPT = ["--prompt", "a [v] red square on a blue background.", "--motion-prompt", "it moves in [u] motion."]
 
 
@@ -41,8 +51,17 @@ def test_train_writes_concept_and_stage_one(trained):
 
 def test_generate_writes_a_playable_video(trained, tmp_path):
     out = tmp_path / "gen.mp4"
-    args = ["generate", str(trained), "--prompt", "a [v] on a green background. it moves in [u] motion.",
-            "--out", str(out), "--steps", "3", "--preview"]
+    args = [
+        "generate",
+        str(trained),
+        "--prompt",
+        "a [v] on a green background. it moves in [u] motion.",
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--preview",
+    ]
     assert main(args) == 0
     video = data.load_video(out)
     assert video.frames.shape[0] == 4 and video.frames.shape[-1] == 256  # 16 px upscaled to 256
@@ -86,7 +105,9 @@ def test_masks_come_from_beside_the_video_or_from_mask(tmp_path, monkeypatch):
 
     seen = []
     real = setseq.train.check_concepts
-    monkeypatch.setattr(setseq.train, "check_concepts", lambda cs, *a: (seen.append([c.mask for c in cs]), real(cs, *a))[1])
+    monkeypatch.setattr(
+        setseq.train, "check_concepts", lambda cs, *a: (seen.append([c.mask for c in cs]), real(cs, *a))[1]
+    )
     video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
     frames = data.load_video(video).frames
     fg = (frames.mean(1, keepdim=True) > 0.3).float().expand_as(frames) * 2 - 1  # (F, 3, H, W) white on the square
@@ -110,20 +131,49 @@ def _bad_inputs(tmp: Path, trained: Path):
 
     save_file({"w": torch.zeros(2)}, str(tmp / "foreign.safetensors"))
     damaged = _damaged_concepts(tmp, trained)
-    (tmp / "named.toml").write_text(f'[[concept]]\nvideo = "ok.mp4"\nname = "a.b"\n'
-                                    f'prompt = "a [v] square."\nmotion_prompt = "it moves in [u] motion."\n')
+    (tmp / "named.toml").write_text(
+        '[[concept]]\nvideo = "ok.mp4"\nname = "a.b"\n'
+        'prompt = "a [v] square."\nmotion_prompt = "it moves in [u] motion."\n'
+    )
     out = ["--out", str(tmp / "new.safetensors")]
     gen = ["--prompt", "a [v]", "--out", str(tmp / "new.mp4")]
     return {
         "missing video": ["train", str(tmp / "nope.mp4"), *PROMPT, *TRAIN, *out],
         "not a video": ["train", str(tmp / "text.mp4"), *PROMPT, *TRAIN, *out],
         "too few frames": ["train", str(short), *PROMPT, *TRAIN, *out],
-        "prompt without token": ["train", str(video), "--prompt", "a red square", "--motion-prompt", "it moves [u].", *TRAIN, *out],
-        "motion prompt without token": ["train", str(video), "--prompt", "a [v].", "--motion-prompt", "it moves.", *TRAIN, *out],
+        "prompt without token": [
+            "train",
+            str(video),
+            "--prompt",
+            "a red square",
+            "--motion-prompt",
+            "it moves [u].",
+            *TRAIN,
+            *out,
+        ],
+        "motion prompt without token": [
+            "train",
+            str(video),
+            "--prompt",
+            "a [v].",
+            "--motion-prompt",
+            "it moves.",
+            *TRAIN,
+            *out,
+        ],
         "no prompt at all": ["train", str(video), *TRAIN, *out],
         "unknown method": ["train", str(video), *PROMPT, *TRAIN, *out, "--method", "magic"],
         "timestep shift of zero": ["train", str(video), *PROMPT, *TRAIN, *out, "--timestep-shift", "0"],
-        "train basis without a motion stage": ["train", str(video), *PROMPT, *TRAIN, *out, "--method", "lora", "--train-basis"],
+        "train basis without a motion stage": [
+            "train",
+            str(video),
+            *PROMPT,
+            *TRAIN,
+            *out,
+            "--method",
+            "lora",
+            "--train-basis",
+        ],
         "bad output suffix": ["train", str(video), *PROMPT, *TRAIN, "--out", str(tmp / "new.bin")],
         "mask of another length": ["train", str(video), *PROMPT, *TRAIN, *out, "--mask", str(short)],
         "mask of another shape": ["train", str(boxed), *PROMPT, *TRAIN, *out],
@@ -135,8 +185,15 @@ def _bad_inputs(tmp: Path, trained: Path):
         "concept for another base": ["generate", str(trained), "--base", "toy", *gen],
         "unknown token in prompt": ["generate", str(trained), "--prompt", "a [x]", "--out", str(tmp / "new.mp4")],
         "bad video suffix": ["generate", str(trained), "--prompt", "a [v]", "--out", str(tmp / "new.txt")],
-        **{f"{how} concept to {cmd}": [cmd, str(file), *rest] for how, file in damaged.items()
-           for cmd, rest in (("generate", gen), ("info", []), ("export", ["--format", "diffusers", "--out", str(tmp / "l.safetensors")]))},
+        **{
+            f"{how} concept to {cmd}": [cmd, str(file), *rest]
+            for how, file in damaged.items()
+            for cmd, rest in (
+                ("generate", gen),
+                ("info", []),
+                ("export", ["--format", "diffusers", "--out", str(tmp / "l.safetensors")]),
+            )
+        },
         "negative --lr": ["train", str(video), *PROMPT, *TRAIN, *out, "--lr", "-1"],
         "--checkpoint-every 0": ["train", str(video), *PROMPT, *TRAIN, *out, "--checkpoint-every", "0"],
         "--frames 0": ["train", str(video), *PROMPT, *TRAIN, *out, "--frames", "0"],
@@ -148,8 +205,15 @@ def _bad_inputs(tmp: Path, trained: Path):
     }
 
 
-DAMAGES = ["adapter tensor removed", "extra tensor", "wrong shape", "non-finite value", "unreadable metadata",
-           "bad geometry", "motion of an unknown concept"]
+DAMAGES = [
+    "adapter tensor removed",
+    "extra tensor",
+    "wrong shape",
+    "non-finite value",
+    "unreadable metadata",
+    "bad geometry",
+    "motion of an unknown concept",
+]
 
 
 def _damaged_concepts(tmp: Path, trained: Path) -> dict[str, Path]:
@@ -168,8 +232,14 @@ def _damaged_concepts(tmp: Path, trained: Path) -> dict[str, Path]:
         "wrong shape": ({**tensors, key: tensors[key][:, :-1].contiguous()}, header),
         "non-finite value": ({**tensors, motion: torch.full_like(tensors[motion], float("nan"))}, header),
         "unreadable metadata": (tensors, {**header, "setseq": '{"base": {"name": "toy-tiny"}, "rank": "eight"}'}),
-        "bad geometry": (tensors, {**header, "setseq": json.dumps({**json.loads(header["setseq"]), "geometry": {"frames": 0, "depth": 3}})}),
-        "motion of an unknown concept": ({**tensors, motion.rsplit(".", 1)[0] + ".stranger": tensors[motion].clone()}, header),
+        "bad geometry": (
+            tensors,
+            {**header, "setseq": json.dumps({**json.loads(header["setseq"]), "geometry": {"frames": 0, "depth": 3}})},
+        ),
+        "motion of an unknown concept": (
+            {**tensors, motion.rsplit(".", 1)[0] + ".stranger": tensors[motion].clone()},
+            header,
+        ),
     }
     out = {}
     for i, (how, (t, h)) in enumerate(cases.items()):
@@ -178,22 +248,49 @@ def _damaged_concepts(tmp: Path, trained: Path) -> dict[str, Path]:
     return out
 
 
-BAD_CASES = ["missing video", "not a video", "too few frames", "prompt without token", "motion prompt without token",
-             "no prompt at all", "unknown method", "timestep shift of zero",
-             "train basis without a motion stage", "bad output suffix", "mask of another length",
-             "mask of another shape", "missing mask", "mask given as the video", "missing concept", "corrupt concept",
-             "foreign concept", "concept for another base", "unknown token in prompt", "bad video suffix",
-             *[f"{how} concept to {cmd}" for how in DAMAGES for cmd in ("generate", "info", "export")],
-             "negative --lr", "--checkpoint-every 0", "--frames 0", "--fps nan", "--start -2", "--steps 0 to generate",
-             "--guidance inf to generate", "concept name with a dot"]
+BAD_CASES = [
+    "missing video",
+    "not a video",
+    "too few frames",
+    "prompt without token",
+    "motion prompt without token",
+    "no prompt at all",
+    "unknown method",
+    "timestep shift of zero",
+    "train basis without a motion stage",
+    "bad output suffix",
+    "mask of another length",
+    "mask of another shape",
+    "missing mask",
+    "mask given as the video",
+    "missing concept",
+    "corrupt concept",
+    "foreign concept",
+    "concept for another base",
+    "unknown token in prompt",
+    "bad video suffix",
+    *[f"{how} concept to {cmd}" for how in DAMAGES for cmd in ("generate", "info", "export")],
+    "negative --lr",
+    "--checkpoint-every 0",
+    "--frames 0",
+    "--fps nan",
+    "--start -2",
+    "--steps 0 to generate",
+    "--guidance inf to generate",
+    "concept name with a dot",
+]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_input_exits_2_with_one_sentence_and_leaves_nothing(case, trained, tmp_path):
     args = _bad_inputs(tmp_path, trained)[case]
     before = set(tmp_path.iterdir())
-    proc = subprocess.run([sys.executable, "-m", "setseq.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "SETSEQ_CACHE": str(tmp_path / "cache")})
+    proc = subprocess.run(
+        [sys.executable, "-m", "setseq.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SETSEQ_CACHE": str(tmp_path / "cache")},
+    )
     assert proc.returncode == 2, proc.stderr
     errors = [l for l in proc.stderr.splitlines() if l.startswith("setseq: error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -205,12 +302,29 @@ def test_bad_input_exits_2_with_one_sentence_and_leaves_nothing(case, trained, t
 def test_sigkilled_run_resumes_to_the_same_result(tmp_path):
     video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
     steps = ["--stage1-steps", "30", "--stage2-steps", "30", "--checkpoint-every", "5"]
-    common = [sys.executable, "-m", "setseq.cli", "train", str(video), *PROMPT, "--base", "toy-tiny",
-              "--batch-size", "2", "--no-prior", "--quiet", *steps]
+    common = [
+        sys.executable,
+        "-m",
+        "setseq.cli",
+        "train",
+        str(video),
+        *PROMPT,
+        "--base",
+        "toy-tiny",
+        "--batch-size",
+        "2",
+        "--no-prior",
+        "--quiet",
+        *steps,
+    ]
     env = {**os.environ, "SETSEQ_CACHE": str(tmp_path / "cache")}
     subprocess.run([*common, "--out", str(tmp_path / "full.safetensors")], check=True, env=env, capture_output=True)
-    proc = subprocess.Popen([*common, "--out", str(tmp_path / "cut.safetensors")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*common, "--out", str(tmp_path / "cut.safetensors")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt = tmp_path / "cut.ckpt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -221,8 +335,9 @@ def test_sigkilled_run_resumes_to_the_same_result(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (tmp_path / "cut.safetensors").exists()
-    subprocess.run([*common, "--out", str(tmp_path / "cut.safetensors"), "--resume"], check=True, env=env,
-                   capture_output=True)
+    subprocess.run(
+        [*common, "--out", str(tmp_path / "cut.safetensors"), "--resume"], check=True, env=env, capture_output=True
+    )
     full, cut = cio.load(tmp_path / "full.safetensors"), cio.load(tmp_path / "cut.safetensors")
     assert full.tensors.keys() == cut.tensors.keys()
     assert all(torch.equal(full.tensors[k], cut.tensors[k]) for k in full.tensors)
@@ -238,16 +353,43 @@ def test_names_are_data_a_clip_named_train(tmp_path):
     cs = cio.load(tmp_path / "train.safetensors")
     assert cs.concepts[0]["name"] == "train" and any(k.endswith(".motion.train") for k in cs.tensors)
     out = tmp_path / "gen.gif"
-    assert main(["generate", str(tmp_path / "train.safetensors"), "--prompt", "a [v]. it moves in [u] motion.",
-                 "--out", str(out), "--steps", "2", "--scale", "train=0.5"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(tmp_path / "train.safetensors"),
+                "--prompt",
+                "a [v]. it moves in [u] motion.",
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--scale",
+                "train=0.5",
+            ]
+        )
+        == 0
+    )
 
 
 def test_resume_after_a_non_finite_loss_with_a_lower_lr(tmp_path, monkeypatch, capsys):
     from setseq import flow
 
     video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
-    args = ["train", str(video), *PROMPT, *TRAIN[:-4], "--stage1-steps", "6", "--no-prior", "--quiet",
-            "--checkpoint-every", "2", "--lr", "1e-2"]
+    args = [
+        "train",
+        str(video),
+        *PROMPT,
+        *TRAIN[:-4],
+        "--stage1-steps",
+        "6",
+        "--no-prior",
+        "--quiet",
+        "--checkpoint-every",
+        "2",
+        "--lr",
+        "1e-2",
+    ]
     real, calls = flow.loss_per_sample, []
 
     def blows_up(*a):
@@ -291,7 +433,7 @@ def test_alpha_is_the_mask_and_uppercase_sidecars_are_read(tmp_path, monkeypatch
     with av.open(str(tmp_path / "MATTE.WEBM"), "w") as c:  # a matted subject: left half opaque
         s = c.add_stream("libvpx-vp9", rate=8, options={"crf": "20", "b": "0"})
         s.width, s.height, s.pix_fmt = 16, 16, "yuva420p"
-        for k in range(8):
+        for _ in range(8):
             img = np.zeros((16, 16, 4), np.uint8)
             img[:, :8] = (200, 30, 30, 255)
             img[:, 8:] = (0, 255, 0, 0)

@@ -17,13 +17,15 @@ def _two_specs():
     g = torch.Generator().manual_seed(0)
     left = torch.full((6, 3, 16, 16), -0.8)  # two concepts with clearly different looks
     right = torch.rand(6, 3, 16, 16, generator=g)
-    return [ConceptSpec("a", left, "a [v1] square.", "it moves in [u1] motion.", "[v1]", "[u1]"),
-            ConceptSpec("b", right, "a [v2] ring.", "it moves in [u2] motion.", "[v2]", "[u2]")]
+    return [
+        ConceptSpec("a", left, "a [v1] square.", "it moves in [u1] motion.", "[v1]", "[u1]"),
+        ConceptSpec("b", right, "a [v2] ring.", "it moves in [u2] motion.", "[v2]", "[u2]"),
+    ]
 
 
 def _velocity_spy(bb, monkeypatch):
     seen = []
-    real_v, real_t = bb.velocity, bb.encode_text
+    real_t = bb.encode_text
     monkeypatch.setattr(bb, "encode_text", lambda prompts: (seen.append(("text", list(prompts))), real_t(prompts))[1])
     monkeypatch.setattr(bb, "encode_video", lambda v: (seen.append(("video", v.clone())), v)[1])
     return seen
@@ -99,7 +101,9 @@ def test_scale_keys_reach_the_right_concept(pair):
     scaled, deleted = tiny_backbone(), tiny_backbone()
     cio.apply(cs, scaled)
     lora.set_scales(scaled.transformer, motion={"a": 0.0})
-    trimmed = cio.ConceptSet({k: (torch.zeros_like(v) if ".motion.a" in k else v) for k, v in cs.tensors.items()}, cs.meta)
+    trimmed = cio.ConceptSet(
+        {k: (torch.zeros_like(v) if ".motion.a" in k else v) for k, v in cs.tensors.items()}, cs.meta
+    )
     cio.apply(trimmed, deleted)
     torch.testing.assert_close(_probe(scaled), _probe(deleted))
     lora.set_scales(scaled.transformer, motion={"a": 1.0, "b": 0.0})
@@ -119,8 +123,20 @@ def test_rank_weights_reweight_only_the_identity_part(pair):
 
 def test_generate_with_scales_and_rank_weights_through_the_cli(pair, tmp_path):
     out = tmp_path / "ab.mp4"
-    args = ["generate", str(pair), "--prompt", "a [v1] square. a [v2] ring.", "--out", str(out), "--steps", "2",
-            "--scale", "u1=0.5,u2=1", "--rank-weights", ",".join(["1"] * 8)]
+    args = [
+        "generate",
+        str(pair),
+        "--prompt",
+        "a [v1] square. a [v2] ring.",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--scale",
+        "u1=0.5,u2=1",
+        "--rank-weights",
+        ",".join(["1"] * 8),
+    ]
     assert main(args) == 0 and out.is_file()
     assert main([*args[:-1], "1,2"]) == 2
 
@@ -130,10 +146,26 @@ def test_concept_list_file(tmp_path):
         data.make_test_video(tmp_path / f"{name}.mp4", frames=6, size=(16, 16))
     (tmp_path / "set.toml").write_text(
         '[[concept]]\nvideo = "x.mp4"\nname = "first"\nprompt = "a [v1] square."\nmotion_prompt = "it moves in [u1] motion."\n'
-        '[[concept]]\nvideo = "y.mp4"\nprompt = "a [v2] ring."\nmotion_prompt = "it moves in [u2] motion."\n')
+        '[[concept]]\nvideo = "y.mp4"\nprompt = "a [v2] ring."\nmotion_prompt = "it moves in [u2] motion."\n'
+    )
     out = tmp_path / "set.safetensors"
-    args = ["train", "--concepts", str(tmp_path / "set.toml"), "--base", "toy-tiny", "--stage1-steps", "1",
-            "--stage2-steps", "1", "--batch-size", "2", "--no-prior", "--quiet", "--out", str(out)]
+    args = [
+        "train",
+        "--concepts",
+        str(tmp_path / "set.toml"),
+        "--base",
+        "toy-tiny",
+        "--stage1-steps",
+        "1",
+        "--stage2-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--no-prior",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert [c["name"] for c in cio.load(out).concepts] == ["first", "y"]
     (tmp_path / "bad.toml").write_text('[[concept]]\nprompt = "a [v1]"\n')
@@ -143,6 +175,7 @@ def test_concept_list_file(tmp_path):
 # --------------------------------------------------------------------------------------------
 # Stitched clips with backgrounds removed
 # --------------------------------------------------------------------------------------------
+
 
 def _masked_pair(F=2, H=16, W=16):
     """Two clips with noisy backgrounds and flat square subjects, and the subjects' masks."""
@@ -158,7 +191,9 @@ def _squeezed(mask, dim):
     """Where a mask lands once squeezed into its half, as stitch squeezes it."""
     H, W = mask.shape[-2:]
     half = (H, W // 2) if dim == 3 else (H // 2, W)
-    return torch.nn.functional.interpolate(mask[:, None].float(), size=half, mode="bilinear", antialias=True)[:, 0] > 0.5
+    return (
+        torch.nn.functional.interpolate(mask[:, None].float(), size=half, mode="bilinear", antialias=True)[:, 0] > 0.5
+    )
 
 
 @pytest.mark.parametrize("dim", [3, 2])
@@ -188,18 +223,22 @@ def test_stitching_with_masks_lays_both_subjects_on_the_first_clips_background(d
 
 def test_stitching_without_both_masks_is_the_plain_stitch():
     xa, xb, ma, mb = _masked_pair()
-    old = torch.cat([torch.nn.functional.interpolate(x, size=(16, 8), mode="bilinear", antialias=True)
-                     for x in (xa, xb)], 3)  # what stitching did before masks existed
+    old = torch.cat(
+        [torch.nn.functional.interpolate(x, size=(16, 8), mode="bilinear", antialias=True) for x in (xa, xb)], 3
+    )  # what stitching did before masks existed
     assert torch.equal(stitch.stitch(xa, xb, 3), old)
     assert torch.equal(stitch.stitch(xa, xb, 3, ma, None), old)
     assert torch.equal(stitch.stitch(xa, xb, 3, None, mb), old)
 
 
-@pytest.mark.parametrize("prompt, expected", [
-    ("a [v2] fire on a black to blue gradient background.", "a [v2] fire."),
-    ("[v1] waves in front of the purple background, at dusk.", "[v1] waves, at dusk."),
-    ("a [v] man in black track pants on a bridge.", "a [v] man in black track pants on a bridge."),
-])
+@pytest.mark.parametrize(
+    "prompt, expected",
+    [
+        ("a [v2] fire on a black to blue gradient background.", "a [v2] fire."),
+        ("[v1] waves in front of the purple background, at dusk.", "[v1] waves, at dusk."),
+        ("a [v] man in black track pants on a bridge.", "a [v] man in black track pants on a bridge."),
+    ],
+)
 def test_drop_background(prompt, expected):
     assert stitch.drop_background(prompt) == expected
 
@@ -233,7 +272,9 @@ def test_trainer_stitches_masked_concepts_on_one_background_with_one_background_
 
 
 def test_masks_change_nothing_when_background_removal_is_off(tmp_path, monkeypatch):
-    plain_v, plain_p = _stitched_batches(tmp_path / "plain", monkeypatch, [replace(s, mask=None) for s in _masked_specs()])
+    plain_v, plain_p = _stitched_batches(
+        tmp_path / "plain", monkeypatch, [replace(s, mask=None) for s in _masked_specs()]
+    )
     off_v, off_p = _stitched_batches(tmp_path / "off", monkeypatch, _masked_specs(), stitch_remove_background=False)
     on_v, _ = _stitched_batches(tmp_path / "on", monkeypatch, _masked_specs())
     assert off_p == plain_p and all(torch.equal(a, b) for a, b in zip(off_v, plain_v))
@@ -263,19 +304,45 @@ def test_shipped_examples_carry_their_world_masks():
 def test_concept_list_with_masks_trains_on_one_background(tmp_path, monkeypatch):
     calls = []
     real = stitch.stitch
-    monkeypatch.setattr(stitch, "stitch", lambda *args: (calls.append(len(args) == 5 and args[3] is not None), real(*args))[1])
+    monkeypatch.setattr(
+        stitch, "stitch", lambda *args: (calls.append(len(args) == 5 and args[3] is not None), real(*args))[1]
+    )
     for name in ("x", "y"):
         clip = data.make_test_video(tmp_path / f"{name}.mp4", frames=6, size=(16, 16))
         frames = data.load_video(clip).frames
-        data.write_video(tmp_path / f"{name}-fg.mp4", (frames.mean(1, keepdim=True) > 0.3).float().expand_as(frames) * 2 - 1, 8)
+        data.write_video(
+            tmp_path / f"{name}-fg.mp4", (frames.mean(1, keepdim=True) > 0.3).float().expand_as(frames) * 2 - 1, 8
+        )
     (tmp_path / "set.toml").write_text(
         '[[concept]]\nvideo = "x.mp4"\nmask = "x-fg.mp4"\nprompt = "a [v1] square on a blue background."\n'
         'motion_prompt = "it moves in [u1] motion."\n'
-        '[[concept]]\nvideo = "y.mp4"\nmask = "y-fg.mp4"\nprompt = "a [v2] ring."\nmotion_prompt = "it moves in [u2] motion."\n')
+        '[[concept]]\nvideo = "y.mp4"\nmask = "y-fg.mp4"\nprompt = "a [v2] ring."\nmotion_prompt = "it moves in [u2] motion."\n'
+    )
     (tmp_path / "cfg.toml").write_text("[reg]\nstitch_prob = 1.0\n")
     out = tmp_path / "set.safetensors"
-    assert main(["train", "--concepts", str(tmp_path / "set.toml"), "--config", str(tmp_path / "cfg.toml"),
-                 "--base", "toy-tiny", "--stage1-steps", "1", "--stage2-steps", "1", "--batch-size", "2",
-                 "--no-prior", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--concepts",
+                str(tmp_path / "set.toml"),
+                "--config",
+                str(tmp_path / "cfg.toml"),
+                "--base",
+                "toy-tiny",
+                "--stage1-steps",
+                "1",
+                "--stage2-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--no-prior",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert calls and all(calls)
     assert [c["name"] for c in cio.load(out).concepts] == ["x", "y"]

@@ -45,7 +45,12 @@ def decoded_indices(frames: torch.Tensor) -> list[int]:
 
 def write_images(folder, video_u8: np.ndarray, names: list[str]) -> None:
     """Encode each (H, W, 3) uint8 frame as a still image file named by ``names``."""
-    codecs = {"png": ("png", "rgb24"), "jpg": ("mjpeg", "yuvj420p"), "bmp": ("bmp", "bgr24"), "webp": ("libwebp", "bgra")}
+    codecs = {
+        "png": ("png", "rgb24"),
+        "jpg": ("mjpeg", "yuvj420p"),
+        "bmp": ("bmp", "bgr24"),
+        "webp": ("libwebp", "bgra"),
+    }
     folder.mkdir(parents=True, exist_ok=True)
     for rgb, name in zip(video_u8, names):
         codec, pix_fmt = codecs[name.rsplit(".", 1)[1]]
@@ -60,7 +65,9 @@ def write_images(folder, video_u8: np.ndarray, names: list[str]) -> None:
 
 @pytest.mark.parametrize(("suffix", "tol"), [(".mp4", 3), (".webm", 3), (".gif", 0.5)])
 def test_container_round_trip(tmp_path, suffix, tol):
-    colours = np.array([[200, 30, 40], [20, 180, 60], [30, 50, 220], [240, 240, 20], [90, 90, 90], [10, 200, 200]], np.uint8)
+    colours = np.array(
+        [[200, 30, 40], [20, 180, 60], [30, 50, 220], [240, 240, 20], [90, 90, 90], [10, 200, 200]], np.uint8
+    )
     clip = np.broadcast_to(colours[:, None, None, :], (6, 24, 40, 3)).copy()
     path = write_video(tmp_path / f"clip{suffix}", to_tensor(clip), fps=10)
     video = load_video(path)
@@ -248,7 +255,9 @@ def test_missing_webp_encoder_names_available_formats(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("suffix", "missing", "expected"), [(".mp4", "libx264", "mpeg4"), (".webm", "libvpx-vp9", "vp8")])
+@pytest.mark.parametrize(
+    ("suffix", "missing", "expected"), [(".mp4", "libx264", "mpeg4"), (".webm", "libvpx-vp9", "vp8")]
+)
 def test_encoder_fallbacks(tmp_path, monkeypatch, suffix, missing, expected):
     monkeypatch.setattr(data, "_has_encoder", lambda name: name != missing)
     path = write_video(tmp_path / f"v{suffix}", to_tensor(index_clip(4)), fps=8)
@@ -311,7 +320,10 @@ def test_load_errors(tmp_path):
         ("# comment\n\n  MOTION :  spins [u1] fast  \n", (None, "spins [u1] fast")),
         ("Static: only looks", ("only looks", None)),
         ("A red car.\nThe car [u] drifts.", ("A red car.", "The car [u] drifts.")),
-        ("A [v] dancer in red. She [u] spins fast! Then bows.", ("A [v] dancer in red.", "She [u] spins fast! Then bows.")),
+        (
+            "A [v] dancer in red. She [u] spins fast! Then bows.",
+            ("A [v] dancer in red.", "She [u] spins fast! Then bows."),
+        ),
         ("Calm. Lake? Then [u12] ripples. End.", ("Calm. Lake?", "Then [u12] ripples. End.")),
         ("[u] spinning dancer. In red.", (None, "[u] spinning dancer. In red.")),
         ("Model v1.5 renders a [v] car that [u] drifts.", (None, "Model v1.5 renders a [v] car that [u] drifts.")),

@@ -25,14 +25,19 @@ def random_concept(bb, targets=None, rank=4, scale=0.5, seed=0) -> cio.ConceptSe
             for p in (layer.basis, layer.identity, *layer.motion.values()):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     bb.transformer.eval()
-    meta = {"base": {"name": bb.name, "fingerprint": bb.fingerprint()}, "rank": rank, "scale": scale,
-            "concepts": [{"name": c, "identity_token": "[v]", "motion_token": f"[u{i}]"} for i, c in enumerate("ab")]}
+    meta = {
+        "base": {"name": bb.name, "fingerprint": bb.fingerprint()},
+        "rank": rank,
+        "scale": scale,
+        "concepts": [{"name": c, "identity_token": "[v]", "motion_token": f"[u{i}]"} for i, c in enumerate("ab")],
+    }
     return cio.collect(bb, meta)
 
 
 # --------------------------------------------------------------------------------------------
 # Any base (the toy): the math and the errors
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("part", ["full", "identity"])
 def test_up_times_down_is_the_layers_weight_delta(part):
@@ -46,6 +51,57 @@ def test_up_times_down_is_the_layers_weight_delta(part):
     for name, (down, up) in pairs.items():
         assert down.shape == (4, layers[name].identity.shape[1]) and up.shape == (layers[name].basis.shape[0], 4)
         assert torch.allclose(up @ down, layers[name].delta_weight(), atol=1e-6)
+
+
+def test_export_with_rank_weights_and_scales_is_the_delta_generate_merges(tmp_path):
+    """The export of a restyled concept (per-component rank weights, identity and per-concept motion
+    scales) is, layer by layer, the weight delta of the model `generate` samples with those settings:
+    the concept applied to a fresh base as `setseq generate` does, scoped to the same scales, merged."""
+    cs = random_concept(tiny_backbone())
+    g = torch.tensor([1.5, 0.0, -0.5, 2.0])  # rank 4
+    settings = dict(identity_scale=0.7, motion_scale={"a": 0.5, "b": -1.25})
+    bb = tiny_backbone()
+    cio.apply(cs, bb)
+    bb.transformer.eval()
+    layers = lora.adapters(bb.transformer)
+    before = {n: l.base_layer.weight.clone() for n, l in layers.items()}
+    with lora.scales(bb.transformer, identity=0.7, motion=settings["motion_scale"], rank_weights=g):
+        lora.merge(bb.transformer)
+        merged = {n: l.base_layer.weight - before[n] for n, l in layers.items()}
+        lora.unmerge(bb.transformer)
+    pairs = lora_pairs(cs, "full", **settings, rank_weights=g)
+    assert sorted(pairs) == sorted(merged)
+    for name, (down, up) in pairs.items():
+        torch.testing.assert_close(up @ down, merged[name], rtol=1e-4, atol=1e-6)
+    # the rank weights matter: without them the export would differ
+    assert not torch.allclose(lora_pairs(cs, "full", **settings)[name][0], down)
+    # and the file written by the CLI carries the same down matrices
+    concept_file = cio.save(cs, tmp_path / "c.safetensors")
+    out = tmp_path / "c.lora.safetensors"
+    assert (
+        main(
+            [
+                "export",
+                str(concept_file),
+                "--format",
+                "diffusers",
+                "--identity-scale",
+                "0.7",
+                "--rank-weights",
+                "1.5,0,-0.5,2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    sd = load_file(out)
+    full = lora_pairs(cs, "full", identity_scale=0.7, rank_weights=g)
+    for name, (down, up) in full.items():
+        torch.testing.assert_close(sd[f"transformer.{name}.lora_A.weight"], down)
+        torch.testing.assert_close(sd[f"transformer.{name}.lora_B.weight"], up)
+    with pytest.raises(SetseqError, match="rank weights must have 4 entries"):
+        lora_pairs(cs, rank_weights=torch.ones(3))
 
 
 def test_diffusers_format_keys_for_a_toy_concept(tmp_path):
@@ -74,8 +130,23 @@ def test_export_refuses_what_it_cannot_write(tmp_path):
 def test_cli_export(tmp_path, capsys):
     concept_file = cio.save(random_concept(tiny_backbone()), tmp_path / "c.safetensors")
     out = tmp_path / "c.lora.safetensors"
-    assert main(["export", str(concept_file), "--format", "diffusers", "--part", "identity",
-                 "--identity-scale", "0.5", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(concept_file),
+                "--format",
+                "diffusers",
+                "--part",
+                "identity",
+                "--identity-scale",
+                "0.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     cs = cio.load(concept_file)
     m = cs.modules()[0]
     assert torch.allclose(load_file(out)[f"transformer.{m}.lora_A.weight"], 0.5 * cs.tensors[f"{m}.identity"])
@@ -94,6 +165,7 @@ def test_wan_key_table():
 # --------------------------------------------------------------------------------------------
 # Wan and LTX-Video: diffusers' own loaders read the exports back
 # --------------------------------------------------------------------------------------------
+
 
 def _diffusers_setup(kind):
     """A tiny backbone with a random concept, and a pipeline over an identical copy of its base."""
@@ -115,11 +187,22 @@ def _transformer_output(transformer, kind, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         if kind == "wan":  # latents (B, C, F, h, w), text (B, T, D)
-            return transformer(torch.randn(1, 16, 2, 4, 4, generator=g), torch.tensor([400.0]),
-                               torch.randn(1, 16, 32, generator=g), return_dict=False)[0]
-        return transformer(torch.randn(1, 8, 8, generator=g), torch.randn(1, 16, 32, generator=g),
-                           torch.tensor([400.0]), torch.ones(1, 16), num_frames=2, height=2, width=2,
-                           return_dict=False)[0]  # tokens (B, T, C)
+            return transformer(
+                torch.randn(1, 16, 2, 4, 4, generator=g),
+                torch.tensor([400.0]),
+                torch.randn(1, 16, 32, generator=g),
+                return_dict=False,
+            )[0]
+        return transformer(
+            torch.randn(1, 8, 8, generator=g),
+            torch.randn(1, 16, 32, generator=g),
+            torch.tensor([400.0]),
+            torch.ones(1, 16),
+            num_frames=2,
+            height=2,
+            width=2,
+            return_dict=False,
+        )[0]  # tokens (B, T, C)
 
 
 @pytest.mark.parametrize("kind", ["wan", "ltx"])
@@ -140,11 +223,15 @@ def test_diffusers_export_loads_into_the_pipeline(tmp_path, kind, part):
 @pytest.mark.parametrize("kind", ["wan", "ltx"])
 def test_comfyui_export_converts_back_to_the_diffusers_export(tmp_path, kind):
     bb, cs, _ = _diffusers_setup(kind)
-    from diffusers.loaders.lora_conversion_utils import (_convert_non_diffusers_ltxv_lora_to_diffusers,
-                                                         _convert_non_diffusers_wan_lora_to_diffusers)
+    from diffusers.loaders.lora_conversion_utils import (
+        _convert_non_diffusers_ltxv_lora_to_diffusers,
+        _convert_non_diffusers_wan_lora_to_diffusers,
+    )
 
-    convert = {"wan": _convert_non_diffusers_wan_lora_to_diffusers,
-               "ltx": _convert_non_diffusers_ltxv_lora_to_diffusers}[kind]
+    convert = {
+        "wan": _convert_non_diffusers_wan_lora_to_diffusers,
+        "ltx": _convert_non_diffusers_ltxv_lora_to_diffusers,
+    }[kind]
     comfy = load_file(export(cs, tmp_path / "comfy.safetensors", "comfyui", **SCALES))
     assert all(k.startswith("diffusion_model.") for k in comfy)
     if kind == "wan":

@@ -21,8 +21,20 @@ def grey_index(frames: torch.Tensor) -> list[int]:
     return [round((level.mean().item() - 8) / STEP) for level in levels]
 
 
-def encode(path, images, *, codec="libx264", rate=8, pix_fmt="yuv420p", times=None, rotation=None, hflip=False,
-           sar=None, options=None, muxer=None):
+def encode(
+    path,
+    images,
+    *,
+    codec="libx264",
+    rate=8,
+    pix_fmt="yuv420p",
+    times=None,
+    rotation=None,
+    hflip=False,
+    sar=None,
+    options=None,
+    muxer=None,
+):
     """Encode (F, h, w, 3 or 4) uint8 images; ``times`` in seconds gives each frame's timestamp."""
     fmt = "rgba" if images.shape[-1] == 4 else "rgb24"
     with av.open(str(path), "w", options=muxer or {}) as c:
@@ -54,16 +66,22 @@ def corner(frames: torch.Tensor) -> str:
     """Which corner of the first frame holds the marker: 'tl', 'tr', 'bl' or 'br'."""
     x = frames[0].mean(0)  # (H, W)
     H, W = x.shape
-    corners = {"tl": x[: H // 4, : W // 4], "tr": x[: H // 4, -W // 4 :], "bl": x[-H // 4 :, : W // 4],
-               "br": x[-H // 4 :, -W // 4 :]}
+    corners = {
+        "tl": x[: H // 4, : W // 4],
+        "tr": x[: H // 4, -W // 4 :],
+        "bl": x[-H // 4 :, : W // 4],
+        "br": x[-H // 4 :, -W // 4 :],
+    }
     return max(corners, key=lambda k: corners[k].mean().item())
 
 
 # ----------------------------------------------------------------------------- 1. display geometry
 
 
-@pytest.mark.parametrize(("rotation", "hflip", "expected"),
-                         [(90, False, "bl"), (-90, False, "tr"), (180, False, "br"), (90, True, "br"), (0, True, "tr")])
+@pytest.mark.parametrize(
+    ("rotation", "hflip", "expected"),
+    [(90, False, "bl"), (-90, False, "tr"), (180, False, "br"), (90, True, "br"), (0, True, "tr")],
+)
 def test_display_rotation_is_applied(tmp_path, rotation, hflip, expected):
     # a phone clip stored 48 x 32 (w x h) with a display rotation (ffmpeg -display_rotation)
     path = encode(tmp_path / "phone.mp4", marked(), rotation=rotation, hflip=hflip)
@@ -162,14 +180,18 @@ def matted(n=6, h=32, w=48):
 
 
 def test_vp9_alpha_becomes_the_alpha_mask(tmp_path):
-    path = encode(tmp_path / "matte.webm", matted(), codec="libvpx-vp9", pix_fmt="yuva420p", options={"crf": "20", "b": "0"})
+    path = encode(
+        tmp_path / "matte.webm", matted(), codec="libvpx-vp9", pix_fmt="yuva420p", options={"crf": "20", "b": "0"}
+    )
     video = load_video(path, fps=8, size=(16, 24))
     assert video.alpha is not None and video.alpha.shape == (6, 16, 24)
     assert video.alpha[:, :, :10].min() > 0.9 and video.alpha[:, :, 14:].max() < 0.1
 
 
 def test_opaque_clips_have_no_alpha(tmp_path):
-    path = encode(tmp_path / "opaque.webm", matted()[..., :3].copy(), codec="libvpx-vp9", options={"crf": "20", "b": "0"})
+    path = encode(
+        tmp_path / "opaque.webm", matted()[..., :3].copy(), codec="libvpx-vp9", options={"crf": "20", "b": "0"}
+    )
     assert load_video(path).alpha is None
     assert load_video(data.make_test_video(tmp_path / "c.gif", frames=4, size=(16, 16))).alpha is None
 
@@ -187,7 +209,9 @@ def test_png_frames_with_alpha(tmp_path):
 
 
 def test_alpha_without_a_libvpx_decoder_is_said(tmp_path, monkeypatch, capsys):
-    path = encode(tmp_path / "matte.webm", matted(), codec="libvpx-vp9", pix_fmt="yuva420p", options={"crf": "20", "b": "0"})
+    path = encode(
+        tmp_path / "matte.webm", matted(), codec="libvpx-vp9", pix_fmt="yuva420p", options={"crf": "20", "b": "0"}
+    )
     monkeypatch.setattr(data, "_has_decoder", lambda name: False)
     video = load_video(path)
     assert video.alpha is None
@@ -231,10 +255,13 @@ def test_excerpt_start_and_duration(ten_seconds):
     assert seconds(load_video(ten_seconds, excerpt=Excerpt(start=7.0)).frames) == [7] * 10 + [8] * 10 + [9] * 10
 
 
-@pytest.mark.parametrize(("select", "expected", "fps"), [
-    ("head", [2, 2, 2, 2], 8.0),
-    ("uniform", [3, 5, 7, 9], 0.5),  # 4 frames at the centres of four 2 s parts of 2..10 s
-])
+@pytest.mark.parametrize(
+    ("select", "expected", "fps"),
+    [
+        ("head", [2, 2, 2, 2], 8.0),
+        ("uniform", [3, 5, 7, 9], 0.5),  # 4 frames at the centres of four 2 s parts of 2..10 s
+    ],
+)
 def test_excerpt_selections(ten_seconds, select, expected, fps):
     video = load_video(ten_seconds, fps=8, excerpt=Excerpt(start=2.0, select=select, frames=4))
     assert seconds(video.frames) == expected and video.fps == fps and video.windows is None
@@ -257,22 +284,35 @@ def test_excerpt_keeps_only_what_it_needs(ten_seconds, monkeypatch):
 
 
 def test_excerpt_errors(ten_seconds):
-    for excerpt, message in [(Excerpt(start=-1), "start must be"), (Excerpt(duration=0), "duration must be"),
-                             (Excerpt(select="middle"), "select must be one of"),
-                             (Excerpt(select="head"), "needs frames"), (Excerpt(start=20.0, select="uniform", frames=2),
-                                                                        "before the start")]:
+    for excerpt, message in [
+        (Excerpt(start=-1), "start must be"),
+        (Excerpt(duration=0), "duration must be"),
+        (Excerpt(select="middle"), "select must be one of"),
+        (Excerpt(select="head"), "needs frames"),
+        (Excerpt(start=20.0, select="uniform", frames=2), "before the start"),
+    ]:
         with pytest.raises(SetseqError, match=message):
             load_video(ten_seconds, excerpt=excerpt)
 
 
 def test_prompt_file_settings(tmp_path):
     text = "A [v] dancer. The [v] dancer [u] spins.\nstart: 2.5\nSelect: windows\nwindows: 3\n"
-    assert data.parse_clip_text(text) == ("A [v] dancer.", "The [v] dancer [u] spins.",
-                                          {"start": "2.5", "select": "windows", "windows": "3"})
-    assert data.excerpt_settings({"start": "2.5", "select": "Windows", "windows": "3"}, "x") == \
-        {"start": 2.5, "select": "windows", "windows": 3}
-    for bad, message in [("start: soon", "start must be a number"), ("windows: 0", "windows must be"),
-                         ("select: middle", "select must be one of"), ("duration: -1", "duration must be")]:
+    assert data.parse_clip_text(text) == (
+        "A [v] dancer.",
+        "The [v] dancer [u] spins.",
+        {"start": "2.5", "select": "windows", "windows": "3"},
+    )
+    assert data.excerpt_settings({"start": "2.5", "select": "Windows", "windows": "3"}, "x") == {
+        "start": 2.5,
+        "select": "windows",
+        "windows": 3,
+    }
+    for bad, message in [
+        ("start: soon", "start must be a number"),
+        ("windows: 0", "windows must be"),
+        ("select: middle", "select must be one of"),
+        ("duration: -1", "duration must be"),
+    ]:
         with pytest.raises(SetseqError, match=message):
             data.parse_clip_text(f"static: a [v].\n{bad}")
 

@@ -144,6 +144,62 @@ def test_set_scales_rejects_unknown_concept():
         lora.set_scales(model, motion={"zzz": 1.0})
 
 
+def _controls(layers):
+    return [(l.identity_scale, dict(l.motion_scales), l.rank_weights.clone()) for l in layers.values()]
+
+
+def test_scoped_scales_apply_inside_and_restore_on_exit_even_on_an_exception():
+    model, x = _model(), torch.randn(3, 12)
+    layers = lora.inject(model, ["*"], rank=2)
+    for layer in layers.values():
+        layer.add_motion("a")
+        layer.add_motion("b")
+    _trained_like(layers)
+    model.eval()
+    lora.set_scales(model, identity=0.9, motion={"b": 0.3})  # the state a block must give back
+    before, y0 = _controls(layers), model(x)
+    with lora.scales(model, identity=0.0, motion={"a": 0.0, "b": 0.0}):
+        inside = _controls(layers)
+        off = model(x)
+    assert all(s_id == 0.0 and w == {"a": 0.0, "b": 0.0} for s_id, w, _ in inside)
+    torch.testing.assert_close(off, model[2].base_layer(model[1](model[0].base_layer(x))), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="boom"):
+        with lora.scales(model, identity=2.0, motion=5.0, rank_weights=torch.tensor([0.0, 3.0])):
+            assert not torch.allclose(model(x), y0)
+            raise RuntimeError("boom")
+    for (s0, w0, g0), (s1, w1, g1) in zip(before, _controls(layers)):
+        assert s0 == s1 and w0 == w1 and torch.equal(g0, g1)
+    assert torch.equal(model(x), y0)
+    with pytest.raises(SetseqError, match="no motion for concept"):  # a refusal on entry changes nothing
+        with lora.scales(model, identity=3.0, motion={"zzz": 1.0}):
+            pass
+    assert [s for s, _, _ in _controls(layers)] == [0.9, 0.9]
+
+
+def test_scales_cannot_change_while_merged():
+    model = _model()
+    layers = lora.inject(model, ["*"], rank=2)
+    _trained_like(layers)
+    model.eval()
+    weights = [l.base_layer.weight.clone() for l in layers.values()]
+    lora.merge(model)
+    with pytest.raises(SetseqError, match="while the adapters are merged"):
+        lora.set_scales(model, identity=0.5)
+    with pytest.raises(SetseqError, match="while the adapters are merged"):
+        with lora.scales(model, rank_weights=torch.tensor([1.0, 2.0])):
+            pass
+    assert all(l.identity_scale == 1.0 and torch.equal(l.rank_weights, torch.ones(2)) for l in layers.values())
+    lora.unmerge(model)  # so unmerge still subtracts exactly what merge added
+    for w, layer in zip(weights, layers.values()):
+        torch.testing.assert_close(layer.base_layer.weight, w, rtol=0, atol=1e-6)
+    with pytest.raises(SetseqError, match="left merged"):  # a block may not leave them merged either
+        with lora.scales(model, identity=0.5):
+            lora.merge(model)
+    lora.unmerge(model)
+    for w, layer in zip(weights, layers.values()):
+        torch.testing.assert_close(layer.base_layer.weight, w, rtol=0, atol=1e-6)
+
+
 def test_concept_names_are_data_not_attributes():
     """Names a user can type ("train", "keys", "to", "forward", "motion", non-ASCII) never collide with a
     module's attributes, and the layer still computes W x + s A (B_id + sum_c w_c B_mo[c]) x."""

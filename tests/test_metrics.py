@@ -84,9 +84,16 @@ def _tiny_tokenizer():
     tok = Tokenizer(models.BPE(vocab, merges, unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
-        single="<|startoftext|> $A <|endoftext|>", special_tokens=[(t, vocab[t]) for t in specials])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=specials[0], eos_token=specials[1],
-                                   pad_token=specials[1], unk_token=specials[1], model_max_length=32), vocab
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[(t, vocab[t]) for t in specials]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=specials[0],
+        eos_token=specials[1],
+        pad_token=specials[1],
+        unk_token=specials[1],
+        model_max_length=32,
+    ), vocab
 
 
 @pytest.fixture(scope="module")
@@ -99,19 +106,40 @@ def clip_dir(tmp_path_factory):
     tokenizer, vocab = _tiny_tokenizer()
     eos = vocab["<|endoftext|>"]
     config = CLIPConfig(
-        text_config={"vocab_size": len(vocab), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 32, "bos_token_id": 0,
-                     "eos_token_id": eos, "pad_token_id": eos},
-        vision_config={"image_size": 16, "patch_size": 8, "hidden_size": 16, "intermediate_size": 32,
-                       "num_hidden_layers": 2, "num_attention_heads": 2},
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 32,
+            "bos_token_id": 0,
+            "eos_token_id": eos,
+            "pad_token_id": eos,
+        },
+        vision_config={
+            "image_size": 16,
+            "patch_size": 8,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+        },
         projection_dim=8,
     )
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
-    (path / "preprocessor_config.json").write_text(json.dumps({
-        "size": {"shortest_edge": 16}, "crop_size": {"height": 16, "width": 16},
-        "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3]}))
+    (path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "size": {"shortest_edge": 16},
+                "crop_size": {"height": 16, "width": 16},
+                "image_mean": [0.5, 0.4, 0.3],
+                "image_std": [0.2, 0.25, 0.3],
+            }
+        )
+    )
     return path
 
 
@@ -144,7 +172,9 @@ def test_clip_t_equals_a_hand_computation(clip):
         assert tokens["input_ids"][0, -1] == clip.model.config.text_config.eos_token_id
         text = clip.model.get_text_features(**tokens)
         text = text if isinstance(text, torch.Tensor) else text.pooler_output
-        pixels = ((video + 1) / 2 - torch.tensor([0.5, 0.4, 0.3])[:, None, None]) / torch.tensor([0.2, 0.25, 0.3])[:, None, None]
+        pixels = ((video + 1) / 2 - torch.tensor([0.5, 0.4, 0.3])[:, None, None]) / torch.tensor([0.2, 0.25, 0.3])[
+            :, None, None
+        ]
         image = clip.model.get_image_features(pixel_values=pixels)
         image = image if isinstance(image, torch.Tensor) else image.pooler_output
     expected = F.cosine_similarity(text[0], F.normalize(image, dim=-1).mean(0), dim=0)
@@ -287,8 +317,18 @@ def clips(tmp_path_factory):
 def test_eval_without_models_reports_pixel_and_toy_metrics_and_the_skipped(clips, tmp_path, capsys):
     reference, generated, _ = clips
     out = tmp_path / "m.json"
-    args = ["eval", str(generated), "--reference", str(reference), "--prompt", "a [v] diamond on a black background.",
-            "--toy-scene", "sprite", "--json", str(out)]
+    args = [
+        "eval",
+        str(generated),
+        "--reference",
+        str(reference),
+        "--prompt",
+        "a [v] diamond on a black background.",
+        "--toy-scene",
+        "sprite",
+        "--json",
+        str(out),
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "toy_identity" in printed and "skipped: no --clip PATH" in printed and "skipped: no --arcface" in printed
@@ -302,20 +342,33 @@ def test_eval_without_models_reports_pixel_and_toy_metrics_and_the_skipped(clips
 def test_eval_with_a_local_clip(clips, clip_dir, tmp_path):
     reference, generated, _ = clips
     out = tmp_path / "m.json"
-    args = ["eval", str(generated), "--reference", str(reference), "--prompt", "a red square.",
-            "--clip", str(clip_dir), "--json", str(out)]
+    args = [
+        "eval",
+        str(generated),
+        "--reference",
+        str(reference),
+        "--prompt",
+        "a red square.",
+        "--clip",
+        str(clip_dir),
+        "--json",
+        str(out),
+    ]
     assert main(args) == 0
     m = json.loads(out.read_text())["metrics"]
     assert -1 <= m["clip_t"] <= 1 and 0.9 < m["tc_clip"] <= 1 + 1e-6
     assert "toy_identity" not in m
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--toy-scene", "dancer"], "--toy-scene must be one of"),
-    (["--toy-scene", "waves"], "not the example concept 'waves'"),
-    (["--clip", "nowhere"], "--clip PATH"),
-    (["--arcface", "nowhere"], "--arcface PATH"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--toy-scene", "dancer"], "--toy-scene must be one of"),
+        (["--toy-scene", "waves"], "not the example concept 'waves'"),
+        (["--clip", "nowhere"], "--clip PATH"),
+        (["--arcface", "nowhere"], "--arcface PATH"),
+    ],
+)
 def test_eval_bad_input_exits_2_with_one_sentence(clips, capsys, extra, message):
     reference, generated, _ = clips
     assert main(["eval", str(generated), "--reference", str(reference), "--prompt", "p", *extra]) == 2

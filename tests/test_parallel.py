@@ -27,8 +27,16 @@ def _specs():
     for i in (1, 2):
         g = torch.Generator().manual_seed(i)
         video = torch.rand(6, 3, 16, 16, generator=g) * 2 - 1
-        specs.append(ConceptSpec(f"c{i}", video, f"a [v{i}] square.", f"it moves in [u{i}] motion.",
-                                 identity_token=f"[v{i}]", motion_token=f"[u{i}]"))
+        specs.append(
+            ConceptSpec(
+                f"c{i}",
+                video,
+                f"a [v{i}] square.",
+                f"it moves in [u{i}] motion.",
+                identity_token=f"[v{i}]",
+                motion_token=f"[u{i}]",
+            )
+        )
     return specs
 
 
@@ -52,6 +60,7 @@ def _run(out_dir, shard=False, resume=False):
         def record_then_clip(params, max_norm):
             grads.append([None if p.grad is None else parallel.full_tensor(p.grad).clone() for p in params])
             return clip(params, max_norm)
+
         return record_then_clip
 
     with pytest.MonkeyPatch.context() as patch:
@@ -90,8 +99,9 @@ def _cut_and_resumed(out_dir, shard):
 
 
 def _worker(rank, port, root):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     # a rank left waiting on a collective fails the test in a minute, not gloo's default 30
     torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=90))
@@ -99,8 +109,15 @@ def _worker(rank, port, root):
         for kind in ("ddp", "fsdp"):
             result, grads = _run(root / kind, shard=kind == "fsdp")
             resumed = _cut_and_resumed(root / f"{kind}-resumed", shard=kind == "fsdp")
-            torch.save({"tensors": result.tensors, "losses": result.meta["losses"], "grads": grads,
-                        "resumed": resumed.tensors}, root / f"{kind}-rank{rank}.pt")
+            torch.save(
+                {
+                    "tensors": result.tensors,
+                    "losses": result.meta["losses"],
+                    "grads": grads,
+                    "resumed": resumed.tensors,
+                },
+                root / f"{kind}-rank{rank}.pt",
+            )
     finally:
         parallel.shutdown()
 
@@ -136,8 +153,11 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
         assert any(v.abs().sum() > 0 for k, v in single.tensors.items() if ".motion." in k)
         # only rank 0 wrote files, and the run cleaned up its checkpoint
         for run in (kind, f"{kind}-resumed"):
-            assert sorted(p.name for p in (tmp_path / run).iterdir()) == ["c.safetensors", "c.samples",
-                                                                           "c.stage1.safetensors"]
+            assert sorted(p.name for p in (tmp_path / run).iterdir()) == [
+                "c.safetensors",
+                "c.samples",
+                "c.stage1.safetensors",
+            ]
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused():
@@ -153,8 +173,19 @@ def test_cli_refuses_an_uneven_split_before_loading_anything(tmp_path, monkeypat
 
     video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
     monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc-per-node 3 would set it
-    args = ["train", str(video), "--prompt", "a [v] square.", "--motion-prompt", "it moves in [u] motion.",
-            "--base", "toy-tiny", "--batch-size", "4", "--quiet"]
+    args = [
+        "train",
+        str(video),
+        "--prompt",
+        "a [v] square.",
+        "--motion-prompt",
+        "it moves in [u] motion.",
+        "--base",
+        "toy-tiny",
+        "--batch-size",
+        "4",
+        "--quiet",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "batch size 4 cannot be split evenly over 3 processes" in err
@@ -167,12 +198,25 @@ def test_adamw8bit_without_bitsandbytes_is_one_clear_error(tmp_path, monkeypatch
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if it were not installed
     video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
-    args = ["train", str(video), "--prompt", "a [v] square.", "--motion-prompt", "it moves in [u] motion.",
-            "--base", "toy-tiny", "--optimizer", "adamw8bit", "--quiet"]
+    args = [
+        "train",
+        str(video),
+        "--prompt",
+        "a [v] square.",
+        "--motion-prompt",
+        "it moves in [u] motion.",
+        "--base",
+        "toy-tiny",
+        "--optimizer",
+        "adamw8bit",
+        "--quiet",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["setseq: error: --optimizer adamw8bit needs bitsandbytes, which is not installed; "
-                   "run `pip install bitsandbytes` or use --optimizer adamw."]
+    assert err == [
+        "setseq: error: --optimizer adamw8bit needs bitsandbytes, which is not installed; "
+        "run `pip install bitsandbytes` or use --optimizer adamw."
+    ]
     with pytest.raises(SetseqError, match="pip install bitsandbytes"):
         Trainer(tiny_backbone(), _specs()[:1], _with(tiny_config(), optimizer="adamw8bit"), tmp_path / "c.safetensors")
 
@@ -190,8 +234,10 @@ def test_new_settings_round_trip_through_a_config_file(tmp_path):
     assert (cfg.compile, cfg.shard, cfg.optim.optimizer) == (True, True, "adamw8bit")
     # and back: the settings as a TOML file give the same configuration
     d = cfg.to_dict()
-    path.write_text(f'compile = {str(d["compile"]).lower()}\nshard = {str(d["shard"]).lower()}\n'
-                    f'[optim]\noptimizer = "{d["optim"]["optimizer"]}"\n')
+    path.write_text(
+        f"compile = {str(d['compile']).lower()}\nshard = {str(d['shard']).lower()}\n"
+        f'[optim]\noptimizer = "{d["optim"]["optimizer"]}"\n'
+    )
     assert load_config(path).to_dict() == d
     assert load_config(None).to_dict()["optim"]["optimizer"] == "adamw"
     path.write_text('[optim]\noptimizer = "sgd"\n')

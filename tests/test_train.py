@@ -40,8 +40,7 @@ def test_only_adapter_parameters_change(tmp_path):
     before = {k: v.clone() for k, v in bb.state_dict().items()}
     _, result, _ = _train(tmp_path, tiny_config(), backbone=bb)
     adapter = (".basis", ".identity", ".motion.")
-    after = {n.replace(".base_layer", ""): v for n, v in bb.state_dict().items()
-             if not any(a in n for a in adapter)}
+    after = {n.replace(".base_layer", ""): v for n, v in bb.state_dict().items() if not any(a in n for a in adapter)}
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     # tokens stay at zero unless a token learning rate is set
@@ -216,10 +215,23 @@ def test_prompts_must_carry_their_tokens(tmp_path):
 
 
 def test_two_concepts_get_their_own_motion(tmp_path):
-    specs = [_spec(name="a", prompt="a [v1] square.", motion_prompt="it moves in [u1] motion.",
-                   identity_token="[v1]", motion_token="[u1]"),
-             _spec(seed=1, name="b", prompt="a [v2] ring.", motion_prompt="it moves in [u2] motion.",
-                   identity_token="[v2]", motion_token="[u2]")]
+    specs = [
+        _spec(
+            name="a",
+            prompt="a [v1] square.",
+            motion_prompt="it moves in [u1] motion.",
+            identity_token="[v1]",
+            motion_token="[u1]",
+        ),
+        _spec(
+            seed=1,
+            name="b",
+            prompt="a [v2] ring.",
+            motion_prompt="it moves in [u2] motion.",
+            identity_token="[v2]",
+            motion_token="[u2]",
+        ),
+    ]
     _, result, _ = _train(tmp_path, tiny_config(steps=(2, 6)), specs=specs)
     a = result.tensors["blocks.0.attn.q.motion.a"]
     b = result.tensors["blocks.0.attn.q.motion.b"]
@@ -245,8 +257,14 @@ def test_toy_preset_is_the_papers_method_at_toy_scale():
 
     toy, paper = preset("toy"), preset("setseq")
     for a, b in zip(toy.stages, paper.stages):
-        assert (a.name, a.data, a.prompt, a.train, a.coef_dropout, a.train_basis) == \
-            (b.name, b.data, b.prompt, b.train, b.coef_dropout, b.train_basis)
+        assert (a.name, a.data, a.prompt, a.train, a.coef_dropout, a.train_basis) == (
+            b.name,
+            b.data,
+            b.prompt,
+            b.train,
+            b.coef_dropout,
+            b.train_basis,
+        )
     assert toy.reg == paper.reg and toy.lora == paper.lora
     assert toy.optim.lr == 10 * paper.optim.lr
     assert sum(s.steps for s in toy.stages) < sum(s.steps for s in paper.stages)

@@ -37,9 +37,14 @@ class Row:
     rank: int
 
 
-ROWS = [Row("LoRA-1", "lora", 1), Row("LoRA-8", "lora", 8), Row("Two-Stage", "two-stage", 8),
-        Row("Set-and-Sequence", "setseq", 8), Row("Textual Inversion", "textual-inversion", 8),
-        Row("DreamMix", "dreammix", 8)]
+ROWS = [
+    Row("LoRA-1", "lora", 1),
+    Row("LoRA-8", "lora", 8),
+    Row("Two-Stage", "two-stage", 8),
+    Row("Set-and-Sequence", "setseq", 8),
+    Row("Textual Inversion", "textual-inversion", 8),
+    Row("DreamMix", "dreammix", 8),
+]
 COLUMNS = ["recon_mse", "identity", "motion", "edit", "tc"]
 
 
@@ -54,8 +59,18 @@ def _train(row: Row, concept: str, seed: int, base: str, step_scale: float, batc
     return bb, spec.video
 
 
-def run_ablation(out: str | Path, concepts=world.CONCEPTS, seeds=(0, 1), base: str = "toy", step_scale: float = 0.25,
-                 batch_size: int = 4, sample_steps: int = 20, edits: int = 4, rows=ROWS, progress: bool = True) -> dict:
+def run_ablation(
+    out: str | Path,
+    concepts=world.CONCEPTS,
+    seeds=(0, 1),
+    base: str = "toy",
+    step_scale: float = 0.25,
+    batch_size: int = 4,
+    sample_steps: int = 20,
+    edits: int = 4,
+    rows=ROWS,
+    progress: bool = True,
+) -> dict:
     """Train and evaluate every row on every concept and seed; write the table, plot and page.
 
     Args:
@@ -79,16 +94,33 @@ def run_ablation(out: str | Path, concepts=world.CONCEPTS, seeds=(0, 1), base: s
         for (label, prompt, _), clip in zip(prompts, clips):
             # both clips segmented the same way (background subtraction), so an identical clip scores 1
             m = toy_metrics(clip, reference, world.concept_scene(concept).kind, prompt=prompt)
-            records.append({"row": row.label, "concept": concept, "seed": seed, "output": label,
-                            "mse": m["mse"], "identity": m["toy_identity"], "motion": m["toy_motion"],
-                            "edit": m.get("toy_edit"), "tc": m["tc_pixel"]})
+            records.append(
+                {
+                    "row": row.label,
+                    "concept": concept,
+                    "seed": seed,
+                    "output": label,
+                    "mse": m["mse"],
+                    "identity": m["toy_identity"],
+                    "motion": m["toy_motion"],
+                    "edit": m.get("toy_edit"),
+                    "tc": m["tc_pixel"],
+                }
+            )
             if seed == seeds[0]:
                 file = f"videos/{concept}-{row.method}-r{row.rank}-{len(cells.get((concept, row.label), []))}.mp4"
                 data.write_video(out / file, clip, bb.geometry.fps, scale=6)
                 cells.setdefault((concept, row.label), []).append(video_cell(file, label, prompt))
     summary = summarise(records, rows)
-    meta = {"concepts": list(concepts), "seeds": list(seeds), "base": base, "step_scale": step_scale,
-            "batch_size": batch_size, "sample_steps": sample_steps, "seconds": round(time.time() - t0)}
+    meta = {
+        "concepts": list(concepts),
+        "seeds": list(seeds),
+        "base": base,
+        "step_scale": step_scale,
+        "batch_size": batch_size,
+        "sample_steps": sample_steps,
+        "seconds": round(time.time() - t0),
+    }
     _write(out, records, summary, meta, cells, rows)
     return {"summary": summary, "records": records, "meta": meta}
 
@@ -103,24 +135,36 @@ def summarise(records: list[dict], rows=ROWS) -> dict[str, dict[str, tuple[float
             continue
         runs = sorted({(r["concept"], r["seed"]) for r in mine})
 
-        def per_run(key, edits_only):
+        def per_run(key, edits_only, runs=runs, mine=mine):
             vals = []
             for run in runs:
-                xs = [r[key] for r in mine if (r["concept"], r["seed"]) == run and r[key] is not None
-                      and (r["output"] != "reconstruction") == edits_only]
+                xs = [
+                    r[key]
+                    for r in mine
+                    if (r["concept"], r["seed"]) == run
+                    and r[key] is not None
+                    and (r["output"] != "reconstruction") == edits_only
+                ]
                 if xs:
                     vals.append(float(np.mean(xs)))
             return (float(np.mean(vals)), float(np.std(vals))) if vals else (float("nan"), float("nan"))
 
-        out[row.label] = {"recon_mse": per_run("mse", False), "identity": per_run("identity", True),
-                          "motion": per_run("motion", True), "edit": per_run("edit", True), "tc": per_run("tc", True)}
+        out[row.label] = {
+            "recon_mse": per_run("mse", False),
+            "identity": per_run("identity", True),
+            "motion": per_run("motion", True),
+            "edit": per_run("edit", True),
+            "tc": per_run("tc", True),
+        }
     return out
 
 
 def markdown_table(summary) -> str:
     head = "| method | MSE (recon) | identity (edits) | motion (edits) | edit adherence | TC (pixel) |\n|---|---|---|---|---|---|\n"
-    body = "".join(f"| {label} | " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in (v[c] for c in COLUMNS)) + " |\n"
-                   for label, v in summary.items())
+    body = "".join(
+        f"| {label} | " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in (v[c] for c in COLUMNS)) + " |\n"
+        for label, v in summary.items()
+    )
     return head + body
 
 
@@ -131,19 +175,21 @@ def scatter_svg(summary, score: str = "edit", width: int = 520, height: int = 36
     """Reconstruction (MSE, lower is better) against a 0..1 score of the edits: edit adherence
     (`score="edit"`) or identity kept under them (`score="identity"`)."""
     pts = [(label, v["recon_mse"][0], v[score][0]) for label, v in summary.items()]
-    xs, ys = [p[1] for p in pts], [p[2] for p in pts]
+    xs = [p[1] for p in pts]
     pad = 50
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1e-3
     sx = lambda x: pad + (width - 2 * pad) * (x - x0) / (x1 - x0)
     sy = lambda y: height - pad - (height - 2 * pad) * y
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">',
-             f'<rect width="{width}" height="{height}" fill="white"/>',
-             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>',
-             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
-             f'<text x="{width / 2 - 90}" y="{height - 12}" font-size="12">reconstruction MSE (lower is better)</text>',
-             f'<text x="8" y="{pad - 12}" font-size="12">{Y_NAMES[score]} (0..1, higher is better)</text>',
-             f'<text x="{pad}" y="{height - pad + 16}" font-size="11">{x0:.4f}</text>',
-             f'<text x="{width - pad - 40}" y="{height - pad + 16}" font-size="11">{x1:.4f}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
+        f'<text x="{width / 2 - 90}" y="{height - 12}" font-size="12">reconstruction MSE (lower is better)</text>',
+        f'<text x="8" y="{pad - 12}" font-size="12">{Y_NAMES[score]} (0..1, higher is better)</text>',
+        f'<text x="{pad}" y="{height - pad + 16}" font-size="11">{x0:.4f}</text>',
+        f'<text x="{width - pad - 40}" y="{height - pad + 16}" font-size="11">{x1:.4f}</text>',
+    ]
     for label, x, y in pts:
         if np.isnan(y):
             continue
@@ -169,11 +215,15 @@ def _write(out: Path, records, summary, meta, cells, rows) -> None:
     with atomic_path(out / "scatter.svg") as tmp:
         tmp.write_text(svg)
     _png(out / "scatter.png", summary)
-    sections = [("Setting", f"<pre>{json.dumps(meta, indent=1)}</pre>"),
-                ("Table", table([{"method": k, **{c: v[c][0] for c in COLUMNS}} for k, v in summary.items()],
-                                ["method", *COLUMNS])),
-                ("Reconstruction vs editability", svg),
-                ("Reconstruction vs identity on the edits", scatter_svg(summary, score="identity"))]
+    sections = [
+        ("Setting", f"<pre>{json.dumps(meta, indent=1)}</pre>"),
+        (
+            "Table",
+            table([{"method": k, **{c: v[c][0] for c in COLUMNS}} for k, v in summary.items()], ["method", *COLUMNS]),
+        ),
+        ("Reconstruction vs editability", svg),
+        ("Reconstruction vs identity on the edits", scatter_svg(summary, score="identity")),
+    ]
     for (concept, label), cs in cells.items():
         sections.append((f"{concept}: {label}", "<div class='row'>" + "".join(cs) + "</div>"))
     write_report(out / "index.html", "setseq ablation on the toy world", sections)
@@ -192,8 +242,9 @@ def _png(path: Path, summary) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (key, name) in zip(axes, Y_NAMES.items()):
         for label, v in summary.items():
-            ax.errorbar(v["recon_mse"][0], v[key][0], xerr=v["recon_mse"][1], yerr=v[key][1], fmt="o", capsize=3,
-                        label=label)
+            ax.errorbar(
+                v["recon_mse"][0], v[key][0], xerr=v["recon_mse"][1], yerr=v[key][1], fmt="o", capsize=3, label=label
+            )
         ax.set_xlabel("reconstruction MSE (lower is better)")
         ax.set_ylabel(f"{name} (higher is better)")
     axes[0].legend(fontsize=8)  # a legend, not labels at the points: rows often sit on top of each other
@@ -211,8 +262,16 @@ def _png(path: Path, summary) -> None:
 LEAKAGE_ARMS = [("no stitching", 0.0, False), ("stitched", 0.2, False), ("stitched + background removed", 0.2, True)]
 
 
-def run_leakage(out: str | Path, names: tuple[str, str] = ("waves", "flicker"), seeds=(0,), base: str = "toy",
-                step_scale: float = 0.25, batch_size: int = 4, sample_steps: int = 20, progress: bool = True) -> dict:
+def run_leakage(
+    out: str | Path,
+    names: tuple[str, str] = ("waves", "flicker"),
+    seeds=(0,),
+    base: str = "toy",
+    step_scale: float = 0.25,
+    batch_size: int = 4,
+    sample_steps: int = 20,
+    progress: bool = True,
+) -> dict:
     """Learn two concepts jointly without stitched clips, with them, and with them on one shared
     background (the examples' masks; see setseq.stitch); generate each alone and both together;
     score every output's identity and motion against both concepts.
@@ -233,25 +292,55 @@ def run_leakage(out: str | Path, names: tuple[str, str] = ("waves", "flicker"), 
             s.steps = max(1, round(s.steps * step_scale))
         file = f"pair-stitch{stitch:g}{'-nobg' if remove else ''}-s{seed}.safetensors"
         Trainer(bb, specs, cfg, out / file, progress=False).run()
-        prompts = [(s.name, s.full_prompt) for s in specs] + [("both", f"{specs[0].full_prompt} {specs[1].full_prompt}")]
+        prompts = [(s.name, s.full_prompt) for s in specs] + [
+            ("both", f"{specs[0].full_prompt} {specs[1].full_prompt}")
+        ]
         clips = generate(bb, [p for _, p in prompts], steps=sample_steps, seed=seed)
-        for (label, prompt), clip in zip(prompts, clips):
+        for (label, _), clip in zip(prompts, clips):
             for s in specs:
                 m = toy_metrics(clip, s.video, world.concept_scene(s.name).kind)
-                records.append({"arm": arm, "stitch_prob": stitch, "background_removed": remove, "seed": seed,
-                                "output": label, "against": s.name,
-                                "identity": m["toy_identity"], "motion": m["toy_motion"]})
+                records.append(
+                    {
+                        "arm": arm,
+                        "stitch_prob": stitch,
+                        "background_removed": remove,
+                        "seed": seed,
+                        "output": label,
+                        "against": s.name,
+                        "identity": m["toy_identity"],
+                        "motion": m["toy_motion"],
+                    }
+                )
     summary = []
     for arm, stitch, remove in LEAKAGE_ARMS:
         mine = [r for r in records if r["arm"] == arm]
         own = [r["identity"] for r in mine if r["output"] == r["against"]]
         other = [r["identity"] for r in mine if r["output"] in names and r["output"] != r["against"]]
         both = [r["identity"] for r in mine if r["output"] == "both"]
-        summary.append({"arm": arm, "stitch_prob": stitch, "background_removed": remove,
-                        "own_identity": float(np.mean(own)), "leaked_identity": float(np.mean(other)),
-                        "composed_identity": float(np.mean(both)),
-                        "own_motion": float(np.mean([r["motion"] for r in mine if r["output"] == r["against"]]))})
+        summary.append(
+            {
+                "arm": arm,
+                "stitch_prob": stitch,
+                "background_removed": remove,
+                "own_identity": float(np.mean(own)),
+                "leaked_identity": float(np.mean(other)),
+                "composed_identity": float(np.mean(both)),
+                "own_motion": float(np.mean([r["motion"] for r in mine if r["output"] == r["against"]])),
+            }
+        )
     with atomic_path(out / "leakage.json") as tmp:
-        tmp.write_text(json.dumps({"summary": summary, "records": records, "names": names, "seeds": list(seeds),
-                                   "step_scale": step_scale, "batch_size": batch_size, "base": base}, indent=1))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "summary": summary,
+                    "records": records,
+                    "names": names,
+                    "seeds": list(seeds),
+                    "step_scale": step_scale,
+                    "batch_size": batch_size,
+                    "base": base,
+                },
+                indent=1,
+            )
+        )
     return {"summary": summary, "records": records}

@@ -18,6 +18,7 @@ EXIT_USAGE = 2
 # flag ranges: checked at parse time, one sentence naming the flag and what it accepts
 # ============================================================================================
 
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line ("setseq: error: argument --lr: ...") and exit 2."""
 
@@ -27,6 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _number(kind: type, low: float | None = None, *, above: bool = False, what: str):
     """An argparse ``type=``: parse ``kind`` (int or float), finite, at least (or above) ``low``."""
+
     def parse(text: str):
         try:
             value = kind(text)
@@ -36,6 +38,7 @@ def _number(kind: type, low: float | None = None, *, above: bool = False, what: 
         if not ok:
             raise argparse.ArgumentTypeError(f"takes {what}, got {text!r}")
         return value
+
     parse.__name__ = what  # argparse names the type in some messages
     return parse
 
@@ -54,29 +57,61 @@ GUIDANCE = _number(float, 0, what="a number >= 0")
 # train
 # ============================================================================================
 
+
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="learn a dynamic concept from a video (stage 1 then stage 2)",
-                       description="Learn one or more dynamic concepts from videos into LoRA weights.")
-    p.add_argument("videos", nargs="*", metavar="VIDEO",
-                   help="video file (mp4, webm, mov, gif, ...) or a folder of frames; several for a joint concept set")
-    p.add_argument("--concepts", metavar="FILE",
-                   help="TOML file listing the concepts instead of VIDEO arguments: [[concept]] tables with "
-                        "video, prompt, motion_prompt and optional name and mask (paths relative to the file)")
-    p.add_argument("--prompt", action="append", default=[], metavar="TEXT",
-                   help="static prompt with the identity token, e.g. 'a [v] dancer on a bridge.' "
-                        "(one per video, in order; tokens [v1], [v2], ... when there are several videos); "
-                        "default: read from VIDEO's .txt")
-    p.add_argument("--motion-prompt", action="append", default=[], metavar="TEXT",
-                   help="dynamic prompt with the motion token, e.g. 'he performs [u] dancing motion.' "
-                        "(one per video; [u1], [u2], ... for several)")
-    p.add_argument("--mask", action="append", default=[], metavar="FILE",
-                   help="foreground mask video (white = subject) or folder of frames, one per video, in order; "
-                        "default: NAME.mask.mp4 (.webm, .gif, NAME.mask/) beside VIDEO when there is one")
-    p.add_argument("--base", default="toy", help="base model: 'toy' (embedded default), 'toy-tiny', or a local path (default: toy)")
+    p = sub.add_parser(
+        "train",
+        help="learn a dynamic concept from a video (stage 1 then stage 2)",
+        description="Learn one or more dynamic concepts from videos into LoRA weights.",
+    )
+    p.add_argument(
+        "videos",
+        nargs="*",
+        metavar="VIDEO",
+        help="video file (mp4, webm, mov, gif, ...) or a folder of frames; several for a joint concept set",
+    )
+    p.add_argument(
+        "--concepts",
+        metavar="FILE",
+        help="TOML file listing the concepts instead of VIDEO arguments: [[concept]] tables with "
+        "video, prompt, motion_prompt and optional name and mask (paths relative to the file)",
+    )
+    p.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="static prompt with the identity token, e.g. 'a [v] dancer on a bridge.' "
+        "(one per video, in order; tokens [v1], [v2], ... when there are several videos); "
+        "default: read from VIDEO's .txt",
+    )
+    p.add_argument(
+        "--motion-prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="dynamic prompt with the motion token, e.g. 'he performs [u] dancing motion.' "
+        "(one per video; [u1], [u2], ... for several)",
+    )
+    p.add_argument(
+        "--mask",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="foreground mask video (white = subject) or folder of frames, one per video, in order; "
+        "default: NAME.mask.mp4 (.webm, .gif, NAME.mask/) beside VIDEO when there is one",
+    )
+    p.add_argument(
+        "--base", default="toy", help="base model: 'toy' (embedded default), 'toy-tiny', or a local path (default: toy)"
+    )
     p.add_argument("--out", help="output concept file NAME.safetensors (default: VIDEO's name)")
     _device_args(p)
-    p.add_argument("--method", default=None, help="setseq (the paper; default for real models), toy (default with --base toy), "
-                                                "lora, two-stage, dreammix, textual-inversion")
+    p.add_argument(
+        "--method",
+        default=None,
+        help="setseq (the paper; default for real models), toy (default with --base toy), "
+        "lora, two-stage, dreammix, textual-inversion",
+    )
     p.add_argument("--config", help="TOML file overriding any training setting (see README)")
     p.add_argument("--rank", type=COUNT, help="LoRA rank R (default 8)")
     p.add_argument("--alpha", type=POSITIVE, help="LoRA alpha; scale = alpha / rank (default: scale 1)")
@@ -85,36 +120,62 @@ def _train_parser(sub) -> None:
     p.add_argument("--batch-size", type=COUNT, help="samples per optimiser step (paper: 8)")
     p.add_argument("--micro-batch", type=COUNT, help="samples per forward pass; gradients accumulate (memory)")
     p.add_argument("--lr", type=POSITIVE, help="learning rate (paper: 1e-4, constant)")
-    p.add_argument("--timestep-shift", type=POSITIVE, help="shift the training timesteps towards noise, t' = s t / (1 + (s - 1) t) "
-                                                         "(default 1: no shift)")
-    p.add_argument("--token-lr", type=POSITIVE, help="also train the concept-token embeddings at this rate (paper: 1e-5)")
-    p.add_argument("--train-basis", action="store_true", help="stage 2 also trains the identity basis A (not the "
-                                                               "paper's method, which freezes it; see docs/toy-model.md)")
+    p.add_argument(
+        "--timestep-shift",
+        type=POSITIVE,
+        help="shift the training timesteps towards noise, t' = s t / (1 + (s - 1) t) (default 1: no shift)",
+    )
+    p.add_argument(
+        "--token-lr", type=POSITIVE, help="also train the concept-token embeddings at this rate (paper: 1e-5)"
+    )
+    p.add_argument(
+        "--train-basis",
+        action="store_true",
+        help="stage 2 also trains the identity basis A (not the "
+        "paper's method, which freezes it; see docs/toy-model.md)",
+    )
     p.add_argument("--no-prior", action="store_true", help="turn prior preservation off")
     p.add_argument("--prior-videos", type=COUNT, help="number of prior-preservation videos (default 8)")
     p.add_argument("--frames", type=COUNT, help="frames per clip (default: the base model's)")
     p.add_argument("--height", type=COUNT, help="clip height (default: the base model's)")
     p.add_argument("--width", type=COUNT, help="clip width (default: the base model's)")
     p.add_argument("--fps", type=POSITIVE, help="frame rate the video is resampled to (default: the base model's)")
-    p.add_argument("--start", type=SECONDS, help="seconds into each video where its excerpt begins (default 0); "
-                                                  "also 'start:' in VIDEO's .txt or the [[concept]] table")
+    p.add_argument(
+        "--start",
+        type=SECONDS,
+        help="seconds into each video where its excerpt begins (default 0); "
+        "also 'start:' in VIDEO's .txt or the [[concept]] table",
+    )
     p.add_argument("--duration", type=DURATION, help="seconds of each video to use (default: to its end)")
-    p.add_argument("--select", choices=["all", "head", "uniform", "windows"],
-                   help="frames kept of a clip longer than the model's window: all (default; every frame at --fps), "
-                        "head (the first --frames), uniform (--frames spread evenly over the clip; its motion is "
-                        "then faster) or windows (--windows runs of --frames spread over the clip)")
+    p.add_argument(
+        "--select",
+        choices=["all", "head", "uniform", "windows"],
+        help="frames kept of a clip longer than the model's window: all (default; every frame at --fps), "
+        "head (the first --frames), uniform (--frames spread evenly over the clip; its motion is "
+        "then faster) or windows (--windows runs of --frames spread over the clip)",
+    )
     p.add_argument("--windows", type=COUNT, help="windows taken by --select windows (default 4)")
     p.add_argument("--seed", type=SEED, help="random seed; the same seed repeats a CPU run exactly (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from NAME.ckpt, the last checkpoint")
     p.add_argument("--checkpoint-every", type=COUNT, help="steps between checkpoints (default 50)")
     p.add_argument("--validate-every", type=STEPS, help="write a sample video to NAME.samples/ every N steps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--optimizer", choices=["adamw", "adamw8bit"],
-                   help="adamw (default) or adamw8bit (bitsandbytes: AdamW's moments in 8 bits, less memory)")
-    p.add_argument("--compile", action="store_true", help="torch.compile each transformer block (the first "
-                                                           "steps compile; any speed-up is unmeasured)")
-    p.add_argument("--shard", action="store_true", help="under torchrun: shard the transformer's blocks across "
-                                                         "the processes with FSDP2 (for models too big for one GPU)")
+    p.add_argument(
+        "--optimizer",
+        choices=["adamw", "adamw8bit"],
+        help="adamw (default) or adamw8bit (bitsandbytes: AdamW's moments in 8 bits, less memory)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each transformer block (the first steps compile; any speed-up is unmeasured)",
+    )
+    p.add_argument(
+        "--shard",
+        action="store_true",
+        help="under torchrun: shard the transformer's blocks across "
+        "the processes with FSDP2 (for models too big for one GPU)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -125,8 +186,10 @@ def _config_from_args(a):
     default = "toy" if getattr(a, "base", None) == "toy" else "setseq"
     cfg = load_config(a.config, a.method, default)
     if cfg.method == "toy" and default == "toy" and a.method is None:
-        note("--base toy trains with the 'toy' preset (the paper's method at the toy base's scale: lr 1e-3, "
-             f"{cfg.stages[0].steps} + {cfg.stages[1].steps} steps); --method setseq gives the paper's numbers.")
+        note(
+            "--base toy trains with the 'toy' preset (the paper's method at the toy base's scale: lr 1e-3, "
+            f"{cfg.stages[0].steps} + {cfg.stages[1].steps} steps); --method setseq gives the paper's numbers."
+        )
     if a.rank is not None:
         cfg.lora.rank = a.rank
     if a.alpha is not None:
@@ -167,8 +230,11 @@ DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "flo
 
 def _device_args(p) -> None:
     p.add_argument("--device", help="device for a local model folder, e.g. cuda or cuda:1 (default: cpu)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), help="weights dtype for a local model folder (default float32; "
-                                                          "bfloat16 halves memory)")
+    p.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        help="weights dtype for a local model folder (default float32; bfloat16 halves memory)",
+    )
 
 
 def _device_options(a) -> dict:
@@ -201,8 +267,10 @@ def _read_concept_list(path: str) -> list[dict]:
     for e in entries:
         unknown = set(e) - {"video", "prompt", "motion_prompt", "name", "mask", *EXCERPT_KEYS}
         if "video" not in e or unknown:
-            raise SetseqError(f"each [[concept]] in {path!r} needs a video and may have prompt, motion_prompt, name, "
-                              f"mask, {', '.join(EXCERPT_KEYS)}; got {sorted(e)}.")
+            raise SetseqError(
+                f"each [[concept]] in {path!r} needs a video and may have prompt, motion_prompt, name, "
+                f"mask, {', '.join(EXCERPT_KEYS)}; got {sorted(e)}."
+            )
         e["video"] = str(file.parent / e["video"])
         if e.get("mask"):
             e["mask"] = str(file.parent / e["mask"])
@@ -223,7 +291,9 @@ def _concept_mask(video_path: Path, given: str | None, video, size: tuple[int, i
             return None
         mask = video.alpha > 0.5  # (F, H, W)
         if not mask.any():
-            warn(f"{video_path.name} is transparent everywhere, so its alpha channel marks no subject; no mask is used.")
+            warn(
+                f"{video_path.name} is transparent everywhere, so its alpha channel marks no subject; no mask is used."
+            )
             return None
         note(f"foreground mask for {video_path.name}: its alpha channel (no mask file given)")
         return mask
@@ -256,12 +326,16 @@ def cmd_train(a) -> int:
         if not v.exists():
             raise SetseqError(f"video {str(v)!r} does not exist.")
         if data.is_mask_path(v):
-            raise SetseqError(f"{str(v)!r} is named like a mask (NAME.mask.*), which is read with its clip NAME; "
-                              f"pass the clip only, or rename it.")
+            raise SetseqError(
+                f"{str(v)!r} is named like a mask (NAME.mask.*), which is read with its clip NAME; "
+                f"pass the clip only, or rename it."
+            )
     n = len(videos)
     for flag, given in (("--prompt", a.prompt), ("--motion-prompt", a.motion_prompt), ("--mask", a.mask)):
         if given and len(given) != n:
-            raise SetseqError(f"{flag} was given {len(given)} times for {n} video(s); give it once per video, in order.")
+            raise SetseqError(
+                f"{flag} was given {len(given)} times for {n} video(s); give it once per video, in order."
+            )
     out = Path(a.out) if a.out else videos[0].with_suffix(".safetensors")
     if out.suffix != ".safetensors":
         raise SetseqError(f"the output must be a .safetensors file, got {str(out)!r}.")
@@ -276,8 +350,13 @@ def cmd_train(a) -> int:
     backbone = load_backbone(a.base, **options)
     g = backbone.geometry
     pick = lambda given, default: default if given is None else given  # noqa: E731
-    g = replace(g, frames=pick(a.frames, g.frames), height=pick(a.height, g.height), width=pick(a.width, g.width),
-                fps=pick(a.fps, g.fps))
+    g = replace(
+        g,
+        frames=pick(a.frames, g.frames),
+        height=pick(a.height, g.height),
+        width=pick(a.width, g.width),
+        fps=pick(a.fps, g.fps),
+    )
     backbone.check_geometry(g)
     needs_clip = any(s.data != "frames" for s in cfg.stages)
     taken: set[str] = set()
@@ -287,21 +366,40 @@ def cmd_train(a) -> int:
         static = (a.prompt[i] if a.prompt else None) or txt_static
         motion = (a.motion_prompt[i] if a.motion_prompt else None) or txt_motion
         if not static:
-            raise SetseqError(f"no prompt for {str(v)!r}: pass --prompt 'a [v] ...' or write {v.with_suffix('.txt').name} beside it.")
+            raise SetseqError(
+                f"no prompt for {str(v)!r}: pass --prompt 'a [v] ...' or write {v.with_suffix('.txt').name} beside it."
+            )
         table = {k: listed[i][k] for k in EXCERPT_KEYS if listed and k in listed[i]}
-        settings = {**data.excerpt_settings(txt_settings, f"the .txt of {str(v)!r}"),
-                    **data.excerpt_settings(table, f"the [[concept]] of {str(v)!r} in {a.concepts!r}"), **flags}
+        settings = {
+            **data.excerpt_settings(txt_settings, f"the .txt of {str(v)!r}"),
+            **data.excerpt_settings(table, f"the [[concept]] of {str(v)!r} in {a.concepts!r}"),
+            **flags,
+        }
         excerpt = data.Excerpt(frames=g.frames, **settings)
-        video = data.load_video(v, fps=g.fps, size=(g.height, g.width), min_frames=g.frames if needs_clip else 1,
-                                excerpt=excerpt)
+        video = data.load_video(
+            v, fps=g.fps, size=(g.height, g.width), min_frames=g.frames if needs_clip else 1, excerpt=excerpt
+        )
         if excerpt.select == "uniform" and needs_clip:
-            note(f"{v.name}: {g.frames} frames spread over the clip, {1 / video.fps:.2f} s apart, so its motion "
-                 f"trains {g.fps * (1 / video.fps):.1f} times as fast as it was filmed.")
+            note(
+                f"{v.name}: {g.frames} frames spread over the clip, {1 / video.fps:.2f} s apart, so its motion "
+                f"trains {g.fps * (1 / video.fps):.1f} times as fast as it was filmed."
+            )
         mask = _concept_mask(v, a.mask[i] if a.mask else None, video, (g.height, g.width), excerpt)
         suffix = "" if n == 1 else str(i + 1)
         name = listed[i]["name"] if listed and listed[i].get("name") else _concept_name(v, taken)
-        specs.append(ConceptSpec(name, video.frames, static, motion, identity_token=f"[v{suffix}]",
-                                 motion_token=f"[u{suffix}]", source=str(v), mask=mask, windows=video.windows))
+        specs.append(
+            ConceptSpec(
+                name,
+                video.frames,
+                static,
+                motion,
+                identity_token=f"[v{suffix}]",
+                motion_token=f"[u{suffix}]",
+                source=str(v),
+                mask=mask,
+                windows=video.windows,
+            )
+        )
     try:
         trainer = Trainer(backbone, specs, cfg, out, geometry=g, progress=not a.quiet)
         trainer.run(resume=a.resume)
@@ -315,6 +413,7 @@ def cmd_train(a) -> int:
 # ============================================================================================
 # generate
 # ============================================================================================
+
 
 def _parse_scales(text: str | None) -> dict[str, float]:
     if not text:
@@ -343,14 +442,18 @@ def _concept_scales(cs, scales: dict[str, float]) -> tuple[float | None, dict[st
         k = key.strip("[]")
         if k in identity_keys:
             if identity is not None and identity != value:
-                raise SetseqError("the identity basis is shared by all concepts of a set, so one identity scale "
-                                  f"applies to all; --scale gave {identity} and {value}.")
+                raise SetseqError(
+                    "the identity basis is shared by all concepts of a set, so one identity scale "
+                    f"applies to all; --scale gave {identity} and {value}."
+                )
             identity = value
         elif k in by_token:
             motion[by_token[k]] = value
         else:
             names = sorted(identity_keys | set(by_token))
-            raise SetseqError(f"--scale names {key!r}, which this concept set does not have; it has {', '.join(names)}.")
+            raise SetseqError(
+                f"--scale names {key!r}, which this concept set does not have; it has {', '.join(names)}."
+            )
     return identity, motion
 
 
@@ -369,17 +472,29 @@ def _rank_weights(text: str | None, cs):
 
 
 def _generate_parser(sub) -> None:
-    p = sub.add_parser("generate", help="generate a video with a trained concept",
-                       description="Generate a video from a prompt, with a concept file applied (or the base alone).")
+    p = sub.add_parser(
+        "generate",
+        help="generate a video with a trained concept",
+        description="Generate a video from a prompt, with a concept file applied (or the base alone).",
+    )
     p.add_argument("concept", nargs="?", help="concept file from `setseq train` (omit for the base model alone)")
-    p.add_argument("--prompt", required=True, help="text prompt; use the concept's tokens, e.g. 'a [v] on a red background. it moves in [u] motion.'")
+    p.add_argument(
+        "--prompt",
+        required=True,
+        help="text prompt; use the concept's tokens, e.g. 'a [v] on a red background. it moves in [u] motion.'",
+    )
     p.add_argument("--out", required=True, help="output video: .mp4, .webm or .gif")
     p.add_argument("--base", help="base model (default: the one the concept was trained on)")
     _device_args(p)
     p.add_argument("--identity-scale", type=SCALE, default=1.0, help="scale of the identity coefficients (default 1)")
-    p.add_argument("--motion-scale", type=SCALE, default=1.0, help="scale of every concept's motion residual (default 1)")
-    p.add_argument("--scale", help="per-concept motion scales by motion token or concept name, e.g. 'u1=1.0,u2=0.5' "
-                                   "(a v/v1 key sets the identity scale, which all concepts of a set share)")
+    p.add_argument(
+        "--motion-scale", type=SCALE, default=1.0, help="scale of every concept's motion residual (default 1)"
+    )
+    p.add_argument(
+        "--scale",
+        help="per-concept motion scales by motion token or concept name, e.g. 'u1=1.0,u2=0.5' "
+        "(a v/v1 key sets the identity scale, which all concepts of a set share)",
+    )
     p.add_argument("--rank-weights", help="R comma-separated weights on the identity basis components (restyling)")
     p.add_argument("--seed", type=SEED, default=0, help="noise seed (default 0)")
     p.add_argument("--steps", type=COUNT, help="sampling steps (default: the base model's)")
@@ -407,17 +522,34 @@ def cmd_generate(a) -> int:
     cs = concept_io.load(a.concept) if a.concept else None
     backbone = load_backbone(a.base or (cs.meta["base"]["name"] if cs else "toy"), **_device_options(a))
     g = backbone.geometry
+    identity, motion, rank_weights = None, {}, None
     if cs is not None:
         concept_io.apply(cs, backbone, source=repr(a.concept))
         g = replace(g, **cs.meta.get("geometry", {}))
         identity, motion = _concept_scales(cs, _parse_scales(a.scale))
-        lora.set_scales(backbone.transformer, identity=a.identity_scale if identity is None else identity,
-                        motion=a.motion_scale, rank_weights=_rank_weights(a.rank_weights, cs))
-        lora.set_scales(backbone.transformer, motion=motion)
+        rank_weights = _rank_weights(a.rank_weights, cs)
     if a.frames is not None:
         g = replace(g, frames=a.frames)
-    video = generate(backbone, [a.prompt], geometry=g, steps=a.steps, guidance=a.guidance, seed=a.seed,
-                     negative=a.negative, progress=True)[0]
+    # --identity-scale and --motion-scale for all, then --scale's per-concept motion over them
+    with (
+        lora.scales(
+            backbone.transformer,
+            identity=a.identity_scale if identity is None else identity,
+            motion=a.motion_scale,
+            rank_weights=rank_weights,
+        ),
+        lora.scales(backbone.transformer, motion=motion),
+    ):
+        video = generate(
+            backbone,
+            [a.prompt],
+            geometry=g,
+            steps=a.steps,
+            guidance=a.guidance,
+            seed=a.seed,
+            negative=a.negative,
+            progress=True,
+        )[0]
     up = a.upscale or max(1, 256 // min(g.height, g.width))
     data.write_video(out, video, g.fps, scale=up)
     if a.preview and out.suffix.lower() != ".gif":
@@ -429,6 +561,7 @@ def cmd_generate(a) -> int:
 # ============================================================================================
 # info
 # ============================================================================================
+
 
 def _info_parser(sub) -> None:
     p = sub.add_parser("info", help="describe a concept file", description="Print what a concept file holds.")
@@ -469,17 +602,27 @@ def cmd_info(a) -> int:
 # eval
 # ============================================================================================
 
+
 def _eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="score a generated video against its reference and prompt",
-                       description="Compute the paper's metrics (MSE, ArcFace ID, CLIP-T, TC) of a generated video "
-                                   "against its reference clip and prompt, plus toy-world metrics for an example "
-                                   "concept. Metrics whose model is not given are skipped.")
+    p = sub.add_parser(
+        "eval",
+        help="score a generated video against its reference and prompt",
+        description="Compute the paper's metrics (MSE, ArcFace ID, CLIP-T, TC) of a generated video "
+        "against its reference clip and prompt, plus toy-world metrics for an example "
+        "concept. Metrics whose model is not given are skipped.",
+    )
     p.add_argument("video", metavar="VIDEO", help="the generated video")
-    p.add_argument("--reference", required=True, metavar="REF", help="the reference video (e.g. the concept's training clip)")
+    p.add_argument(
+        "--reference", required=True, metavar="REF", help="the reference video (e.g. the concept's training clip)"
+    )
     p.add_argument("--prompt", required=True, metavar="TEXT", help="the prompt VIDEO was generated from")
     p.add_argument("--clip", metavar="PATH", help="local CLIP folder in transformers format (for CLIP-T and TC)")
-    p.add_argument("--arcface", metavar="PATH", help="insightface model folder (.../models/NAME) or ArcFace .onnx file (for ID)")
-    p.add_argument("--toy-scene", metavar="NAME", help="REF is this example concept: sprite, waves or flicker (toy metrics)")
+    p.add_argument(
+        "--arcface", metavar="PATH", help="insightface model folder (.../models/NAME) or ArcFace .onnx file (for ID)"
+    )
+    p.add_argument(
+        "--toy-scene", metavar="NAME", help="REF is this example concept: sprite, waves or flicker (toy metrics)"
+    )
     p.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
     p.set_defaults(func=cmd_eval)
 
@@ -542,7 +685,13 @@ def cmd_eval(a) -> int:
 
         # NaN (no face found) is not valid JSON: write null.
         metrics = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in results.items()}
-        report = {"video": a.video, "reference": a.reference, "prompt": a.prompt, "metrics": metrics, "skipped": skipped}
+        report = {
+            "video": a.video,
+            "reference": a.reference,
+            "prompt": a.prompt,
+            "metrics": metrics,
+            "skipped": skipped,
+        }
         with atomic_path(a.json) as tmp:
             tmp.write_text(json.dumps(report, indent=1))
     return 0
@@ -552,17 +701,30 @@ def cmd_eval(a) -> int:
 # export
 # ============================================================================================
 
+
 def _export_parser(sub) -> None:
-    p = sub.add_parser("export", help="write a concept as a standard LoRA for diffusers or ComfyUI",
-                       description="Fold a concept file's identity basis, identity and motion coefficients and "
-                                   "scales into a standard rank-R LoRA (up = s A, down = s_id B_id + w B_mo).")
+    p = sub.add_parser(
+        "export",
+        help="write a concept as a standard LoRA for diffusers or ComfyUI",
+        description="Fold a concept file's identity basis, identity and motion coefficients and "
+        "scales into a standard rank-R LoRA (up = s A, down = s_id B_id + w B_mo).",
+    )
     p.add_argument("concept", metavar="CONCEPT", help="concept file from `setseq train`")
-    p.add_argument("--format", required=True, choices=["comfyui", "diffusers"],
-                   help="comfyui (Wan: original Wan key names; LTX-Video) or diffusers (load_lora_weights; any base)")
-    p.add_argument("--part", default="full", choices=["full", "identity"],
-                   help="full (appearance and motion, default) or identity (the stage-1 appearance only)")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["comfyui", "diffusers"],
+        help="comfyui (Wan: original Wan key names; LTX-Video) or diffusers (load_lora_weights; any base)",
+    )
+    p.add_argument(
+        "--part",
+        default="full",
+        choices=["full", "identity"],
+        help="full (appearance and motion, default) or identity (the stage-1 appearance only)",
+    )
     p.add_argument("--identity-scale", type=SCALE, default=1.0, help="scale of the identity coefficients (default 1)")
     p.add_argument("--motion-scale", type=SCALE, default=1.0, help="scale of every concept's motion (default 1)")
+    p.add_argument("--rank-weights", help="R comma-separated weights on the identity basis components, as in generate")
     p.add_argument("--out", required=True, help="output LoRA file, NAME.safetensors")
     p.set_defaults(func=cmd_export)
 
@@ -572,7 +734,15 @@ def cmd_export(a) -> int:
     from setseq.export import export
 
     cs = concept_io.load(a.concept)
-    out = export(cs, a.out, a.format, part=a.part, identity_scale=a.identity_scale, motion_scale=a.motion_scale)
+    out = export(
+        cs,
+        a.out,
+        a.format,
+        part=a.part,
+        identity_scale=a.identity_scale,
+        motion_scale=a.motion_scale,
+        rank_weights=_rank_weights(a.rank_weights, cs),
+    )
     print(f"wrote {out}")
     return 0
 
@@ -581,11 +751,15 @@ def cmd_export(a) -> int:
 # demo and toy
 # ============================================================================================
 
+
 def _demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="run the whole method on the embedded base and write a report",
-                       description="Learn a shipped example concept on the embedded toy base, generate its "
-                                   "reconstruction, edits and a restyle next to the base model, and write "
-                                   "report.html, metrics.json, the concept file and the videos into --out.")
+    p = sub.add_parser(
+        "demo",
+        help="run the whole method on the embedded base and write a report",
+        description="Learn a shipped example concept on the embedded toy base, generate its "
+        "reconstruction, edits and a restyle next to the base model, and write "
+        "report.html, metrics.json, the concept file and the videos into --out.",
+    )
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     p.add_argument("--concept", default="sprite", help="example concept: sprite, waves or flicker (default: sprite)")
     p.add_argument("--quick", action="store_true", help="a short run (tests use it): a few minutes on 2 CPU cores")
@@ -600,32 +774,47 @@ def cmd_demo(a) -> int:
 
     m = run_demo(a.out, concept=a.concept, quick=a.quick, base=a.base, seed=a.seed, compose=a.compose)
     for who, s in m["summary"].items():
-        print(f"{who:>8}: identity {s['identity']:.2f}, motion {s['motion']:.2f}, edits followed {s['edit_followed']:.0%}")
+        print(
+            f"{who:>8}: identity {s['identity']:.2f}, motion {s['motion']:.2f}, edits followed {s['edit_followed']:.0%}"
+        )
     print(f"open {Path(a.out) / 'report.html'}")
     return 0
 
 
 def _bench_parser(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks: the paper's ablation on the toy world",
-                       description="Benchmarks that reproduce the paper's tables on the embedded toy world.")
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks: the paper's ablation on the toy world",
+        description="Benchmarks that reproduce the paper's tables on the embedded toy world.",
+    )
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
-    ab = bsub.add_parser("ablation", help="train and score LoRA-1, LoRA-8, Two-Stage, Set-and-Sequence, "
-                                          "Textual Inversion and DreamMix on the example concepts")
+    ab = bsub.add_parser(
+        "ablation",
+        help="train and score LoRA-1, LoRA-8, Two-Stage, Set-and-Sequence, "
+        "Textual Inversion and DreamMix on the example concepts",
+    )
     ab.add_argument("--out", default="ablation-out", help="output folder (default: ablation-out)")
     ab.add_argument("--base", default="toy", help="base model (default: toy)")
     ab.add_argument("--concepts", default="sprite,waves,flicker", help="example concepts (default: all three)")
     ab.add_argument("--seeds", default="0,1", help="seeds (default: 0,1)")
-    ab.add_argument("--step-scale", type=POSITIVE, default=0.25, help="training steps as a share of the paper's (default 0.25)")
+    ab.add_argument(
+        "--step-scale", type=POSITIVE, default=0.25, help="training steps as a share of the paper's (default 0.25)"
+    )
     ab.add_argument("--batch-size", type=COUNT, default=4, help="training batch (default 4)")
     ab.add_argument("--sample-steps", type=COUNT, default=20, help="sampler steps (default 20)")
     ab.add_argument("--quick", action="store_true", help="a smoke run: one concept, one seed, two edits, a few steps")
     ab.set_defaults(func=cmd_bench_ablation)
-    lk = bsub.add_parser("leakage", help="identity leakage between two composed concepts: without stitched training, "
-                                         "with it, and with it on one shared background")
+    lk = bsub.add_parser(
+        "leakage",
+        help="identity leakage between two composed concepts: without stitched training, "
+        "with it, and with it on one shared background",
+    )
     lk.add_argument("--out", default="leakage-out", help="output folder (default: leakage-out)")
     lk.add_argument("--base", default="toy", help="base model (default: toy)")
     lk.add_argument("--seeds", default="0", help="seeds (default: 0)")
-    lk.add_argument("--step-scale", type=POSITIVE, default=0.25, help="training steps as a share of the paper's (default 0.25)")
+    lk.add_argument(
+        "--step-scale", type=POSITIVE, default=0.25, help="training steps as a share of the paper's (default 0.25)"
+    )
     lk.add_argument("--quick", action="store_true", help="a smoke run with a few steps")
     lk.set_defaults(func=cmd_bench_leakage)
 
@@ -643,7 +832,9 @@ def cmd_bench_ablation(a) -> int:
     except ValueError:
         raise SetseqError(f"--seeds takes comma-separated integers, got {a.seeds!r}.") from None
     if a.quick:
-        r = run_ablation(a.out, concepts[:1], seeds[:1], a.base, step_scale=0.005, batch_size=2, sample_steps=2, edits=2)
+        r = run_ablation(
+            a.out, concepts[:1], seeds[:1], a.base, step_scale=0.005, batch_size=2, sample_steps=2, edits=2
+        )
     else:
         r = run_ablation(a.out, concepts, seeds, a.base, a.step_scale, a.batch_size, a.sample_steps)
     print(markdown_table(r["summary"]))
@@ -660,18 +851,25 @@ def cmd_bench_leakage(a) -> int:
         raise SetseqError(f"--seeds takes comma-separated integers, got {a.seeds!r}.") from None
     scale, steps = (0.003, 2) if a.quick else (a.step_scale, 20)
     r = run_leakage(a.out, seeds=seeds, base=a.base, step_scale=scale, sample_steps=steps)
-    print("| training | stitch_prob | own identity | leaked identity | identity when composed | own motion |\n"
-          "|---|---|---|---|---|---|")
+    print(
+        "| training | stitch_prob | own identity | leaked identity | identity when composed | own motion |\n"
+        "|---|---|---|---|---|---|"
+    )
     for s in r["summary"]:
-        print(f"| {s['arm']} | {s['stitch_prob']:g} | {s['own_identity']:.3f} | {s['leaked_identity']:.3f} | "
-              f"{s['composed_identity']:.3f} | {s['own_motion']:.3f} |")
+        print(
+            f"| {s['arm']} | {s['stitch_prob']:g} | {s['own_identity']:.3f} | {s['leaked_identity']:.3f} | "
+            f"{s['composed_identity']:.3f} | {s['own_motion']:.3f} |"
+        )
     print(f"wrote {Path(a.out) / 'leakage.json'}")
     return 0
 
 
 def _toy_parser(sub) -> None:
-    p = sub.add_parser("toy", help="the embedded toy world and base model: pretrain, evaluate, examples",
-                       description="Tools for the embedded default base model.")
+    p = sub.add_parser(
+        "toy",
+        help="the embedded toy world and base model: pretrain, evaluate, examples",
+        description="Tools for the embedded default base model.",
+    )
     tsub = p.add_subparsers(dest="toy_command", required=True, metavar="TOOL")
     pre = tsub.add_parser("pretrain", help="pretrain the toy DiT from scratch on the toy world (resumable)")
     pre.add_argument("--out", required=True, help="folder for the checkpoint, log and MODEL.safetensors")
@@ -680,24 +878,38 @@ def _toy_parser(sub) -> None:
     pre.add_argument("--batch-size", type=int, help="clips per step (default 16)")
     pre.add_argument("--lr", type=float, help="peak learning rate (default 1e-3, cosine decay)")
     pre.add_argument("--seed", type=int, help="random seed (default 0)")
-    pre.add_argument("--prediction", choices=["velocity", "x0"],
-                     help="what the output layer predicts (default: the preset's; toy: x0)")
+    pre.add_argument(
+        "--prediction",
+        choices=["velocity", "x0"],
+        help="what the output layer predicts (default: the preset's; toy: x0)",
+    )
     pre.add_argument("--patch", type=int, help="spatial patch size (default: the preset's; toy: 8)")
     pre.add_argument("--dim", type=int, help="transformer width (default: the preset's; toy: 192)")
     pre.add_argument("--depth", type=int, help="transformer blocks (default: the preset's; toy: 6)")
     pre.add_argument("--heads", type=int, help="attention heads (default: the preset's; toy: 4)")
-    pre.add_argument("--loss", choices=["velocity", "x0"], help="loss on the velocity or on the implied clean clip (default: on what the model predicts)")
+    pre.add_argument(
+        "--loss",
+        choices=["velocity", "x0"],
+        help="loss on the velocity or on the implied clean clip (default: on what the model predicts)",
+    )
     pre.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default 200)")
     pre.add_argument("--frame-prob", type=float, help="share of steps on single frames (default 0.5)")
     pre.add_argument("--frame-batch-size", type=int, help="frames per single-frame step (default 128)")
-    pre.add_argument("--foreground-weight", type=float,
-                     help="extra loss weight on the object's pixels: 1 + W (default 0)")
-    pre.add_argument("--init", help="start from this weights file (e.g. the shipped toy.safetensors) instead of from scratch")
+    pre.add_argument(
+        "--foreground-weight", type=float, help="extra loss weight on the object's pixels: 1 + W (default 0)"
+    )
+    pre.add_argument(
+        "--init", help="start from this weights file (e.g. the shipped toy.safetensors) instead of from scratch"
+    )
     pre.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
     pre.add_argument("--device", help="where to train: cpu, cuda, cuda:1, ... (default: a GPU when there is one)")
-    pre.add_argument("--workers", type=int, default=0,
-                     help="processes rendering clips beside the training (default 0; on a GPU use several, "
-                          "the rendering sets the pace). The result does not depend on it")
+    pre.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes rendering clips beside the training (default 0; on a GPU use several, "
+        "the rendering sets the pace). The result does not depend on it",
+    )
     pre.set_defaults(func=cmd_toy_pretrain)
     ev = tsub.add_parser("eval", help="attribute accuracy of a base model on held-out captions")
     ev.add_argument("--base", default="toy", help="base model (default: toy)")
@@ -706,9 +918,12 @@ def _toy_parser(sub) -> None:
     ev.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     ev.add_argument("--guidance", type=float, help="guidance (default: the model's)")
     ev.add_argument("--json", help="also write the results to this JSON file")
-    ev.add_argument("--motion-words", action="store_true",
-                    help="instead: whether the model reads motion words; moving sprites noised to --start are denoised "
-                         "under their caption, the opposite direction's, and no motion words (-n clips, default 32)")
+    ev.add_argument(
+        "--motion-words",
+        action="store_true",
+        help="instead: whether the model reads motion words; moving sprites noised to --start are denoised "
+        "under their caption, the opposite direction's, and no motion words (-n clips, default 32)",
+    )
     ev.add_argument("--start", type=float, default=0.7, help="noise level for --motion-words, in (0, 1] (default 0.7)")
     ev.set_defaults(func=cmd_toy_eval)
     ex = tsub.add_parser("examples", help="render the example concept videos, their prompt files and masks")
@@ -720,8 +935,23 @@ def cmd_toy_pretrain(a) -> int:
     from setseq.toylab.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(model=a.model)
-    for name in ("steps", "batch_size", "lr", "seed", "prediction", "loss", "warmup", "frame_prob", "frame_batch_size",
-                 "foreground_weight", "init", "patch", "dim", "depth", "heads"):
+    for name in (
+        "steps",
+        "batch_size",
+        "lr",
+        "seed",
+        "prediction",
+        "loss",
+        "warmup",
+        "frame_prob",
+        "frame_batch_size",
+        "foreground_weight",
+        "init",
+        "patch",
+        "dim",
+        "depth",
+        "heads",
+    ):
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))
     if a.model not in ("toy", "toy-tiny"):
@@ -777,13 +1007,15 @@ def cmd_toy_examples(a) -> int:
 # main
 # ============================================================================================
 
+
 def build_parser() -> argparse.ArgumentParser:
     from setseq import __version__
 
     parser = _Parser(
         prog="setseq",
         description="Set-and-Sequence: personalise a text-to-video diffusion transformer with a dynamic "
-                    "concept (appearance and motion) learned from a single video.")
+        "concept (appearance and motion) learned from a single video.",
+    )
     parser.add_argument("--version", action="version", version=f"setseq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)

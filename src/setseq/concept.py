@@ -44,7 +44,7 @@ class ConceptSet:
 
     @property
     def tokens(self) -> dict[str, torch.Tensor]:
-        return {k[len("token."):]: v for k, v in self.tensors.items() if k.startswith("token.")}
+        return {k[len("token.") :]: v for k, v in self.tensors.items() if k.startswith("token.")}
 
     def modules(self) -> list[str]:
         return sorted({k[: -len(".basis")] for k in self.tensors if k.endswith(".basis")})
@@ -53,6 +53,7 @@ class ConceptSet:
 def collect(backbone: Backbone, meta: dict[str, Any]) -> ConceptSet:
     """Read the adapters and concept tokens currently in `backbone` into a ConceptSet (when the model is
     sharded over processes, every process must call this)."""
+
     def whole(t: torch.Tensor) -> torch.Tensor:  # a tensor sharded over processes (FSDP) is gathered first
         return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().clone()
 
@@ -87,12 +88,16 @@ def load(path: str | Path) -> ConceptSet:
     except (SafetensorError, OSError, ValueError) as e:
         raise SetseqError(f"{str(path)!r} is not a readable .safetensors file ({e}).") from None
     if header.get("format") != FORMAT:
-        raise SetseqError(f"{str(path)!r} is a .safetensors file but not a setseq concept "
-                          f"(no '{FORMAT}' header); was it exported for another tool?")
+        raise SetseqError(
+            f"{str(path)!r} is a .safetensors file but not a setseq concept "
+            f"(no '{FORMAT}' header); was it exported for another tool?"
+        )
     version = int(header.get("format_version", "0"))
     if version > FORMAT_VERSION:
-        raise SetseqError(f"{str(path)!r} has concept format version {version}; this setseq reads "
-                          f"up to {FORMAT_VERSION}; upgrade setseq.")
+        raise SetseqError(
+            f"{str(path)!r} has concept format version {version}; this setseq reads "
+            f"up to {FORMAT_VERSION}; upgrade setseq."
+        )
     try:
         meta = json.loads(header["setseq"])
     except (KeyError, json.JSONDecodeError):
@@ -134,17 +139,24 @@ def validate(cs: ConceptSet, source: str = "the concept set") -> None:
         refuse(f"its metadata has rank {rank!r}, not a whole number")
     concepts = meta.get("concepts")
     fields = ("name", "identity_token", "motion_token")
-    if not (isinstance(concepts, list) and concepts
-            and all(isinstance(c, dict) and all(isinstance(c.get(k), str) for k in fields) for c in concepts)):
+    if not (
+        isinstance(concepts, list)
+        and concepts
+        and all(isinstance(c, dict) and all(isinstance(c.get(k), str) for k in fields) for c in concepts)
+    ):
         refuse(f"its metadata lists no concepts with {', '.join(fields)}")
     scale = meta.get("scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         refuse(f"its metadata has LoRA scale {scale!r}, not a finite number")
     geometry = meta.get("geometry", {})
     sizes = ("frames", "height", "width")
-    if not (isinstance(geometry, dict) and set(geometry) <= {*sizes, "fps"}
-            and all(isinstance(geometry.get(k, 1), int) and geometry.get(k, 1) >= 1 for k in sizes)
-            and isinstance(geometry.get("fps", 1.0), (int, float)) and geometry.get("fps", 1.0) > 0):
+    if not (
+        isinstance(geometry, dict)
+        and set(geometry) <= {*sizes, "fps"}
+        and all(isinstance(geometry.get(k, 1), int) and geometry.get(k, 1) >= 1 for k in sizes)
+        and isinstance(geometry.get("fps", 1.0), (int, float))
+        and geometry.get("fps", 1.0) > 0
+    ):
         refuse(f"its metadata has geometry {geometry!r}, not positive frames, height, width and fps")
     names = [c["name"] for c in concepts]
     tokens = {c[k] for c in concepts for k in ("identity_token", "motion_token")}
@@ -162,8 +174,10 @@ def validate(cs: ConceptSet, source: str = "the concept set") -> None:
         if identity is None:
             refuse(f"tensor {m}.identity is missing")
         if basis.ndim != 2 or basis.shape[1] != rank or identity.ndim != 2 or identity.shape[0] != rank:
-            refuse(f"module {m} has basis {tuple(basis.shape)} and identity {tuple(identity.shape)}, "
-                   f"but rank {rank} needs (out, {rank}) and ({rank}, in)")
+            refuse(
+                f"module {m} has basis {tuple(basis.shape)} and identity {tuple(identity.shape)}, "
+                f"but rank {rank} needs (out, {rank}) and ({rank}, in)"
+            )
         widths[m] = tuple(identity.shape)
     if modules and "target_modules" in meta and sorted(meta["target_modules"]) != modules:
         refuse(f"its metadata adapts {len(meta['target_modules'])} modules but it holds tensors for {len(modules)}")
@@ -171,7 +185,7 @@ def validate(cs: ConceptSet, source: str = "the concept set") -> None:
     token_widths = set()
     for key, t in tensors.items():
         if key.startswith("token."):
-            if key[len("token."):] not in tokens or t.ndim != 1:
+            if key[len("token.") :] not in tokens or t.ndim != 1:
                 refuse(f"tensor {key} is not the embedding of one of its tokens {sorted(tokens)}")
             token_widths.add(t.shape[0])
             continue
@@ -195,10 +209,10 @@ def validate(cs: ConceptSet, source: str = "the concept set") -> None:
 
 
 def _split_key(key: str, modules: list[str]) -> tuple[str | None, str, str]:
-    """"blocks.0.q.motion.a" -> ("blocks.0.q", "motion", "a"), for the longest module that prefixes it."""
+    """ "blocks.0.q.motion.a" -> ("blocks.0.q", "motion", "a"), for the longest module that prefixes it."""
     for m in sorted(modules, key=len, reverse=True):
         if key.startswith(m + "."):
-            kind, _, rest = key[len(m) + 1:].partition(".")
+            kind, _, rest = key[len(m) + 1 :].partition(".")
             return m, kind, rest
     return None, "", ""
 
@@ -226,22 +240,46 @@ def apply(cs: ConceptSet, backbone: Backbone, source: str = "the concept") -> di
     rank = int(cs.meta["rank"])
     layers = lora.inject(backbone.transformer, [m for m in modules], rank, float(cs.meta.get("scale", 1.0)))
     if sorted(layers) != modules:
-        raise SetseqError(f"{source} adapts modules that this base does not have: "
-                          f"{sorted(set(modules) - set(layers))[:4]}.")
-    with torch.no_grad():
-        for name, layer in layers.items():
-            for part in ("basis", "identity"):
-                t = cs.tensors[f"{name}.{part}"]
-                if t.shape != getattr(layer, part).shape:
-                    raise SetseqError(f"{source}: tensor {name}.{part} has shape {tuple(t.shape)}, "
-                                      f"the base needs {tuple(getattr(layer, part).shape)}.")
-                getattr(layer, part).copy_(t)
-            prefix = f"{name}.motion."
-            for key, t in cs.tensors.items():
-                if key.startswith(prefix):
-                    c = key[len(prefix):]
-                    layer.add_motion(c)
-                    layer.motion[c].copy_(t)
+        raise SetseqError(
+            f"{source} adapts modules that this base does not have: {sorted(set(modules) - set(layers))[:4]}."
+        )
+    load_adapters(layers, cs.tensors, source)
     for p in backbone.transformer.parameters():
         p.requires_grad_(False)
     return layers
+
+
+@torch.no_grad()
+def load_adapters(
+    layers: dict[str, lora.SetSeqLinear], tensors: dict[str, torch.Tensor], source: str = "the concept"
+) -> None:
+    """Copy adapter tensors, named as in a concept file, into `layers` (by module name): the basis and
+    identity coefficients of each, and every concept's motion, added to a layer that lacks it. The one
+    place adapter tensors are loaded, for concept files and training checkpoints alike.
+
+    Raises:
+        SetseqError: naming `source`, for a tensor whose shape the layer does not have, or a missing
+            tensor (a layer's basis, identity, or the motion of a concept the layer already holds).
+    """
+    for name, layer in layers.items():
+        prefix = f"{name}.motion."
+        motion = {key[len(prefix) :]: t for key, t in tensors.items() if key.startswith(prefix)}
+        missing = [f"{name}.{part}" for part in ("basis", "identity") if f"{name}.{part}" not in tensors]
+        missing += [f"{prefix}{c}" for c in layer.motion if c not in motion]
+        if missing:
+            raise SetseqError(f"{source} has no tensor {missing[0]}; it was made for another set of adapters.")
+        for c in motion:
+            if c not in layer.motion:
+                layer.add_motion(c)
+        parts = {
+            f"{name}.basis": layer.basis,
+            f"{name}.identity": layer.identity,
+            **{f"{prefix}{c}": layer.motion[c] for c in motion},
+        }
+        for key, param in parts.items():
+            t = tensors[key]
+            if t.shape != param.shape:
+                raise SetseqError(
+                    f"{source}: tensor {key} has shape {tuple(t.shape)}, the base needs {tuple(param.shape)}."
+                )
+            param.copy_(t)

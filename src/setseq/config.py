@@ -127,9 +127,7 @@ class TrainConfig:
             raise SetseqError(f"batch size must be at least 1, got {self.optim.batch_size}.")
         mb = self.optim.micro_batch
         if mb is not None and (mb < 1 or self.optim.batch_size % mb):
-            raise SetseqError(
-                f"micro batch {mb} must divide the batch size {self.optim.batch_size}."
-            )
+            raise SetseqError(f"micro batch {mb} must divide the batch size {self.optim.batch_size}.")
         if self.optim.optimizer not in OPTIMIZERS:
             raise SetseqError(f"unknown optimizer {self.optim.optimizer!r}; use one of {', '.join(OPTIMIZERS)}.")
         if self.flow.shift <= 0:
@@ -142,25 +140,34 @@ class TrainConfig:
 # Presets: the rows of the paper's Tables 1 and 2.
 # --------------------------------------------------------------------------------------------
 
+
 def _no_reg() -> RegConfig:
-    return RegConfig(prior_preservation=False, token_mask_prob=0.0, prompt_dropout=0.0,
-                     self_conditioning=False, stitch_prob=0.0)
+    return RegConfig(
+        prior_preservation=False, token_mask_prob=0.0, prompt_dropout=0.0, self_conditioning=False, stitch_prob=0.0
+    )
 
 
 def preset_setseq() -> TrainConfig:
     """The full method: set stage then sequence stage, all four regularisers, 600 + 900 steps."""
-    return TrainConfig(method="setseq", stages=[
-        StageConfig("set", data="frames", prompt="static", train="identity", steps=600, coef_dropout=0.8),
-        StageConfig("sequence", data="clip", prompt="full", train="motion", steps=900, coef_dropout=0.5),
-    ])
+    return TrainConfig(
+        method="setseq",
+        stages=[
+            StageConfig("set", data="frames", prompt="static", train="identity", steps=600, coef_dropout=0.8),
+            StageConfig("sequence", data="clip", prompt="full", train="motion", steps=900, coef_dropout=0.5),
+        ],
+    )
 
 
 def preset_two_stage() -> TrainConfig:
     """Table 1 '+ Two-Stage': both stages, no regularisers; sec. 8 trains it 150 + 400 steps."""
-    return TrainConfig(method="two-stage", reg=_no_reg(), stages=[
-        StageConfig("set", data="frames", prompt="static", train="identity", steps=150),
-        StageConfig("sequence", data="clip", prompt="full", train="motion", steps=400),
-    ])
+    return TrainConfig(
+        method="two-stage",
+        reg=_no_reg(),
+        stages=[
+            StageConfig("set", data="frames", prompt="static", train="identity", steps=150),
+            StageConfig("sequence", data="clip", prompt="full", train="motion", steps=400),
+        ],
+    )
 
 
 def preset_lora() -> TrainConfig:
@@ -168,23 +175,35 @@ def preset_lora() -> TrainConfig:
 
     Unregularised, with the unregularised budget of sec. 8 (150 + 400 steps) in one stage.
     """
-    return TrainConfig(method="lora", reg=_no_reg(), stages=[
-        StageConfig("lora", data="clip", prompt="full", train="identity", steps=550),
-    ])
+    return TrainConfig(
+        method="lora",
+        reg=_no_reg(),
+        stages=[
+            StageConfig("lora", data="clip", prompt="full", train="identity", steps=550),
+        ],
+    )
 
 
 def preset_dreammix() -> TrainConfig:
     """DreamMix: one LoRA trained on a mix of single frames (static prompt) and the clip."""
-    return TrainConfig(method="dreammix", reg=_no_reg(), stages=[
-        StageConfig("mixed", data="mixed", prompt="full", train="identity", steps=550),
-    ])
+    return TrainConfig(
+        method="dreammix",
+        reg=_no_reg(),
+        stages=[
+            StageConfig("mixed", data="mixed", prompt="full", train="identity", steps=550),
+        ],
+    )
 
 
 def preset_textual_inversion() -> TrainConfig:
     """Textual Inversion: only the concept-token embeddings are learned (no LoRA is applied)."""
-    cfg = TrainConfig(method="textual-inversion", reg=_no_reg(), stages=[
-        StageConfig("tokens", data="clip", prompt="full", train="tokens", steps=550),
-    ])
+    cfg = TrainConfig(
+        method="textual-inversion",
+        reg=_no_reg(),
+        stages=[
+            StageConfig("tokens", data="clip", prompt="full", train="tokens", steps=550),
+        ],
+    )
     cfg.optim.token_lr = 5e-3  # textual inversion's usual rate; embeddings move slowly at 1e-4
     return cfg
 
@@ -199,10 +218,13 @@ def preset_toy() -> TrainConfig:
     uniform timesteps, the base's own pretraining distribution (logit-normal rarely draws the high
     noise levels at which a path is decided). Numbers measured in docs/toy-model.md.
     """
-    cfg = TrainConfig(method="toy", stages=[
-        StageConfig("set", data="frames", prompt="static", train="identity", steps=200, coef_dropout=0.8),
-        StageConfig("sequence", data="clip", prompt="full", train="motion", steps=300, coef_dropout=0.5),
-    ])
+    cfg = TrainConfig(
+        method="toy",
+        stages=[
+            StageConfig("set", data="frames", prompt="static", train="identity", steps=200, coef_dropout=0.8),
+            StageConfig("sequence", data="clip", prompt="full", train="motion", steps=300, coef_dropout=0.5),
+        ],
+    )
     cfg.optim.lr, cfg.optim.grad_clip, cfg.optim.batch_size = 1e-3, 1.0, 4
     cfg.flow.timesteps = "uniform"
     return cfg
@@ -231,6 +253,7 @@ def preset(name: str) -> TrainConfig:
 #   [optim] batch_size = 4
 #   [[stages]] name = "set" ...   (replaces the preset's stages)
 # --------------------------------------------------------------------------------------------
+
 
 def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
     names = {f.name: f for f in dataclasses.fields(obj)}

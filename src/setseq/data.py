@@ -229,8 +229,9 @@ def load_video(
     if windows is not None and count < len(windows) * excerpt.frames:  # the last windows ran past the end
         windows = [w for w in windows if w + excerpt.frames <= count]
     rgb, alpha = frames.result()
-    return Video(frames=rgb, fps=float(out_fps), source=str(path), source_size=frames.source_size,
-                 alpha=alpha, windows=windows)
+    return Video(
+        frames=rgb, fps=float(out_fps), source=str(path), source_size=frames.source_size, alpha=alpha, windows=windows
+    )
 
 
 def _check_load_args(path: Path, fps, size, min_frames: int, max_frames: int | None) -> None:
@@ -259,8 +260,10 @@ def _output_times(excerpt: Excerpt, step: float, declared: float | None, path: P
     if excerpt.select == "head":
         return [s + k / step for k in range(n)], 0.5 / step, None, None
     if end is None:
-        raise SetseqError(f"{path} does not declare its duration, so frames cannot be spread over it; "
-                          "use select 'head' or 'all', or give a duration.")
+        raise SetseqError(
+            f"{path} does not declare its duration, so frames cannot be spread over it; "
+            "use select 'head' or 'all', or give a duration."
+        )
     span = end - s
     if span <= 0:
         raise SetseqError(f"{path} lasts {declared:g} s, which ends before the start {s:g} s; lower the start.")
@@ -293,9 +296,13 @@ class _View:
 
 # EXIF orientation tag (0x0112) -> the view that shows the image upright (TIFF 6.0 / EXIF 2.3).
 _EXIF_VIEWS = {
-    2: _View(flip_cols=True), 3: _View(flip_rows=True, flip_cols=True), 4: _View(flip_rows=True),
-    5: _View(transpose=True), 6: _View(transpose=True, flip_cols=True),
-    7: _View(transpose=True, flip_rows=True, flip_cols=True), 8: _View(transpose=True, flip_rows=True),
+    2: _View(flip_cols=True),
+    3: _View(flip_rows=True, flip_cols=True),
+    4: _View(flip_rows=True),
+    5: _View(transpose=True),
+    6: _View(transpose=True, flip_cols=True),
+    7: _View(transpose=True, flip_rows=True, flip_cols=True),
+    8: _View(transpose=True, flip_rows=True),
 }
 
 
@@ -333,7 +340,9 @@ def _timed_frames(path: Path, fps: float | None, start: float = 0.0):
                 origin = float(first * tb) if tb else 0.0
                 if tb:
                     container.seek(first + int(start / tb), stream=stream, backward=True)
-            frames = _stream_frames(container, stream, rate or DEFAULT_FPS, _alpha_decoder(stream, path), declared, path)
+            frames = _stream_frames(
+                container, stream, rate or DEFAULT_FPS, _alpha_decoder(stream, path), declared, path
+            )
             yield frames, rate, declared, origin
         except av.FFmpegError as e:
             raise SetseqError(
@@ -364,16 +373,19 @@ def _alpha_decoder(stream, path: Path):
         return None
     name = "libvpx-vp9" if codec == "vp9" else "libvpx"
     if not _has_decoder(name):
-        warn(f"{path} has an alpha channel, but this PyAV build has no {name} decoder to read it, so its "
-             "transparent areas train as the colours stored under them; give a mask file (NAME.mask.mp4) instead.")
+        warn(
+            f"{path} has an alpha channel, but this PyAV build has no {name} decoder to read it, so its "
+            "transparent areas train as the colours stored under them; give a mask file (NAME.mask.mp4) instead."
+        )
         return None
     decoder = av.CodecContext.create(name, "r")
     decoder.thread_type = "AUTO"
     return decoder
 
 
-def _stream_frames(container, stream, rate: float, decoder, declared: float | None, path: Path
-                   ) -> Iterator[tuple[float, float, tuple[av.VideoFrame, _View]]]:
+def _stream_frames(
+    container, stream, rate: float, decoder, declared: float | None, path: Path
+) -> Iterator[tuple[float, float, tuple[av.VideoFrame, _View]]]:
     """Decode packet by packet (with ``decoder`` when given, else the stream's own decoder). A packet
     that fails after some frames decoded ends the stream there (a file cut short); a clip that ends
     well before its declared duration is reported in one warning."""
@@ -409,8 +421,10 @@ def _stream_frames(container, stream, rate: float, decoder, declared: float | No
     got = last[0] + last[1] - first
     if damaged or (declared and got < 0.9 * declared and declared - got > 1.5 / rate):
         said = f" of the {declared:.2f} s its container declares" if declared else ""
-        warn(f"{path} decodes to {got:.2f} s ({i} frames){said}: it is cut short or damaged (a half-downloaded "
-             "file?); training on what is there.")
+        warn(
+            f"{path} decodes to {got:.2f} s ({i} frames){said}: it is cut short or damaged (a half-downloaded "
+            "file?); training on what is there."
+        )
 
 
 def _frame_view(frame: av.VideoFrame, stream) -> _View:
@@ -447,7 +461,9 @@ def _read_image(file: Path) -> av.VideoFrame:
         with av.open(str(file)) as container:
             return next(container.decode(video=0))
     except (av.FFmpegError, IndexError, StopIteration):
-        raise SetseqError(f"{file} is not an image PyAV can read; re-save it or remove it from the directory.") from None
+        raise SetseqError(
+            f"{file} is not an image PyAV can read; re-save it or remove it from the directory."
+        ) from None
 
 
 def _exif_view(file: Path) -> _View:
@@ -464,8 +480,9 @@ def _exif_view(file: Path) -> _View:
     return _EXIF_VIEWS.get(orientation, _View())
 
 
-def _nearest_in_time(timed, times: Iterable[float], need: float, origin: float | None = None
-                     ) -> Iterator[tuple[float, tuple]]:
+def _nearest_in_time(
+    timed, times: Iterable[float], need: float, origin: float | None = None
+) -> Iterator[tuple[float, tuple]]:
     """Yield (t_k, frame) for each output time t_k of ``times`` (seconds from ``origin``, by
     default the first frame's time; increasing), taking the source frame nearest to t_k (the
     earlier one on a tie), while t_k + ``need`` lies within the source's duration (``need`` is
@@ -545,7 +562,9 @@ class _FrameStore:
         else:
             shapes = {tuple(x.shape) for x in self.rgb}
             if len(shapes) > 1:
-                raise SetseqError(f"The frames of {self.source} differ in size {sorted(shapes)}; pass size=(H, W) to resize them.")
+                raise SetseqError(
+                    f"The frames of {self.source} differ in size {sorted(shapes)}; pass size=(H, W) to resize them."
+                )
             rgb = torch.stack(self.rgb)
         alpha = None
         if all(a is not None for a in self.alpha) and {tuple(a.shape) for a in self.alpha} == {tuple(rgb.shape[2:])}:
@@ -641,12 +660,12 @@ def find_sidecar(video_path: str | os.PathLike, endings: Iterable[str], *, folde
         names = [p for p in parent.iterdir() if p.name.startswith(stem) and p.name != video_path.name]
     except OSError:
         return None
-    found = {p.name[len(stem):].lower(): p for p in sorted(names) if p.is_file()}
+    found = {p.name[len(stem) :].lower(): p for p in sorted(names) if p.is_file()}
     for ending in endings:
         if ending in found:
             return found[ending]
     if folder is not None:
-        dirs = {p.name[len(stem):].lower(): p for p in sorted(names) if p.is_dir()}
+        dirs = {p.name[len(stem) :].lower(): p for p in sorted(names) if p.is_dir()}
         return dirs.get(folder)
     return None
 
@@ -668,8 +687,9 @@ def is_mask_path(path: str | os.PathLike) -> bool:
     return (path.name if path.is_dir() else path.stem).lower().endswith(".mask")
 
 
-def load_mask(path: str | os.PathLike, clip: Video, size: tuple[int, int] | None = None, *,
-              excerpt: Excerpt | None = None) -> torch.Tensor:
+def load_mask(
+    path: str | os.PathLike, clip: Video, size: tuple[int, int] | None = None, *, excerpt: Excerpt | None = None
+) -> torch.Tensor:
     """Read a foreground mask (white = subject) for a clip, resampled and resized exactly as the clip.
 
     Args:
@@ -688,11 +708,15 @@ def load_mask(path: str | os.PathLike, clip: Video, size: tuple[int, int] | None
     fix = "make the mask from the clip itself (same length and aspect ratio), or leave it out"
     if clip.source_size and mask.source_size and not _same_aspect(clip.source_size, mask.source_size):
         (ch, cw), (mh, mw) = clip.source_size, mask.source_size
-        raise SetseqError(f"mask {path} is {mw}x{mh} but its clip {clip.source} is {cw}x{ch}, "
-                          f"a different aspect ratio, so they cannot be aligned; {fix}.")
+        raise SetseqError(
+            f"mask {path} is {mw}x{mh} but its clip {clip.source} is {cw}x{ch}, "
+            f"a different aspect ratio, so they cannot be aligned; {fix}."
+        )
     if (m, h, w) != (n, H, W):
-        raise SetseqError(f"mask {path} has {m} frames of {w}x{h} at {clip.fps:g} fps but its clip {clip.source} "
-                          f"has {n} frames of {W}x{H}; {fix}.")
+        raise SetseqError(
+            f"mask {path} has {m} frames of {w}x{h} at {clip.fps:g} fps but its clip {clip.source} "
+            f"has {n} frames of {W}x{H}; {fix}."
+        )
     out = mask.frames.mean(1) > 0.0  # (F, H, W): brightness above half in [-1, 1]
     if not out.any():
         raise SetseqError(f"mask {path} is black in every frame, but white must mark the subject; {fix}.")
@@ -770,7 +794,9 @@ def _pick_encoder(path: Path) -> str:
         if _has_encoder(name):
             return name
     usable = [s for s, names in _ENCODERS.items() if any(map(_has_encoder, names))]
-    raise SetseqError(f"Cannot write {path}: no encoder for '{suffix}' in this PyAV build; use one of {', '.join(usable)}.")
+    raise SetseqError(
+        f"Cannot write {path}: no encoder for '{suffix}' in this PyAV build; use one of {', '.join(usable)}."
+    )
 
 
 def _to_uint8(frames: torch.Tensor, scale: int, path: Path) -> np.ndarray:
@@ -834,7 +860,9 @@ def _palettize(video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lookup[bins].reshape(video.shape[:3]), palette
 
 
-def make_test_video(path: str | os.PathLike, frames: int = 12, size: tuple[int, int] = (32, 48), fps: float = 8.0) -> Path:
+def make_test_video(
+    path: str | os.PathLike, frames: int = 12, size: tuple[int, int] = (32, 48), fps: float = 8.0
+) -> Path:
     """Write a small deterministic synthetic clip: a yellow square sliding diagonally over a
     colour gradient (top-left in the first frame, bottom-right in the last).
 

@@ -25,8 +25,8 @@ from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
 from setseq.generate import generate
 from setseq.log import note
-from setseq.report import frame_strip, loss_svg, strip_cell, table, video_cell, write_report
 from setseq.metrics.toy import toy_metrics
+from setseq.report import frame_strip, loss_svg, strip_cell, table, video_cell, write_report
 from setseq.toy import checker, world
 from setseq.toylab.examples import edit_prompts, example_spec
 from setseq.train import Trainer
@@ -64,8 +64,15 @@ def strip_tokens(prompt: str) -> str:
     return re.sub(r"\s*\[[uv]\d*\]", "", prompt)
 
 
-def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base: str = "toy",
-             seed: int = 0, progress: bool = True, compose: bool = False) -> dict:
+def run_demo(
+    out: str | Path,
+    concept: str = "sprite",
+    quick: bool = False,
+    base: str = "toy",
+    seed: int = 0,
+    progress: bool = True,
+    compose: bool = False,
+) -> dict:
     """Run the demo into folder `out`; returns the metrics it writes to metrics.json."""
     if concept not in world.CONCEPTS:
         raise SetseqError(f"unknown example concept {concept!r}; choose one of {', '.join(world.CONCEPTS)}.")
@@ -82,8 +89,10 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
     # 1. learn the concept
     cfg = demo_config(plan, seed)
     concept_file = out / f"{concept}.safetensors"
-    note(f"learning the example concept '{concept}' with the toy preset: "
-         f"{cfg.stages[0].steps} + {cfg.stages[1].steps} steps at lr {cfg.optim.lr:g}")
+    note(
+        f"learning the example concept '{concept}' with the toy preset: "
+        f"{cfg.stages[0].steps} + {cfg.stages[1].steps} steps at lr {cfg.optim.lr:g}"
+    )
     Trainer(bb, [spec], cfg, concept_file, progress=progress).run()
     t_train = time.time() - t0
 
@@ -103,14 +112,24 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
     rows, cells_concept, cells_base, strips, sheet = [], [], [], [], [reference]
     data.write_video(out / "reference.mp4", reference, g.fps, scale=8)
     for i, (name, prompt, id_scale, expect) in enumerate(runs):
-        lora.set_scales(bb.transformer, identity=id_scale, motion=1.0)
         pair = []
         for who, model, p in (("concept", bb, prompt), ("base", base_bb, strip_tokens(prompt))):
-            clip = generate(model, [p], steps=plan.sample_steps, seed=seed)[0]
+            with lora.scales(model.transformer, identity=id_scale, motion=1.0):  # no-op on the base
+                clip = generate(model, [p], steps=plan.sample_steps, seed=seed)[0]
             file = f"{i}-{who}.mp4"
             data.write_video(out / file, clip, g.fps, scale=8)
-            rows.append(_score(clip, reference, kind, expect, output=name, model=who, prompt=p,
-                               identity_scale=id_scale if who == "concept" else None))
+            rows.append(
+                _score(
+                    clip,
+                    reference,
+                    kind,
+                    expect,
+                    output=name,
+                    model=who,
+                    prompt=p,
+                    identity_scale=id_scale if who == "concept" else None,
+                )
+            )
             (cells_concept if who == "concept" else cells_base).append(video_cell(file, name, p))
             pair.append(clip)
         frame_strip(out / f"{i}-frames.png", [reference, *pair])
@@ -122,44 +141,93 @@ def run_demo(out: str | Path, concept: str = "sprite", quick: bool = False, base
     # 3. restyle sweep: the identity basis reweighted from off to double
     sweep, cells_sweep = [], []
     for k, s_id in enumerate(SWEEP):
-        lora.set_scales(bb.transformer, identity=s_id, motion=1.0)
-        clip = generate(bb, [recon], steps=plan.sample_steps, seed=seed)[0]
+        with lora.scales(bb.transformer, identity=s_id, motion=1.0):
+            clip = generate(bb, [recon], steps=plan.sample_steps, seed=seed)[0]
         data.write_video(out / f"sweep-{k}.mp4", clip, g.fps, scale=8)
-        sweep.append(_score(clip, reference, kind, {}, output=f"identity x{s_id:g}", model="concept", prompt=recon,
-                            identity_scale=s_id))
+        sweep.append(
+            _score(
+                clip,
+                reference,
+                kind,
+                {},
+                output=f"identity x{s_id:g}",
+                model="concept",
+                prompt=recon,
+                identity_scale=s_id,
+            )
+        )
         cells_sweep.append(video_cell(f"sweep-{k}.mp4", f"identity x{s_id:g}", ""))
-    lora.set_scales(bb.transformer, identity=1.0)
-    sections_extra = [("Restyling: the identity scale swept", "<div class='row'>" + "".join(cells_sweep) + "</div>"
-                       + table(sweep, ["output", "identity", "motion", "mse_to_reference"]))]
+    sections_extra = [
+        (
+            "Restyling: the identity scale swept",
+            "<div class='row'>"
+            + "".join(cells_sweep)
+            + "</div>"
+            + table(sweep, ["output", "identity", "motion", "mse_to_reference"]),
+        )
+    ]
     composition = _compose(out, base, plan, seed, progress) if compose else None
     if composition:
         sections_extra.append(composition.pop("section"))
 
     # 4. report
     losses = concept_io.load(concept_file).meta["losses"]
-    summary = {who: {k: float(np.mean([r[k] for r in rows if r["model"] == who]))
-                     for k in ("identity", "motion", "edit_followed")} for who in ("concept", "base")}
-    metrics = {"concept": concept, "quick": quick, "base": base, "plan": plan.__dict__,
-               "train_seconds": round(t_train), "total_seconds": round(time.time() - t0),
-               "outputs": rows, "restyle_sweep": sweep, "composition": composition, "summary": summary}
+    summary = {
+        who: {
+            k: float(np.mean([r[k] for r in rows if r["model"] == who]))
+            for k in ("identity", "motion", "edit_followed")
+        }
+        for who in ("concept", "base")
+    }
+    metrics = {
+        "concept": concept,
+        "quick": quick,
+        "base": base,
+        "plan": plan.__dict__,
+        "train_seconds": round(t_train),
+        "total_seconds": round(time.time() - t0),
+        "outputs": rows,
+        "restyle_sweep": sweep,
+        "composition": composition,
+        "summary": summary,
+    }
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
-    cols = ["output", "model", "identity_scale", "identity", "motion", "background", "camera", "edit_followed",
-            "mse_to_reference"]
-    write_report(out / "report.html", f"setseq demo: the '{concept}' concept", [
-        ("The concept", video_cell("reference.mp4", "training video", recon)
-         + f"<p>Static prompt: <code>{static}</code><br>Motion prompt: <code>{motion}</code></p>"),
-        ("With the concept", "<div class='row'>" + "".join(cells_concept) + "</div>"),
-        ("Base model, same prompts without the concept", "<div class='row'>" + "".join(cells_base) + "</div>"),
-        ("Every frame (rows: training video, with the concept, base model)", "".join(strips)),
-        ("Metrics (read from the pixels with the toy world's metrics)", table(rows, cols)
-         + "<p>identity: colour make-up of the object against the training video (1 = same); motion: its "
-           "trajectory or texture dynamics against the training video (1 = same); edit_followed: the "
-           "requested background or camera is what the checker reads. "
-           f"Training took {t_train:.0f} s; the whole demo {time.time() - t0:.0f} s.</p>"),
-        *sections_extra,
-        ("Training loss", loss_svg(losses)),
-    ])
+    cols = [
+        "output",
+        "model",
+        "identity_scale",
+        "identity",
+        "motion",
+        "background",
+        "camera",
+        "edit_followed",
+        "mse_to_reference",
+    ]
+    write_report(
+        out / "report.html",
+        f"setseq demo: the '{concept}' concept",
+        [
+            (
+                "The concept",
+                video_cell("reference.mp4", "training video", recon)
+                + f"<p>Static prompt: <code>{static}</code><br>Motion prompt: <code>{motion}</code></p>",
+            ),
+            ("With the concept", "<div class='row'>" + "".join(cells_concept) + "</div>"),
+            ("Base model, same prompts without the concept", "<div class='row'>" + "".join(cells_base) + "</div>"),
+            ("Every frame (rows: training video, with the concept, base model)", "".join(strips)),
+            (
+                "Metrics (read from the pixels with the toy world's metrics)",
+                table(rows, cols)
+                + "<p>identity: colour make-up of the object against the training video (1 = same); motion: its "
+                "trajectory or texture dynamics against the training video (1 = same); edit_followed: the "
+                "requested background or camera is what the checker reads. "
+                f"Training took {t_train:.0f} s; the whole demo {time.time() - t0:.0f} s.</p>",
+            ),
+            *sections_extra,
+            ("Training loss", loss_svg(losses)),
+        ],
+    )
     note(f"wrote {out / 'report.html'}")
     return metrics
 
@@ -170,9 +238,15 @@ SWEEP = (0.0, 0.5, 1.0, 1.5, 2.0)
 def _score(clip: torch.Tensor, reference: torch.Tensor, kind: str, expect: dict, **row) -> dict:
     m = toy_metrics(clip, reference, kind)
     found = checker.check(clip)
-    return {**row, "identity": m["toy_identity"], "motion": m["toy_motion"], "mse_to_reference": m["mse"],
-            "background": found["background"], "camera": found["camera"],
-            "edit_followed": float(all(found[k] == v for k, v in expect.items()))}
+    return {
+        **row,
+        "identity": m["toy_identity"],
+        "motion": m["toy_motion"],
+        "mse_to_reference": m["mse"],
+        "background": found["background"],
+        "camera": found["camera"],
+        "edit_followed": float(all(found[k] == v for k, v in expect.items())),
+    }
 
 
 def _compose(out: Path, base: str, plan: DemoPlan, seed: int, progress: bool) -> dict:
@@ -184,7 +258,9 @@ def _compose(out: Path, base: str, plan: DemoPlan, seed: int, progress: bool) ->
     cfg = demo_config(plan, seed)
     note("learning waves and flicker jointly (one identity basis, two motion residuals, stitched clips)")
     Trainer(bb, specs, cfg, out / "waves+flicker.safetensors", progress=progress).run()
-    prompts = [("together", f"{specs[0].full_prompt} {specs[1].full_prompt}")] + [(s.name, s.full_prompt) for s in specs]
+    prompts = [("together", f"{specs[0].full_prompt} {specs[1].full_prompt}")] + [
+        (s.name, s.full_prompt) for s in specs
+    ]
     cells, rows = [], []
     for k, (label, prompt) in enumerate(prompts):
         clip = generate(bb, [prompt], steps=plan.sample_steps, seed=seed)[0]
@@ -193,6 +269,8 @@ def _compose(out: Path, base: str, plan: DemoPlan, seed: int, progress: bool) ->
         for s in specs:  # how much each concept's look and motion each output carries
             m = toy_metrics(clip, s.video, world.concept_scene(s.name).kind)
             rows.append({"output": label, "against": s.name, "identity": m["toy_identity"], "motion": m["toy_motion"]})
-    section = ("Composition: waves and flicker learned jointly", "<div class='row'>" + "".join(cells) + "</div>"
-               + table(rows, ["output", "against", "identity", "motion"]))
+    section = (
+        "Composition: waves and flicker learned jointly",
+        "<div class='row'>" + "".join(cells) + "</div>" + table(rows, ["output", "against", "identity", "motion"]),
+    )
     return {"rows": rows, "section": section}

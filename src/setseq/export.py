@@ -1,11 +1,14 @@
 """A concept set as a standard rank-R LoRA, for diffusers pipelines and ComfyUI.
 
-For every adapted linear layer the concept set computes W + s A (s_id B_id + sum_c w_c B_mo[c]), so
-with the scales chosen at export time it is an ordinary LoRA W + up @ down:
+For every adapted linear layer the concept set computes W + s A (g (.) s_id B_id + sum_c w_c B_mo[c]),
+so with the scales chosen at export time it is an ordinary LoRA W + up @ down:
 
-    up   (out x R) = s A                                      (PEFT's lora_B)
-    down (R x in)  = s_id B_id + sum_c w_c B_mo[c]   (full)   (PEFT's lora_A)
-                   = s_id B_id                       (identity)
+    up   (out x R) = s A                                            (PEFT's lora_B)
+    down (R x in)  = g (.) s_id B_id + sum_c w_c B_mo[c]   (full)   (PEFT's lora_A)
+                   = g (.) s_id B_id                       (identity)
+
+`down` is `lora.combine`, the function the layer itself uses, so an export is what `generate`
+samples with the same scales and rank weights.
 
 The LoRA scale s is folded into `up`, so the files need alpha = R (scale 1). Formats:
 
@@ -29,6 +32,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from setseq import lora
 from setseq.concept import ConceptSet
 from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
@@ -45,37 +49,50 @@ WAN_FFN_RE = re.compile(r"blocks\.(\d+)\.ffn\.(net\.0\.proj|net\.2)")
 LTX_RE = re.compile(r"transformer_blocks\.\d+\.\S+")
 
 
-def lora_pairs(cs: ConceptSet, part: str = "full", identity_scale: float = 1.0,
-               motion_scale: float | dict[str, float] = 1.0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(down (R, in), up (out, R)) per adapted module, so that up @ down is the layer's weight delta.
+def lora_pairs(
+    cs: ConceptSet,
+    part: str = "full",
+    identity_scale: float = 1.0,
+    motion_scale: float | dict[str, float] = 1.0,
+    rank_weights: torch.Tensor | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(down (R, in), up (out, R)) per adapted module, so that up @ down is the layer's weight delta
+    with these scales: down is `lora.combine`, the formula the layer itself computes.
 
     Args:
         cs: the concept set.
         part: "full" (identity and motion) or "identity" (stage 1's appearance only).
         identity_scale: s_id, the scale of the identity coefficients.
         motion_scale: w_c, one number for every concept or a scale per concept name.
+        rank_weights: g (R,), per-component weights on the identity part (None: all ones).
+
+    Raises:
+        SetseqError: for an unknown part or concept name, rank weights of another length than the
+            rank, or a concept set without LoRA weights.
     """
     if part not in PARTS:
         raise SetseqError(f"--part must be one of {', '.join(PARTS)}, got {part!r}.")
     modules = cs.modules()
     if not modules:
-        raise SetseqError("this concept set has no LoRA weights (a textual-inversion concept holds only token "
-                          "embeddings), so there is nothing to export as a LoRA.")
+        raise SetseqError(
+            "this concept set has no LoRA weights (a textual-inversion concept holds only token "
+            "embeddings), so there is nothing to export as a LoRA."
+        )
     names = [c["name"] for c in cs.concepts]
     scales = {c: float(motion_scale) for c in names} if isinstance(motion_scale, (int, float)) else dict(motion_scale)
     unknown = set(scales) - set(names)
     if unknown:
         raise SetseqError(f"no concept named {sorted(unknown)} in this set; it has {names}.")
+    rank = int(cs.meta.get("rank", 0))
+    if rank_weights is not None and tuple(rank_weights.shape) != (rank,):
+        raise SetseqError(f"rank weights must have {rank} entries (the rank), got {tuple(rank_weights.shape)}.")
+    g = None if rank_weights is None else rank_weights.float()
     s = float(cs.meta.get("scale", 1.0))
+    t = cs.tensors
     pairs = {}
     for m in modules:
-        t = cs.tensors
-        down = identity_scale * t[f"{m}.identity"].float()  # (R, in)
-        if part == "full":
-            for c in names:
-                key = f"{m}.motion.{c}"
-                if key in t:
-                    down = down + scales.get(c, 1.0) * t[key].float()
+        motion = {c: t[f"{m}.motion.{c}"].float() for c in names if part == "full" and f"{m}.motion.{c}" in t}
+        down = lora.combine(t[f"{m}.identity"].float(), motion, identity_scale, scales, g)  # (R, in)
         pairs[m] = (down, s * t[f"{m}.basis"].float())  # up: (out, R)
     return pairs
 
@@ -90,7 +107,7 @@ def wan_original_name(module: str) -> str | None:
 
 
 def base_family(modules: list[str]) -> str:
-    """"wan", "ltx" or "other", from the adapted module names (a concept records the base's path,
+    """ "wan", "ltx" or "other", from the adapted module names (a concept records the base's path,
     not its kind; the names say which architecture they belong to)."""
     if all(wan_original_name(m) for m in modules):
         return "wan"
@@ -110,8 +127,10 @@ def state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str) ->
         return out
     family = base_family(list(pairs))
     if family == "other":
-        raise SetseqError(f"the ComfyUI format is for Wan and LTX-Video concepts, and this one adapts modules such "
-                          f"as {sorted(pairs)[0]!r}; export it with --format diffusers instead.")
+        raise SetseqError(
+            f"the ComfyUI format is for Wan and LTX-Video concepts, and this one adapts modules such "
+            f"as {sorted(pairs)[0]!r}; export it with --format diffusers instead."
+        )
     for m, (down, up) in pairs.items():
         name = f"diffusion_model.{wan_original_name(m) if family == 'wan' else m}"
         out[f"{name}.lora_A.weight"], out[f"{name}.lora_B.weight"] = down, up
@@ -120,24 +139,46 @@ def state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str) ->
     return out
 
 
-def export(cs: ConceptSet, out: str | Path, fmt: str, part: str = "full", identity_scale: float = 1.0,
-           motion_scale: float | dict[str, float] = 1.0, dtype: torch.dtype = torch.float32) -> Path:
+def export(
+    cs: ConceptSet,
+    out: str | Path,
+    fmt: str,
+    part: str = "full",
+    identity_scale: float = 1.0,
+    motion_scale: float | dict[str, float] = 1.0,
+    dtype: torch.dtype = torch.float32,
+    rank_weights: torch.Tensor | None = None,
+) -> Path:
     """Write the concept set as a LoRA `.safetensors` file (atomically).
 
     Args:
         cs: the concept set, from `concept.load`.
         out: the output path, ending in .safetensors.
         fmt: "diffusers" or "comfyui".
-        part, identity_scale, motion_scale: as in `lora_pairs`.
+        part, identity_scale, motion_scale, rank_weights: as in `lora_pairs`.
         dtype: dtype of the written tensors (float32, or bfloat16 / float16 for half the size).
+
+    Raises:
+        SetseqError: for a path not ending in .safetensors, and as `lora_pairs` and `state_dict`.
     """
     out = Path(out)
     if out.suffix != ".safetensors":
         raise SetseqError(f"the export must be a .safetensors file, got {str(out)!r}.")
-    tensors = state_dict(lora_pairs(cs, part, identity_scale, motion_scale), fmt)
-    info = {"base": cs.meta.get("base", {}), "concepts": [c["name"] for c in cs.concepts], "part": part,
-            "identity_scale": identity_scale, "motion_scale": motion_scale, "rank": cs.meta.get("rank")}
+    tensors = state_dict(lora_pairs(cs, part, identity_scale, motion_scale, rank_weights), fmt)
+    info = {
+        "base": cs.meta.get("base", {}),
+        "concepts": [c["name"] for c in cs.concepts],
+        "part": part,
+        "identity_scale": identity_scale,
+        "motion_scale": motion_scale,
+        "rank": cs.meta.get("rank"),
+    }
+    if rank_weights is not None:
+        info["rank_weights"] = [float(w) for w in rank_weights]
     with atomic_path(out) as tmp:
-        save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={"format": f"setseq.lora.{fmt}", "setseq": json.dumps(info)})
+        save_file(
+            {k: v.to(dtype).contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata={"format": f"setseq.lora.{fmt}", "setseq": json.dumps(info)},
+        )
     return out

@@ -1,4 +1,4 @@
-"""Atomic writes: nothing half-written is ever left at the target path."""
+"""Files on disk: atomic writes (nothing half-written is ever left at the target path) and the cache root."""
 
 from __future__ import annotations
 
@@ -6,6 +6,12 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """Where setseq caches what it can make again (prior videos, encodings): $SETSEQ_CACHE, or
+    ~/.cache/setseq when it is not set."""
+    return Path(os.environ.get("SETSEQ_CACHE", Path.home() / ".cache" / "setseq"))
 
 
 @contextlib.contextmanager

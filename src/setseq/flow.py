@@ -2,7 +2,7 @@
 
     x_t = (1 - t) x_0 + t eps,    t in [0, 1],  t = 0 data, t = 1 noise
     v   = d x_t / d t = eps - x_0                      (the regression target)
-    L   = E || v_theta(x_t, t) - v ||^2                 (paper eq. 1)
+    L   = E || v_theta(x_t, t) - v ||^2                 (paper eq. 1; `training_loss`)
 
 Sampling integrates dx/dt = v from t = 1 to t = 0 with Euler steps; classifier-free guidance
 mixes the conditional and unconditional velocities.
@@ -65,6 +65,31 @@ def loss_per_sample(v_pred: torch.Tensor, v_target: torch.Tensor) -> torch.Tenso
     return (v_pred.float() - v_target.float()).pow(2).flatten(1).mean(1)
 
 
+LOSS_SPACES = ("velocity", "x0")
+
+
+def training_loss(
+    model_out: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, space: str = "velocity"
+) -> torch.Tensor:
+    """The training loss per sample, (B, ...) -> (B,), of a velocity prediction at x_t = interpolate(x0, noise, t).
+
+    Args:
+        model_out: v_theta(x_t, t) (B, ...).
+        x0, noise: the clean sample and the noise x_t was made of (B, ...); t: (B,).
+        space: "velocity", flow matching's || v_theta - (eps - x_0) ||^2 (eq. 1, what real video DiTs
+            predict), or "x0", the error of the clean sample it implies, || x_t - t v_theta - x_0 ||^2
+            (for models that predict x_0, where the velocity loss would weigh low noise by 1/t^2).
+
+    Raises:
+        ValueError: for another space.
+    """
+    if space == "velocity":
+        return loss_per_sample(model_out, target_velocity(x0, noise))
+    if space == "x0":
+        return loss_per_sample(predict_x0(interpolate(x0, noise, t), model_out, t), x0)
+    raise ValueError(f"unknown loss space {space!r}; one of {LOSS_SPACES}")
+
+
 def guide(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: v_u + g (v_c - v_u)."""
     return v_uncond + scale * (v_cond - v_uncond)
@@ -75,8 +100,9 @@ def unshift_time(t: float, shift: float) -> float:
     return t / (shift - (shift - 1.0) * t)
 
 
-def schedule(steps: int, shift: float = 1.0, device: torch.device | str | None = None,
-             start: float = 1.0) -> torch.Tensor:
+def schedule(
+    steps: int, shift: float = 1.0, device: torch.device | str | None = None, start: float = 1.0
+) -> torch.Tensor:
     """Sampling times (steps + 1,) from `start` (1: pure noise) down to 0, evenly spaced before the shift."""
     return shift_time(torch.linspace(unshift_time(start, shift), 0.0, steps + 1, device=device), shift)
 

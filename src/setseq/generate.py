@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 from tqdm.auto import tqdm
 
 from setseq import flow
-from setseq.backbones.base import Backbone, Geometry, Text
+from setseq.backbones.base import TOKEN, Backbone, Geometry, Text
 from setseq.errors import SetseqError
-
-TOKEN = re.compile(r"\[[A-Za-z]+\d*\]")
 
 
 def check_prompt_tokens(prompt: str, known: list[str]) -> None:
@@ -74,7 +70,9 @@ def generate(
             raise SetseqError(f"{len(init)} init videos for {len(prompts)} prompts; give one per prompt.")
         if not 0.0 < start <= 1.0:
             raise SetseqError(f"the start noise level must lie in (0, 1], got {start}.")
-        noise = flow.interpolate(backbone.encode_video(init.to(device)), noise, torch.full((len(init),), start, device=device))
+        noise = flow.interpolate(
+            backbone.encode_video(init.to(device)), noise, torch.full((len(init),), start, device=device)
+        )
     elif start != 1.0:
         raise SetseqError("a start noise level below 1 needs init videos to noise.")
     cond = backbone.encode_text(prompts)
@@ -88,6 +86,8 @@ def generate(
         return flow.guide(v_c, v_u, scale)
 
     bar = tqdm(total=steps, desc="sampling", leave=False, disable=not progress)
-    latents = flow.euler_sample(velocity, noise, steps, backbone.sampling.shift, sc, callback=lambda i: bar.update(), start=start)
+    latents = flow.euler_sample(
+        velocity, noise, steps, backbone.sampling.shift, sc, callback=lambda i: bar.update(), start=start
+    )
     bar.close()
     return backbone.decode_latents(latents)

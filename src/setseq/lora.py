@@ -18,9 +18,10 @@ of any backbone: `inject` wraps whichever `nn.Linear` modules match the given na
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -35,6 +36,33 @@ def _drop(b: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return b
     keep = torch.bernoulli(torch.full_like(b, 1.0 - p))
     return b * keep / (1.0 - p)
+
+
+def combine(
+    identity: torch.Tensor,
+    motion: Mapping[str, torch.Tensor],
+    identity_scale: float = 1.0,
+    motion_scales: Mapping[str, float] | None = None,
+    rank_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The adapter's coefficients g (.) s_id B_id + sum_c w_c B_mo[c]: (R, in).
+
+    The one formula behind the layer's forward, its merge and unmerge, and every export format.
+
+    Args:
+        identity: B_id (R, in), already masked by dropout when training.
+        motion: B_mo[c] (R, in) by concept name, likewise.
+        identity_scale: s_id.
+        motion_scales: w_c by concept name; a concept not named has scale 1.
+        rank_weights: g (R,), per-component weights on the identity part (None: all ones).
+    """
+    scale = identity_scale if rank_weights is None else identity_scale * rank_weights
+    coef = (scale[:, None] if torch.is_tensor(scale) else scale) * identity
+    for name, b in motion.items():
+        w = (motion_scales or {}).get(name, 1.0)
+        if w != 0.0:
+            coef = coef + w * b
+    return coef
 
 
 class MotionCoefficients(nn.Module):
@@ -106,12 +134,12 @@ class SetSeqLinear(nn.Module):
     def coefficients(self) -> torch.Tensor:
         """g (.) s_id B_id (.) M_id + sum_c w_c B_mo[c] (.) M_mo: (R, in)."""
         ident = _drop(self.identity, self.identity_dropout, self.training)
-        coef = (self.identity_scale * self.rank_weights)[:, None] * ident
-        for name, b in self.motion.items():
-            w = self.motion_scales.get(name, 1.0)
-            if w != 0.0:
-                coef = coef + w * _drop(b, self.motion_dropout, self.training)
-        return coef
+        motion = {
+            c: _drop(b, self.motion_dropout, self.training)
+            for c, b in self.motion.items()
+            if self.motion_scales.get(c, 1.0) != 0.0
+        }
+        return combine(ident, motion, self.identity_scale, self.motion_scales, self.rank_weights)
 
     def delta_weight(self) -> torch.Tensor:
         """s * A @ coefficients: (out, in); serves both merge and unmerge."""
@@ -148,6 +176,7 @@ class SetSeqLinear(nn.Module):
 # Injection and model-wide controls
 # --------------------------------------------------------------------------------------------
 
+
 def matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -160,9 +189,7 @@ def inject(model: nn.Module, patterns: list[str], rank: int, scale: float = 1.0)
     targets = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and matches(n, patterns)]
     if not targets:
         linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        raise SetseqError(
-            f"no linear layer matches the target patterns {patterns}; some that exist: {linear[:6]}."
-        )
+        raise SetseqError(f"no linear layer matches the target patterns {patterns}; some that exist: {linear[:6]}.")
     out: dict[str, SetSeqLinear] = {}
     for name in targets:
         parent_name, _, child = name.rpartition(".")
@@ -184,21 +211,74 @@ def set_scales(
     motion: dict[str, float] | float | None = None,
     rank_weights: torch.Tensor | None = None,
 ) -> None:
-    """Inference controls: identity scale s_id, motion scales w_c (one number = every concept), g."""
-    for layer in adapters(model).values():
+    """Inference controls of every adapter in `model`; prefer the scoped `scales`, which undoes them.
+
+    Args:
+        identity: s_id, the scale of the identity coefficients (None: leave it).
+        motion: w_c, one number for every concept or a scale per concept name (None: leave them).
+        rank_weights: g (R,), per-component weights on the identity part (None: leave them).
+
+    Raises:
+        SetseqError: while the model is merged (unmerge would then subtract another delta than the
+            one merge added), for a concept name no adapter has, or rank weights of the wrong length.
+    """
+    layers = list(adapters(model).values())
+    if any(layer.merged for layer in layers):
+        raise SetseqError(
+            "cannot change adapter scales while the adapters are merged into the base weights; "
+            "unmerge first (lora.unmerge), then set the scales and merge again."
+        )
+    per_concept = motion is not None and not isinstance(motion, (int, float))
+    for layer in layers:  # check every layer before changing any, so that a refusal changes nothing
+        unknown = set(motion) - set(layer.motion) if per_concept else set()
+        if unknown:
+            raise SetseqError(f"no motion for concept(s) {sorted(unknown)}; this concept set has {list(layer.motion)}.")
+        if rank_weights is not None and rank_weights.shape != (layer.rank,):
+            raise SetseqError(f"rank weights must have {layer.rank} entries, got {tuple(rank_weights.shape)}.")
+    for layer in layers:
         if identity is not None:
             layer.identity_scale = float(identity)
         if isinstance(motion, (int, float)):
             layer.motion_scales = {c: float(motion) for c in layer.motion}
         elif motion is not None:
-            unknown = set(motion) - set(layer.motion)
-            if unknown:
-                raise SetseqError(f"no motion for concept(s) {sorted(unknown)}; this concept set has {list(layer.motion)}.")
             layer.motion_scales.update({c: float(w) for c, w in motion.items()})
         if rank_weights is not None:
-            if rank_weights.shape != (layer.rank,):
-                raise SetseqError(f"rank weights must have {layer.rank} entries, got {tuple(rank_weights.shape)}.")
             layer.rank_weights.copy_(rank_weights)
+
+
+@contextlib.contextmanager
+def scales(
+    model: nn.Module,
+    identity: float | None = None,
+    motion: dict[str, float] | float | None = None,
+    rank_weights: torch.Tensor | None = None,
+) -> Iterator[None]:
+    """`set_scales` for the duration of a `with` block, the way diffusers scopes a LoRA scale around a
+    forward: on exit, normal or by an exception, every adapter's s_id, w_c and g are what they were.
+
+    Args:
+        model, identity, motion, rank_weights: as in `set_scales` (None leaves a control as it is).
+
+    Raises:
+        SetseqError: as `set_scales` on entry; on exit, when the block left the adapters merged (the
+            merged delta was made with the block's scales, so restoring them would corrupt unmerge).
+    """
+    saved = [
+        (layer, layer.identity_scale, dict(layer.motion_scales), layer.rank_weights.clone())
+        for layer in adapters(model).values()
+    ]
+    set_scales(model, identity, motion, rank_weights)  # a refusal here has changed nothing
+    try:
+        yield
+    finally:
+        if any(layer.merged for layer, *_ in saved):
+            raise SetseqError(
+                "the adapters were left merged at the end of a `lora.scales` block; "
+                "unmerge them inside the block, with the scales they were merged with."
+            )
+        for layer, s_id, w, g in saved:
+            layer.identity_scale, layer.motion_scales = s_id, w
+            layer.rank_weights.copy_(g)
 
 
 def set_dropout(model: nn.Module, identity: float = 0.0, motion: float = 0.0) -> None:

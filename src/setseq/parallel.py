@@ -58,8 +58,9 @@ def device_for(device: str | None) -> str | None:
         return device
     index, local = torch.device(device).index, _local_rank()
     if index is not None and index != local:
-        raise SetseqError(f"under torchrun each process trains on its own GPU, cuda:LOCAL_RANK; pass --device cuda, "
-                          f"not {device!r}.")
+        raise SetseqError(
+            f"under torchrun each process trains on its own GPU, cuda:LOCAL_RANK; pass --device cuda, not {device!r}."
+        )
     return f"cuda:{local}"
 
 
@@ -76,8 +77,10 @@ def setup(device: torch.device) -> World:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     world = World(dist.get_rank(), dist.get_world_size(), _local_rank())
     if device.type == "cuda" and device.index is not None and device.index != world.local_rank:
-        raise SetseqError(f"rank {world.rank} has its model on {device}, but each process must train on its own GPU, "
-                          f"cuda:{world.local_rank}; pass --device cuda.")
+        raise SetseqError(
+            f"rank {world.rank} has its model on {device}, but each process must train on its own GPU, "
+            f"cuda:{world.local_rank}; pass --device cuda."
+        )
     return world
 
 
@@ -92,10 +95,13 @@ def same_start(world: World, found: tuple[int, int] | None, path: object) -> Non
     pair up wrongly and hang: say so instead (e.g. machines that do not share the output folder)."""
     starts = _gather(world, found)
     if len(set(starts)) > 1:
-        said = ", ".join(f"rank {r}: {'none' if s is None else f'stage {s[0] + 1} step {s[1]}'}"
-                         for r, s in enumerate(starts))
-        raise SetseqError(f"the processes found different checkpoints at {path} ({said}); every process must see "
-                          f"the same output folder to resume.")
+        said = ", ".join(
+            f"rank {r}: {'none' if s is None else f'stage {s[0] + 1} step {s[1]}'}" for r, s in enumerate(starts)
+        )
+        raise SetseqError(
+            f"the processes found different checkpoints at {path} ({said}); every process must see "
+            f"the same output folder to resume."
+        )
 
 
 def on_every_rank(world: World, flag: bool) -> bool:
@@ -121,12 +127,16 @@ def barrier(world: World) -> None:
 def check_batch(optim: OptimConfig, size: int) -> None:
     """Each rank takes an equal share of every global batch; its forward passes hold micro_batch."""
     if optim.batch_size % size:
-        raise SetseqError(f"the batch size {optim.batch_size} cannot be split evenly over {size} processes; "
-                          f"use a batch size that is a multiple of {size}.")
+        raise SetseqError(
+            f"the batch size {optim.batch_size} cannot be split evenly over {size} processes; "
+            f"use a batch size that is a multiple of {size}."
+        )
     share = optim.batch_size // size
     if optim.micro_batch is not None and share % optim.micro_batch:
-        raise SetseqError(f"each of the {size} processes gets {share} samples per step, which micro batch "
-                          f"{optim.micro_batch} does not divide; use a micro batch that divides {share}.")
+        raise SetseqError(
+            f"each of the {size} processes gets {share} samples per step, which micro batch "
+            f"{optim.micro_batch} does not divide; use a micro batch that divides {share}."
+        )
 
 
 def share(n: int, world: World) -> slice:
@@ -147,14 +157,22 @@ def sum_gradients(params: list[torch.nn.Parameter], loss: torch.Tensor) -> torch
     stays None only where it is None on every rank, as the optimiser then skips the parameter."""
     plain = [p for p in params if not _is_dtensor(p)]
     has = torch.tensor([float(p.grad is not None) for p in plain], device=loss.device)
-    flat = torch.cat([*(torch.zeros(p.numel(), device=loss.device) if p.grad is None else p.grad.float().reshape(-1)
-                        for p in plain), loss.float().reshape(1), has])
+    flat = torch.cat(
+        [
+            *(
+                torch.zeros(p.numel(), device=loss.device) if p.grad is None else p.grad.float().reshape(-1)
+                for p in plain
+            ),
+            loss.float().reshape(1),
+            has,
+        ]
+    )
     dist.all_reduce(flat)
     # Which gradients some rank has: read (a host sync) only when this rank lacks one.
-    seen = flat[-len(plain):].tolist() if any(p.grad is None for p in plain) else [1.0] * len(plain)
+    seen = flat[-len(plain) :].tolist() if any(p.grad is None for p in plain) else [1.0] * len(plain)
     offset = 0
     for p, any_rank in zip(plain, seen):
-        g = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+        g = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
         offset += p.numel()
         if p.grad is not None:
             p.grad.copy_(g)
@@ -182,6 +200,7 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
 # --------------------------------------------------------------------------------------------
 # Blocks: sharding and compilation
 # --------------------------------------------------------------------------------------------
+
 
 def blocks(transformer: nn.Module) -> nn.ModuleList:
     """The transformer's stack of blocks: its largest nn.ModuleList child (Wan and the toy DiT:
@@ -221,8 +240,10 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
 def full_optimizer_state(opt: torch.optim.Optimizer) -> dict:
     """opt.state_dict() with sharded states gathered whole (a collective), for a checkpoint."""
     sd = opt.state_dict()  # its per-parameter dicts are the optimiser's own: build new ones
-    sd["state"] = {i: {key: full_tensor(value) if torch.is_tensor(value) else value for key, value in state.items()}
-                   for i, state in sd["state"].items()}
+    sd["state"] = {
+        i: {key: full_tensor(value) if torch.is_tensor(value) else value for key, value in state.items()}
+        for i, state in sd["state"].items()
+    }
     return sd
 
 

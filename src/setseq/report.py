@@ -43,24 +43,31 @@ def loss_svg(curves: dict[str, list[float]], width: int = 640, height: int = 240
     sx = lambda i: pad + (width - 2 * pad) * i / max(1, n - 1)
     sy = lambda y: height - pad - (height - 2 * pad) * (min(max(y, lo), hi) - lo) / span
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="plot">',
-             f'<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>',
-             f'<text x="4" y="{pad + 4}" font-size="11">{hi:.4f}</text>',
-             f'<text x="4" y="{height - pad + 4}" font-size="11">{lo:.4f}</text>',
-             f'<text x="{width / 2:.0f}" y="{height - 10}" font-size="12" text-anchor="middle">'
-             f'step ({n} in all); line: moving average of {k}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="plot">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>',
+        f'<text x="4" y="{pad + 4}" font-size="11">{hi:.4f}</text>',
+        f'<text x="4" y="{height - pad + 4}" font-size="11">{lo:.4f}</text>',
+        f'<text x="{width / 2:.0f}" y="{height - 10}" font-size="12" text-anchor="middle">'
+        f"step ({n} in all); line: moving average of {k}</text>",
+    ]
     start = 0
     for j, (name, v) in enumerate(series):
         c = colours[j % len(colours)]
-        parts += [f'<circle cx="{sx(start + i):.1f}" cy="{sy(y):.1f}" r="1.2" fill="{c}" fill-opacity="0.25"/>'
-                  for i, y in enumerate(v)]
+        parts += [
+            f'<circle cx="{sx(start + i):.1f}" cy="{sy(y):.1f}" r="1.2" fill="{c}" fill-opacity="0.25"/>'
+            for i, y in enumerate(v)
+        ]
         pts = " ".join(f"{sx(start + i):.1f},{sy(y):.1f}" for i, y in enumerate(_smooth(v, k)))
         parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{pts}"/>')
-        parts.append(f'<text x="{sx(start) + 4:.1f}" y="{pad - 8 + 14 * j}" font-size="12" fill="{c}">'
-                     f'{html.escape(name)}</text>')
+        parts.append(
+            f'<text x="{sx(start) + 4:.1f}" y="{pad - 8 + 14 * j}" font-size="12" fill="{c}">{html.escape(name)}</text>'
+        )
         if start:
-            parts.append(f'<line x1="{sx(start):.1f}" x2="{sx(start):.1f}" y1="{pad}" y2="{height - pad}" '
-                         f'stroke="#999" stroke-dasharray="4 3"/>')
+            parts.append(
+                f'<line x1="{sx(start):.1f}" x2="{sx(start):.1f}" y1="{pad}" y2="{height - pad}" '
+                f'stroke="#999" stroke-dasharray="4 3"/>'
+            )
         start += len(v)
     parts.append("</svg>")
     return "\n".join(parts)
@@ -100,13 +107,17 @@ def frame_strip(path: str | Path, videos: list[torch.Tensor], scale: int = 4, ga
 
 def strip_cell(src: str, label: str) -> str:
     """A frame strip image (from `frame_strip`) with its label, full width."""
-    return (f'<div class="strip"><b>{html.escape(label)}</b><br>'
-            f'<img src="{html.escape(src)}" alt="{html.escape(label)}: every frame"></div>')
+    return (
+        f'<div class="strip"><b>{html.escape(label)}</b><br>'
+        f'<img src="{html.escape(src)}" alt="{html.escape(label)}: every frame"></div>'
+    )
 
 
 def video_cell(src: str, label: str, caption: str = "") -> str:
-    return (f'<figure><video src="{html.escape(src)}" autoplay loop muted playsinline width="192"></video>'
-            f'<figcaption><b>{html.escape(label)}</b><br><span>{html.escape(caption)}</span></figcaption></figure>')
+    return (
+        f'<figure><video src="{html.escape(src)}" autoplay loop muted playsinline width="192"></video>'
+        f"<figcaption><b>{html.escape(label)}</b><br><span>{html.escape(caption)}</span></figcaption></figure>"
+    )
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
@@ -134,8 +145,10 @@ table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;paddin
 def write_report(path: str | Path, title: str, sections: list[tuple[str, str]]) -> Path:
     """Write an HTML page of (heading, html body) sections; videos are referenced by relative path."""
     body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{b}" for h, b in sections)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>"
+    )
     with atomic_path(path) as tmp:
         tmp.write_text(page)
     return Path(path)

@@ -19,12 +19,14 @@ import torch.nn.functional as F
 
 # "... on a purple background", "in front of the grey background", "against a black to blue
 # gradient background": a phrase that names the background, up to the word "background".
-_BACKGROUND_PHRASE = re.compile(r"\s*\b(?:on|in front of|against|over)\s+(?:a|an|the)\s+[^.!?;,]*?\bbackground\b",
-                                re.IGNORECASE)
+_BACKGROUND_PHRASE = re.compile(
+    r"\s*\b(?:on|in front of|against|over)\s+(?:a|an|the)\s+[^.!?;,]*?\bbackground\b", re.IGNORECASE
+)
 
 
-def stitch(xa: torch.Tensor, xb: torch.Tensor, dim: int, mask_a: torch.Tensor | None = None,
-           mask_b: torch.Tensor | None = None) -> torch.Tensor:
+def stitch(
+    xa: torch.Tensor, xb: torch.Tensor, dim: int, mask_a: torch.Tensor | None = None, mask_b: torch.Tensor | None = None
+) -> torch.Tensor:
     """Two clips in one frame, each squeezed into its half.
 
     Args:
@@ -60,8 +62,9 @@ def background_plate(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     pixels = video.movedim(1, -1)  # (F, H, W, C)
     everywhere = pixels[~subject]  # (N, C)
     fallback = everywhere.median(0).values if len(everywhere) else video.new_zeros(video.shape[1])
-    colours = torch.stack([pixels[f][~subject[f]].median(0).values if (~subject[f]).any() else fallback
-                           for f in range(video.shape[0])])  # (F, C)
+    colours = torch.stack(
+        [pixels[f][~subject[f]].median(0).values if (~subject[f]).any() else fallback for f in range(video.shape[0])]
+    )  # (F, C)
     return torch.where(subject[:, None], colours[:, :, None, None], video)
 
 

@@ -4,54 +4,33 @@ A run is a list of stages (config.StageConfig), each training one part of the mo
     identity  A, B_id        on an unordered set of frames (stage 1, "set") or on clips
     motion    B_mo[c]        on whole clips, A and B_id frozen (stage 2, "sequence")
     tokens    concept-token embeddings only (textual inversion)
-with the regularisers of sec. 3.4 switchable in config.RegConfig. Every random draw comes from
-torch's global generator, whose state is checkpointed, so a resumed CPU run ends bit-identical
-to an uninterrupted one.
+with the regularisers of sec. 3.4 switchable in config.RegConfig. What a micro-batch holds is
+`setseq.batches`'s, the loss `setseq.flow.training_loss`, checkpoints `setseq.checkpoint`'s; the
+`Trainer` sets up, steps and runs. Every random draw comes from torch's global generator, whose state
+is checkpointed, so a resumed CPU run ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from setseq import checkpoint, flow, lora, parallel
 from setseq import concept as concept_io
-from setseq import flow, lora, parallel, stitch
 from setseq.backbones.base import Backbone, Geometry, Text
+from setseq.batches import Batch, Batches, ConceptSpec
 from setseq.config import StageConfig, TrainConfig
 from setseq.errors import SetseqError
-from setseq.fileio import atomic_path
+from setseq.fileio import atomic_path, cache_root
 from setseq.generate import generate
 from setseq.log import note, warn
 
-CHECKPOINT_VERSION = 1
-
-
-@dataclass
-class ConceptSpec:
-    """One dynamic concept: its clip (F, C, H, W) in [-1, 1], prompts, tokens and, optionally, a
-    foreground mask (F, H, W) bool (True on the subject) for stitched clips without backgrounds."""
-
-    name: str
-    video: torch.Tensor
-    prompt: str  # static, with the identity token: "a [v] ..."
-    motion_prompt: str | None = None  # dynamic, with the motion token: "... [u] motion"
-    identity_token: str = "[v]"
-    motion_token: str = "[u]"
-    source: str = ""
-    mask: torch.Tensor | None = None
-    windows: list[int] | None = None  # first frames of the windows clips are taken from (None: anywhere)
-
-    @property
-    def full_prompt(self) -> str:
-        """T_motion = T_static U T_dynamic (eq. 7)."""
-        return f"{self.prompt} {self.motion_prompt or ''}".strip()
+__all__ = ["ConceptSpec", "Trainer", "check_concepts", "optimizer_class"]
 
 
 def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geometry) -> None:
@@ -63,28 +42,46 @@ def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geom
     names = [c.name for c in concepts]
     for c in concepts:
         if not c.name or not all(ch.isalnum() or ch in "_-" for ch in c.name):
-            raise SetseqError(f"concept name {c.name!r} may hold only letters, digits, '_' and '-' (it names the "
-                              "concept's tensors and its --scale key); rename it.")
+            raise SetseqError(
+                f"concept name {c.name!r} may hold only letters, digits, '_' and '-' (it names the "
+                "concept's tensors and its --scale key); rename it."
+            )
         if names.count(c.name) > 1:
             raise SetseqError(f"two concepts are named {c.name!r}; give each its own name.")
-        if c.windows is not None and (not c.windows or any(w < 0 or w + geometry.frames > c.video.shape[0] for w in c.windows)):
-            raise SetseqError(f"the windows of {c.name!r} {c.windows} do not each hold {geometry.frames} of its "
-                              f"{c.video.shape[0]} frames.")
+        if c.windows is not None and (
+            not c.windows or any(w < 0 or w + geometry.frames > c.video.shape[0] for w in c.windows)
+        ):
+            raise SetseqError(
+                f"the windows of {c.name!r} {c.windows} do not each hold {geometry.frames} of its "
+                f"{c.video.shape[0]} frames."
+            )
         if c.identity_token not in c.prompt:
-            raise SetseqError(f"the static prompt for {c.name!r} must contain its concept token "
-                              f"{c.identity_token}, e.g. 'a {c.identity_token} dancer on a bridge'; got {c.prompt!r}.")
+            raise SetseqError(
+                f"the static prompt for {c.name!r} must contain its concept token "
+                f"{c.identity_token}, e.g. 'a {c.identity_token} dancer on a bridge'; got {c.prompt!r}."
+            )
         if needs_motion and not c.motion_prompt:
-            raise SetseqError(f"method {cfg.method!r} learns motion, so {c.name!r} needs a motion prompt with "
-                              f"{c.motion_token}, e.g. 'it moves in {c.motion_token} motion'.")
+            raise SetseqError(
+                f"method {cfg.method!r} learns motion, so {c.name!r} needs a motion prompt with "
+                f"{c.motion_token}, e.g. 'it moves in {c.motion_token} motion'."
+            )
         if c.motion_prompt and needs_motion and c.motion_token not in c.motion_prompt:
-            raise SetseqError(f"the motion prompt for {c.name!r} must contain its motion token "
-                              f"{c.motion_token}; got {c.motion_prompt!r}.")
-        if c.mask is not None and (c.mask.dtype != torch.bool or c.mask.shape != (c.video.shape[0], *c.video.shape[2:])):
-            raise SetseqError(f"the mask of {c.name!r} must be bool (F, H, W) = {(c.video.shape[0], *c.video.shape[2:])} "
-                              f"like its video, got {c.mask.dtype} {tuple(c.mask.shape)}.")
+            raise SetseqError(
+                f"the motion prompt for {c.name!r} must contain its motion token "
+                f"{c.motion_token}; got {c.motion_prompt!r}."
+            )
+        if c.mask is not None and (
+            c.mask.dtype != torch.bool or c.mask.shape != (c.video.shape[0], *c.video.shape[2:])
+        ):
+            raise SetseqError(
+                f"the mask of {c.name!r} must be bool (F, H, W) = {(c.video.shape[0], *c.video.shape[2:])} "
+                f"like its video, got {c.mask.dtype} {tuple(c.mask.shape)}."
+            )
         if needs_clip and c.video.shape[0] < geometry.frames:
-            raise SetseqError(f"the video for {c.name!r} has {c.video.shape[0]} frames at {geometry.fps:g} fps, "
-                              f"but a clip needs {geometry.frames}; use a longer video or pass --frames.")
+            raise SetseqError(
+                f"the video for {c.name!r} has {c.video.shape[0]} frames at {geometry.fps:g} fps, "
+                f"but a clip needs {geometry.frames}; use a longer video or pass --frames."
+            )
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
@@ -94,30 +91,26 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     try:
         import bitsandbytes
     except ImportError:
-        raise SetseqError("--optimizer adamw8bit needs bitsandbytes, which is not installed; "
-                          "run `pip install bitsandbytes` or use --optimizer adamw.") from None
+        raise SetseqError(
+            "--optimizer adamw8bit needs bitsandbytes, which is not installed; "
+            "run `pip install bitsandbytes` or use --optimizer adamw."
+        ) from None
     return bitsandbytes.optim.AdamW8bit
-
-
-def _learning(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A run's settings less those a checkpoint resumes across: hardware (compile, shard) and the
-    learning rates (after a non-finite loss, resume with a lower --lr); whether tokens train stays."""
-    if config is None:
-        return None
-    out = {k: v for k, v in config.items() if k not in ("compile", "shard")}
-    if isinstance(out.get("optim"), dict):
-        optim = dict(out["optim"])
-        optim.pop("lr", None)
-        optim["token_lr"] = optim.get("token_lr") is not None
-        out["optim"] = optim
-    return out
 
 
 class Trainer:
     """Trains a concept set into `backbone` and writes it to `out` (see `run`)."""
 
-    def __init__(self, backbone: Backbone, concepts: list[ConceptSpec], cfg: TrainConfig, out: str | Path,
-                 geometry: Geometry | None = None, progress: bool = True, cache_dir: str | Path | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        concepts: list[ConceptSpec],
+        cfg: TrainConfig,
+        out: str | Path,
+        geometry: Geometry | None = None,
+        progress: bool = True,
+        cache_dir: str | Path | None = None,
+    ):
         cfg.validate()
         self.backbone, self.concepts, self.cfg = backbone, concepts, cfg
         self.geometry = geometry or backbone.geometry
@@ -126,7 +119,7 @@ class Trainer:
         self.out = Path(out)
         self.ckpt_path = self.out.with_name(self.out.stem + ".ckpt")
         self.progress = progress
-        self.cache_dir = Path(cache_dir or os.environ.get("SETSEQ_CACHE", Path.home() / ".cache" / "setseq"))
+        self.cache_dir = Path(cache_dir or cache_root())
         self.losses: dict[str, list[float]] = {s.name: [] for s in cfg.stages}
         self.uses_lora = any(s.train != "tokens" for s in cfg.stages)
         self.self_cond = cfg.reg.self_conditioning and backbone.supports_self_conditioning
@@ -142,7 +135,9 @@ class Trainer:
         parallel.check_batch(cfg.optim, self.world.size)
         self.sharded = cfg.shard and self.world.size > 1
         if cfg.shard and self.world.size == 1:
-            warn("--shard splits the model over the processes of a torchrun launch; this run has one, so it is not sharded.")
+            warn(
+                "--shard splits the model over the processes of a torchrun launch; this run has one, so it is not sharded."
+            )
         if self.sharded and cfg.compile:
             raise SetseqError("--compile together with --shard is not supported yet; use one of them.")
 
@@ -151,7 +146,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     def _setup(self) -> None:
         torch.manual_seed(self.cfg.seed)
-        self.prior = self._prior_videos() if self.cfg.reg.prior_preservation else None
+        prior = self._prior_videos() if self.cfg.reg.prior_preservation else None
+        self.batches = Batches(self.concepts, self.geometry.frames, self.cfg.reg, prior)
         tokens = [t for c in self.concepts for t in (c.identity_token, c.motion_token)]
         self.backbone.add_concept_tokens(tokens)
         self.layers: dict[str, lora.SetSeqLinear] = {}
@@ -162,10 +158,7 @@ class Trainer:
                 for layer in self.layers.values():
                     for c in self.concepts:
                         layer.add_motion(c.name)
-        for p in self.backbone.transformer.parameters():
-            p.requires_grad_(False)
-        for p in self.backbone.concept_token_parameters():
-            p.requires_grad_(False)
+        self._freeze()
 
     def _prior_videos(self) -> tuple[torch.Tensor, list[tuple[str, str]]]:
         """Videos generated once by the base model from generic prompts (sec. 3.4.1), cached."""
@@ -177,87 +170,60 @@ class Trainer:
         if parallel.on_every_rank(self.world, path.is_file()):
             return torch.load(path), prompts
         note(f"generating {len(prompts)} prior-preservation videos with the base model (cached in {path.parent})")
-        videos = torch.cat([
-            generate(self.backbone, [f"{a} {m}"], geometry=g, steps=reg.prior_steps, seed=self.cfg.seed + i)
-            for i, (a, m) in enumerate(prompts)
-        ])  # (N, F, C, H, W); every rank makes them (sharded, it must), rank 0 keeps them
+        videos = torch.cat(
+            [
+                generate(self.backbone, [f"{a} {m}"], geometry=g, steps=reg.prior_steps, seed=self.cfg.seed + i)
+                for i, (a, m) in enumerate(prompts)
+            ]
+        )  # (N, F, C, H, W); every rank makes them (sharded, it must), rank 0 keeps them
         if self.world.main:
             with atomic_path(path) as tmp:
                 torch.save(videos, tmp)
         return videos, prompts
 
     # ---------------------------------------------------------------------------------------
-    # Batches
+    # Stages
     # ---------------------------------------------------------------------------------------
-    def _randint(self, n: int) -> int:
-        return int(torch.randint(n, ()).item())
+    def _freeze(self) -> None:
+        """Nothing trains and no dropout acts: the state before and after every stage."""
+        self.backbone.transformer.requires_grad_(False)
+        for p in self.backbone.concept_token_parameters():
+            p.requires_grad_(False)
+        lora.set_dropout(self.backbone.transformer)
 
-    def _window(self, count: int, as_frames: bool, windows: list[int] | None = None) -> slice:
-        if as_frames:  # stage 1: one frame of the unordered set, as a one-frame clip
-            i = self._randint(count)
-            return slice(i, i + 1)
-        f = self.geometry.frames  # the whole clip, or a random window of a longer one
-        if windows:  # a clip loaded as separate windows: one of them, never across two
-            start = windows[self._randint(len(windows))]
-        else:
-            start = self._randint(count - f + 1)
-        return slice(start, start + f)
+    def _begin_stage(self, stage: StageConfig) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter], bool]:
+        """Unfreeze what `stage` trains, switch on its coefficient dropout (sec. 3.4.2) and build its
+        optimiser. Returns the optimiser, the trained parameters and whether the tokens train."""
+        o, layers = self.cfg.optim, self.layers.values()
+        self._freeze()
+        groups = []
+        if stage.train == "identity":
+            groups.append([p for l in layers for p in (l.basis, l.identity)])
+            lora.set_dropout(self.backbone.transformer, identity=stage.coef_dropout)
+        elif stage.train == "motion":
+            groups.append([p for l in layers for p in l.motion.values()])
+            if stage.train_basis:  # not the paper's (A1 frozen): see StageConfig.train_basis
+                groups.append([l.basis for l in layers])
+            lora.set_dropout(self.backbone.transformer, motion=stage.coef_dropout)
+        token_lr = o.token_lr if o.token_lr is not None else (o.lr if stage.train == "tokens" else None)
+        param_groups = [{"params": g, "lr": o.lr, "weight_decay": o.weight_decay} for g in groups]
+        if token_lr is not None:
+            tokens = self.backbone.concept_token_parameters()
+            param_groups.append({"params": tokens, "lr": token_lr, "weight_decay": 0.0})
+        params = [p for g in param_groups for p in g["params"]]
+        for p in params:
+            p.requires_grad_(True)
+        opt = optimizer_class(o.optimizer)(param_groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        return opt, params, token_lr is not None
 
-    def _excerpt(self, video: torch.Tensor, as_frames: bool, windows: list[int] | None = None) -> torch.Tensor:
-        return video[self._window(video.shape[0], as_frames, windows)]
-
-    def _sample(self, stage: StageConfig, n: int, concepts: list[ConceptSpec]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-        """n samples of one shape, each of a random concept of `concepts` or a prior video:
-        clips (n, F', C, H, W), prompts and loss weights (n,)."""
-        reg = self.cfg.reg
-        as_frames = stage.data == "frames" or (stage.data == "mixed" and torch.rand(()).item() >= stage.mixed_clip_prob)
-        clips, prompts, weights = [], [], []
-        for _ in range(n):
-            if self.prior is not None and torch.rand(()).item() < reg.prior_ratio:
-                videos, texts = self.prior
-                j = self._randint(len(texts))
-                video, (static, dynamic), w = videos[j], texts[j], reg.prior_weight
-                windows = None
-            else:
-                c = concepts[self._randint(len(concepts))]
-                video, static, dynamic, w = c.video, c.prompt, c.motion_prompt or "", 1.0
-                windows = c.windows
-            clips.append(self._excerpt(video, as_frames, windows))
-            full = not as_frames and stage.prompt == "full"
-            prompts.append(f"{static} {dynamic}".strip() if full else static)
-            weights.append(w)
-        return torch.stack(clips), prompts, torch.tensor(weights)
-
-    def _stitched(self, stage: StageConfig, n: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-        """n samples of two different concepts side by side (or stacked), each squeezed into half
-        the frame, with the composed prompt: the paper's stitched-video regulariser. When both have
-        masks (and reg.stitch_remove_background), on the first one's background (see setseq.stitch)."""
-        as_frames = stage.data == "frames" or (stage.data == "mixed" and torch.rand(()).item() >= stage.mixed_clip_prob)
-        clips, prompts = [], []
-        for _ in range(n):
-            i = self._randint(len(self.concepts))
-            j = (i + 1 + self._randint(len(self.concepts) - 1)) % len(self.concepts)
-            a, b = self.concepts[i], self.concepts[j]
-            wa, wb = self._window(a.video.shape[0], as_frames, a.windows), self._window(b.video.shape[0], as_frames, b.windows)
-            dim = 3 if torch.rand(()).item() < 0.5 else 2  # side by side, or one above the other
-            remove = self.cfg.reg.stitch_remove_background and a.mask is not None and b.mask is not None
-            masks = (a.mask[wa], b.mask[wb]) if remove else (None, None)
-            clips.append(stitch.stitch(a.video[wa], b.video[wb], dim, *masks))  # (F', C, H, W)
-            if remove:  # one background shown: the prompt names a's only
-                b = replace(b, prompt=stitch.drop_background(b.prompt))
-            full = not as_frames and stage.prompt == "full"
-            prompts.append(f"{a.full_prompt} {b.full_prompt}" if full else f"{a.prompt} {b.prompt}")
-        return torch.stack(clips), prompts, torch.ones(n)
-
-    def _mask_tokens(self, mask: torch.Tensor) -> torch.Tensor:
-        """Mask random text tokens (sec. 3.4.3), never all of a prompt's."""
-        p = self.cfg.reg.token_mask_prob
-        if p <= 0:
-            return mask
-        kept = mask & (torch.rand(mask.shape, device=mask.device) >= p)
-        empty = ~kept.any(1)
-        kept[empty] = mask[empty]
-        return kept
+    def _end_stage(self, index: int, stage: StageConfig) -> None:
+        """Freeze, write the stage-1 concept file after the first of several stages, checkpoint."""
+        self._freeze()
+        if index == 0 and len(self.cfg.stages) > 1:
+            stage1 = concept_io.collect(self.backbone, self._meta(stage.name))  # sharded: on every rank
+            if self.world.main:
+                concept_io.save(stage1, self.stage1_path)
+        self._save_checkpoint(index + 1, 0, None)
 
     # ---------------------------------------------------------------------------------------
     # One optimisation step
@@ -266,26 +232,19 @@ class Trainer:
         """The summed loss of this rank's share of a micro-batch of n samples. Every rank draws the
         random numbers of all n samples, so all ranks stay on one random stream (see setseq.parallel),
         but encodes and runs only its own share."""
-        reg, fc, bb = self.cfg.reg, self.cfg.flow, self.backbone
-        several = len(self.concepts) > 1
-        if several and torch.rand(()).item() < reg.stitch_prob:
-            if stage.train == "motion":  # both concepts move: both residuals on
-                lora.set_scales(bb.transformer, motion=1.0)
-            clips, prompts, weights = self._stitched(stage, n)
-        elif stage.train == "motion" and several:
-            # Each concept's clips train its own residual only: one concept per micro-batch, in turn.
-            concept = self.concepts[micro_index % len(self.concepts)]
-            lora.set_scales(bb.transformer, motion={c.name: float(c is concept) for c in self.concepts})
-            clips, prompts, weights = self._sample(stage, n, [concept])
-        else:  # batches mix concepts
-            clips, prompts, weights = self._sample(stage, n, self.concepts)
-        prompts = [("" if torch.rand(()).item() < reg.prompt_dropout else p) for p in prompts]
+        batch = self.batches.draw(stage, n, micro_index)
+        with lora.scales(self.backbone.transformer, motion=batch.motion):  # this micro-batch's only
+            return self._batch_loss(batch, train_tokens)
+
+    def _batch_loss(self, batch: Batch, train_tokens: bool) -> torch.Tensor:
+        """The summed, weighted loss of this rank's share of a batch of n clips (n, F', C, H, W)."""
+        fc, bb, n = self.cfg.flow, self.backbone, len(batch.prompts)
         with torch.set_grad_enabled(train_tokens):  # all n prompts: the token mask's shape is the longest's
-            text = bb.encode_text(prompts)
-        text.mask = self._mask_tokens(text.mask)
+            text = bb.encode_text(batch.prompts)
+        text.mask = self.batches.mask_tokens(text.mask)
         part = parallel.share(n, self.world)  # this rank's samples; all n when it runs alone
         text = Text(text.emb[part], text.mask[part])
-        x0 = bb.encode_video(clips[part])
+        x0 = bb.encode_video(batch.clips[part])
         noise = torch.randn((n, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)[part]
         t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=x0.device)[part]
         x_t = flow.interpolate(x0, noise, t)
@@ -293,31 +252,22 @@ class Trainer:
         if self.self_cond:  # self-conditioning (sec. 3.4.3): a first pass's x_0 estimate as input
             with torch.no_grad():
                 x0_hat = flow.predict_x0(x_t, bb.velocity(x_t, t, text, None), t)
-            use = (torch.rand(n, device=x0.device)[part] < reg.self_cond_prob).to(x0_hat.dtype)
+            use = (torch.rand(n, device=x0.device)[part] < self.cfg.reg.self_cond_prob).to(x0_hat.dtype)
             self_cond = x0_hat * use.view(len(x0), *([1] * (x0_hat.ndim - 1)))
         v = bb.velocity(x_t, t, text, self_cond)
-        if getattr(bb, "loss_space", "velocity") == "x0":  # the clean clip's error (x0-predicting models)
-            per_sample = flow.loss_per_sample(flow.predict_x0(x_t, v, t), x0)
-        else:  # flow matching: v = noise - x0
-            per_sample = flow.loss_per_sample(v, flow.target_velocity(x0, noise))
-        return (per_sample * weights[part].to(v.device)).sum()
+        per_sample = flow.training_loss(v, x0, noise, t, getattr(bb, "loss_space", "velocity"))
+        return (per_sample * batch.weights[part].to(v.device)).sum()
 
-    def _micro_sizes(self, stage: StageConfig) -> list[int]:
-        """Sizes of one step's micro-batches (gradient accumulation), counted over all ranks: each
-        rank's share of the batch is cut into forward passes of micro_batch samples."""
-        o, ranks = self.cfg.optim, self.world.size
-        share = o.batch_size // ranks
-        micro = o.micro_batch or share
-        sizes = [micro] * (share // micro)
-        if stage.train == "motion" and len(self.concepts) > 1:  # one micro-batch per concept at least
-            parts = max(len(sizes), min(len(self.concepts), share))
-            sizes = [len(range(i, share, parts)) for i in range(parts)]
-        return [size * ranks for size in sizes]
-
-    def _step(self, stage: StageConfig, step: int, params: list[torch.nn.Parameter],
-              opt: torch.optim.Optimizer, train_tokens: bool) -> torch.Tensor:
+    def _step(
+        self,
+        stage: StageConfig,
+        step: int,
+        params: list[torch.nn.Parameter],
+        opt: torch.optim.Optimizer,
+        train_tokens: bool,
+    ) -> torch.Tensor:
         o = self.cfg.optim
-        sizes = self._micro_sizes(stage)
+        sizes = self.batches.micro_sizes(stage, o.batch_size, o.micro_batch, self.world.size)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for m, size in enumerate(sizes):  # gradient accumulation
@@ -333,28 +283,6 @@ class Trainer:
         opt.step()
         return total
 
-    def _optimizer(self, stage: StageConfig) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter], bool]:
-        o = self.cfg.optim
-        groups = []
-        if stage.train == "identity":
-            groups.append([p for l in self.layers.values() for p in (l.basis, l.identity)])
-            lora.set_dropout(self.backbone.transformer, identity=stage.coef_dropout)
-        elif stage.train == "motion":
-            groups.append([p for l in self.layers.values() for p in l.motion.values()])
-            if stage.train_basis:  # not the paper's (A1 frozen): see StageConfig.train_basis
-                groups.append([l.basis for l in self.layers.values()])
-            lora.set_dropout(self.backbone.transformer, motion=stage.coef_dropout)
-        tokens = self.backbone.concept_token_parameters()
-        token_lr = o.token_lr if o.token_lr is not None else (o.lr if stage.train == "tokens" else None)
-        param_groups = [{"params": g, "lr": o.lr, "weight_decay": o.weight_decay} for g in groups]
-        if token_lr is not None:
-            param_groups.append({"params": tokens, "lr": token_lr, "weight_decay": 0.0})
-        params = [p for g in param_groups for p in g["params"]]
-        for p in params:
-            p.requires_grad_(True)
-        opt = optimizer_class(o.optimizer)(param_groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        return opt, params, token_lr is not None
-
     # ---------------------------------------------------------------------------------------
     # Checkpoints and outputs
     # ---------------------------------------------------------------------------------------
@@ -367,9 +295,17 @@ class Trainer:
             "rank": self.cfg.lora.rank if self.uses_lora else 0,
             "scale": self.cfg.lora.scale,
             "target_modules": sorted(self.layers),
-            "concepts": [{"name": c.name, "identity_token": c.identity_token, "motion_token": c.motion_token,
-                          "prompt": c.prompt, "motion_prompt": c.motion_prompt, "video": c.source}
-                         for c in self.concepts],
+            "concepts": [
+                {
+                    "name": c.name,
+                    "identity_token": c.identity_token,
+                    "motion_token": c.motion_token,
+                    "prompt": c.prompt,
+                    "motion_prompt": c.motion_prompt,
+                    "video": c.source,
+                }
+                for c in self.concepts
+            ],
             "method": self.cfg.method,
             "config": self.cfg.to_dict(),
             "geometry": self.geometry.__dict__,
@@ -383,48 +319,27 @@ class Trainer:
             return
         tensors = concept_io.collect(self.backbone, {}).tensors
         optimizer = None if opt is None else parallel.full_optimizer_state(opt)
-        if not self.world.main:
-            return
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "stage": stage_index,
-            "step": step,
-            "tensors": tensors,
-            "optimizer": optimizer,
-            "rng": torch.get_rng_state(),
-            "losses": self.losses,
-            "config": self.cfg.to_dict(),
-            "fingerprint": self.backbone.fingerprint(),
-        }
-        with atomic_path(self.ckpt_path) as tmp:
-            torch.save(state, tmp)
+        if self.world.main:
+            checkpoint.save(
+                self.ckpt_path,
+                tensors,
+                optimizer,
+                stage=stage_index,
+                step=step,
+                losses=self.losses,
+                config=self.cfg.to_dict(),
+                fingerprint=self.backbone.fingerprint(),
+            )
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
-        if not self.ckpt_path.is_file():
-            warn(f"no checkpoint at {self.ckpt_path}; starting from the beginning.")
-            return None
-        try:
-            state = torch.load(self.ckpt_path, weights_only=False)
-        except Exception as e:  # a torn or foreign file: say which, do not guess
-            raise SetseqError(f"checkpoint {str(self.ckpt_path)!r} cannot be read ({e}); delete it to start afresh.") from None
-        if _learning(state.get("config")) != _learning(self.cfg.to_dict()) or state.get("fingerprint") != self.backbone.fingerprint():
-            raise SetseqError(f"checkpoint {str(self.ckpt_path)!r} was made with another configuration or base; "
-                              f"run with the same settings, or delete it to start afresh.")
-        with torch.no_grad():
-            for name, layer in self.layers.items():
-                layer.basis.copy_(state["tensors"][f"{name}.basis"])
-                layer.identity.copy_(state["tensors"][f"{name}.identity"])
-                for c, b in layer.motion.items():
-                    b.copy_(state["tensors"][f"{name}.motion.{c}"])
-        self.backbone.load_token_embeddings({k[6:]: v for k, v in state["tensors"].items() if k.startswith("token.")})
-        self.losses = state["losses"]
+        """The checkpoint's adapters, tokens and losses in place; its state, or None without one."""
+        state = checkpoint.load(self.ckpt_path, self.cfg.to_dict(), self.backbone.fingerprint())
+        if state is not None:
+            concept_io.load_adapters(self.layers, state["tensors"], f"checkpoint {str(self.ckpt_path)!r}")
+            tokens = {k[len("token.") :]: v for k, v in state["tensors"].items() if k.startswith("token.")}
+            self.backbone.load_token_embeddings(tokens)
+            self.losses = state["losses"]
         return state
-
-    def _say_rate_change(self, state: dict[str, Any]) -> None:
-        old, new = state.get("config", {}).get("optim", {}), self.cfg.optim
-        for key, flag in (("lr", "--lr"), ("token_lr", "--token-lr")):
-            if old.get(key) != getattr(new, key):
-                note(f"resuming with {flag} {getattr(new, key):g}; the checkpoint was made at {old.get(key):g}.")
 
     def _validate(self, stage: StageConfig, step: int) -> None:
         from setseq.data import write_video
@@ -445,41 +360,21 @@ class Trainer:
         """Train every stage, checkpointing as it goes; write `out` (and `NAME.stage1.safetensors`
         after the set stage of a two-stage method). Returns the final concept set."""
         cfg = self.cfg
-        self._setup()
-        # A checkpoint that rank 0 is still writing (an interrupted run in this very process group)
-        # is complete before any rank looks for it, and every rank must start from the same one.
-        parallel.barrier(self.world)
-        state = self._load_checkpoint() if resume else None
-        parallel.same_start(self.world, (state["stage"], state["step"]) if state else None, self.ckpt_path)
-        if not resume and self.ckpt_path.is_file():
-            warn(f"starting afresh and overwriting {self.ckpt_path}; pass --resume to continue it instead.")
-        if cfg.compile:
-            parallel.compile_blocks(self.backbone.transformer)
-        if self.sharded:  # after the checkpoint's tensors are in place: they load into whole tensors
-            parallel.shard(self.backbone.transformer)
+        state = self._start(resume)
         start_stage, start_step = (state["stage"], state["step"]) if state else (0, 0)
-        total = sum(s.steps for s in cfg.stages)
         done = sum(s.steps for s in cfg.stages[:start_stage]) + start_step
-        bar = tqdm(total=total, initial=done, desc="training", disable=not (self.progress and self.world.main),
-                   dynamic_ncols=True)
+        show = self.progress and self.world.main
+        bar = tqdm(
+            total=sum(s.steps for s in cfg.stages), initial=done, desc="training", disable=not show, dynamic_ncols=True
+        )
         self.backbone.transformer.train()
-        for si, stage in enumerate(cfg.stages):
-            if si < start_stage:
-                continue
-            opt, params, train_tokens = self._optimizer(stage)
-            first = start_step if si == start_stage else 0
-            if state is not None and si == start_stage and state["optimizer"] is not None:
-                rates = [g["lr"] for g in opt.param_groups]  # this run's; loading the state restores the old ones
-                parallel.load_optimizer_state(opt, state["optimizer"])
-                for g, lr in zip(opt.param_groups, rates):
-                    g["lr"] = lr
-            if state is not None and si == start_stage:
-                self._say_rate_change(state)
-            if state is not None and si == start_stage:
-                torch.set_rng_state(state["rng"])
+        for si, stage in enumerate(cfg.stages[start_stage:], start_stage):
+            opt, params, train_tokens = self._begin_stage(stage)
+            if state is not None:  # the stage the checkpoint was made in
+                checkpoint.resume_stage(opt, state, cfg.optim)
             bar.set_description(f"stage {si + 1}/{len(cfg.stages)} ({stage.name})")
             pending: list[torch.Tensor] = []
-            for step in range(first, stage.steps):
+            for step in range(start_step if state is not None else 0, stage.steps):
                 pending.append(self._step(stage, step, params, opt, train_tokens))
                 last = step + 1 == stage.steps
                 if len(pending) >= 10 or last or (step + 1) % cfg.checkpoint_every == 0:
@@ -489,23 +384,31 @@ class Trainer:
                     self._save_checkpoint(si, step + 1, opt)
                 if cfg.validate_every and (step + 1) % cfg.validate_every == 0:
                     self._validate(stage, step + 1)
-            for p in params:
-                p.requires_grad_(False)
-            lora.set_dropout(self.backbone.transformer)
-            if si == 0 and len(cfg.stages) > 1:
-                stage1 = concept_io.collect(self.backbone, self._meta(stage.name))  # sharded: on every rank
-                if self.world.main:
-                    concept_io.save(stage1, self.stage1_path)
-            self._save_checkpoint(si + 1, 0, None)
+            self._end_stage(si, stage)
             state = None
         bar.close()
         self.backbone.transformer.eval()
-        lora.set_scales(self.backbone.transformer, motion=1.0)
         result = concept_io.collect(self.backbone, self._meta("final"))
         if self.world.main:
             concept_io.save(result, self.out)
             self.ckpt_path.unlink(missing_ok=True)
         return result
+
+    def _start(self, resume: bool) -> dict[str, Any] | None:
+        """Set up; with `resume`, load the checkpoint (its state, or None); compile and shard."""
+        self._setup()
+        # A checkpoint that rank 0 is still writing (an interrupted run in this very process group)
+        # is complete before any rank looks for it, and every rank must start from the same one.
+        parallel.barrier(self.world)
+        state = self._load_checkpoint() if resume else None
+        parallel.same_start(self.world, (state["stage"], state["step"]) if state else None, self.ckpt_path)
+        if not resume and self.ckpt_path.is_file():
+            warn(f"starting afresh and overwriting {self.ckpt_path}; pass --resume to continue it instead.")
+        if self.cfg.compile:
+            parallel.compile_blocks(self.backbone.transformer)
+        if self.sharded:  # after the checkpoint's tensors are in place: they load into whole tensors
+            parallel.shard(self.backbone.transformer)
+        return state
 
     @property
     def stage1_path(self) -> Path:
@@ -515,10 +418,14 @@ class Trainer:
         """One host sync per few steps: record losses, stop on a non-finite one."""
         values = torch.stack(pending).tolist()
         if not all(map(lambda x: x == x and abs(x) != float("inf"), values)):
-            where = (f"the last good checkpoint is {self.ckpt_path}; resume it with --resume (perhaps with a lower --lr)"
-                     if self.ckpt_path.is_file() else "no checkpoint had been written yet")
-            raise SetseqError(f"the loss became non-finite in stage {stage.name!r} by step {step + 1}; "
-                              f"training stopped and {where}.")
+            where = (
+                f"the last good checkpoint is {self.ckpt_path}; resume it with --resume (perhaps with a lower --lr)"
+                if self.ckpt_path.is_file()
+                else "no checkpoint had been written yet"
+            )
+            raise SetseqError(
+                f"the loss became non-finite in stage {stage.name!r} by step {step + 1}; training stopped and {where}."
+            )
         self.losses[stage.name].extend(values)
         bar.update(len(values))
         bar.set_postfix(loss=f"{values[-1]:.4f}")

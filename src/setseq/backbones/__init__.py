@@ -1,4 +1,9 @@
-"""Backbones: video models behind the small protocol in `base.py`. Loaded by name or path."""
+"""Backbones: video models behind the small protocol in `base.py`. Loaded by name or path.
+
+Which module builds a backbone is decided here and only here: the toy by name, a local diffusers
+folder by the pipeline class its model_index.json names (each diffusers backbone module states its
+own as `PIPELINE`). The backbone modules never import this dispatch, so nothing imports back.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,17 @@ BASES = ("toy", "toy-tiny")
 
 
 def load_backbone(spec: str, **options) -> Backbone:
-    """`toy` (the embedded default), `toy-tiny` (tests), or a local diffusers folder (Wan, LTX-Video)."""
+    """`toy` (the embedded default), `toy-tiny` (tests), or a local diffusers folder (Wan, LTX-Video).
+
+    Args:
+        spec: a name of BASES or the path of a local Diffusers-format folder.
+        options: for a folder, passed to its backbone's `load` (dtype, device, cache_dir,
+            gradient_checkpointing; None values are left out).
+
+    Raises:
+        SetseqError: for an unknown name, options the toy cannot honour, or a folder that is not
+            a supported diffusers pipeline.
+    """
     if spec in BASES:
         from setseq.backbones import toy
 
@@ -23,7 +38,26 @@ def load_backbone(spec: str, **options) -> Backbone:
             raise SetseqError(f"the toy base runs in float32 on the CPU; leave out --device and --dtype for {spec!r}.")
         return toy.load(spec)
     if Path(spec).exists():  # a local diffusers folder: Wan or LTX-Video
-        from setseq.backbones.diffusers_common import load_local
-
-        return load_local(spec, **{k: v for k, v in options.items() if v is not None})
+        return _load_local(spec, **{k: v for k, v in options.items() if v is not None})
     raise SetseqError(f"unknown base model {spec!r}; use one of {', '.join(BASES)} or a local model path.")
+
+
+def _load_local(path: str | Path, **options) -> Backbone:
+    """A backbone from a local diffusers folder, chosen by the pipeline class in model_index.json."""
+    from setseq.backbones import diffusers_common, ltx, wan
+
+    index = diffusers_common.read_model_index(path)
+    diffusers_common.require_diffusers()
+    kind = index.get("_class_name", "")
+    if index.get("transformer_2", [None])[0] is not None:
+        raise SetseqError(
+            f"{str(path)!r} is a two-expert model (transformer_2); setseq adapts single-transformer "
+            f"models such as Wan2.1-T2V-1.3B or LTX-Video."
+        )
+    loaders = {module.PIPELINE: module.load for module in (wan, ltx)}
+    if kind not in loaders:
+        raise SetseqError(
+            f"{str(path)!r} holds a {kind or 'unnamed'} pipeline; setseq supports text-to-video "
+            f"{' and '.join(loaders)} folders."
+        )
+    return loaders[kind](path, **options)

@@ -6,11 +6,16 @@ backbone makes of them (the flow code works for any rank). Text crosses as a `Te
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
+
+# A concept token as prompts write it: "[v]", "[u1]". Backbones skip these when looking for unknown
+# words (they are added to the vocabulary later); the sampler checks that each one is known.
+TOKEN = re.compile(r"\[[A-Za-z]+\d*\]")
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ class Text:
         return self.emb.shape[0]
 
     @staticmethod
-    def cat(items: list["Text"]) -> "Text":
+    def cat(items: list[Text]) -> Text:
         """Concatenate along the batch, padding to the longest token count."""
         t = max(x.emb.shape[1] for x in items)
         emb = [torch.nn.functional.pad(x.emb, (0, 0, 0, t - x.emb.shape[1])) for x in items]
@@ -97,8 +102,9 @@ class Backbone(Protocol):
     def unknown_words(self, prompt: str) -> list[str]:
         """Words of the prompt the text encoder cannot represent (for a warning), else []."""
 
-    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, text: Text,
-                 self_cond: torch.Tensor | None = None) -> torch.Tensor:
+    def velocity(
+        self, x_t: torch.Tensor, t: torch.Tensor, text: Text, self_cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """v_theta(x_t, t, text); t of shape (B,) in [0, 1]; self_cond an x_0 estimate or None."""
 
     def prior_prompts(self, n: int, seed: int) -> list[tuple[str, str]]:

@@ -4,7 +4,8 @@ A `DiffusersBackbone` holds a diffusers video transformer and VAE and a transfor
 encoder with its tokenizer. The subclasses (`wan.py`, `ltx.py`) supply what differs: the latent
 normalisation, how prompts are encoded and padded, and the transformer call. Everything here is
 model-agnostic: concept tokens, the geometry rules, the weights fingerprint, on-disk caching of
-latents and text embeddings, and loading a local diffusers-format folder.
+latents and text embeddings, loading the parts of a local diffusers-format folder and building tiny
+random ones. Which backbone a folder is, `setseq.backbones.load_backbone` decides.
 
 diffusers and transformers are imported lazily (only where a backbone is built), so the core package
 runs without the `[diffusers]` extra.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from setseq.backbones.base import Geometry, SamplingDefaults, Text
+from setseq.backbones.base import TOKEN, Geometry, SamplingDefaults, Text
 from setseq.errors import SetseqError
-from setseq.fileio import atomic_path
-from setseq.generate import TOKEN
+from setseq.fileio import atomic_path, cache_root
 
 EXTRA_HINT = "install the extra with: pip install 'setseq[diffusers]'"
 
@@ -36,13 +35,15 @@ def require_diffusers() -> None:
         import diffusers  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as e:
-        raise SetseqError(f"the Wan and LTX-Video backbones need diffusers and transformers ({e.name} is "
-                          f"missing); {EXTRA_HINT}.") from None
+        raise SetseqError(
+            f"the Wan and LTX-Video backbones need diffusers and transformers ({e.name} is missing); {EXTRA_HINT}."
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
 # Concept tokens
 # --------------------------------------------------------------------------------------------
+
 
 class ConceptEmbedding(nn.Module):
     """The text encoder's input embedding, with a small trainable table for the concept tokens.
@@ -68,8 +69,9 @@ class ConceptEmbedding(nn.Module):
         if token_id in self.ids:
             return
         self.ids.append(token_id)
-        self.table.append(nn.Parameter(torch.zeros(self.base.embedding_dim, device=self.base.weight.device),
-                                       requires_grad=False))
+        self.table.append(
+            nn.Parameter(torch.zeros(self.base.embedding_dim, device=self.base.weight.device), requires_grad=False)
+        )
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         is_concept = torch.zeros_like(ids, dtype=torch.bool)
@@ -98,6 +100,7 @@ def word_tokenizer(words: list[str]):
 # --------------------------------------------------------------------------------------------
 # Fingerprint and cache
 # --------------------------------------------------------------------------------------------
+
 
 def weights_fingerprint(modules: dict[str, nn.Module], samples: int = 4096) -> str:
     """A hash of every tensor's name and shape and of up to `samples` evenly spaced values of it.
@@ -142,6 +145,7 @@ def tensor_digest(t: torch.Tensor) -> str:
 # Geometry
 # --------------------------------------------------------------------------------------------
 
+
 def _nearest_multiple(x: int, m: int) -> int:
     return max(m, m * round(x / m))
 
@@ -155,21 +159,37 @@ def check_frames_and_size(g: Geometry, model: str, frame_step: int, size_step: i
         return
     frames = frame_step * max(0, round((g.frames - 1) / frame_step)) + 1
     h, w = _nearest_multiple(g.height, size_step), _nearest_multiple(g.width, size_step)
-    raise SetseqError(f"{model} needs {frame_step}N+1 frames and a height and width that are multiples of "
-                      f"{size_step}; got {g.frames} frames at {g.height}x{g.width}, the nearest valid "
-                      f"geometry is {frames} frames at {h}x{w}.")
+    raise SetseqError(
+        f"{model} needs {frame_step}N+1 frames and a height and width that are multiples of "
+        f"{size_step}; got {g.frames} frames at {g.height}x{g.width}, the nearest valid "
+        f"geometry is {frames} frames at {h}x{w}."
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Prior-preservation prompts
 # --------------------------------------------------------------------------------------------
 
-SUBJECTS = ["a man in a grey coat in a park", "a woman in a red dress in a kitchen", "a brown dog on a lawn",
-            "a white cat on a wooden floor", "a small boat on a lake", "tall grass in a field",
-            "a candle on a dark table", "a child in a yellow jacket on a street"]
-MOTIONS = ["it moves slowly from left to right.", "it turns around in place.", "it sways gently back and forth.",
-           "it moves towards the camera.", "it bounces up and down.", "it shakes quickly.",
-           "it moves in a wide circle.", "it leans to one side and back."]
+SUBJECTS = [
+    "a man in a grey coat in a park",
+    "a woman in a red dress in a kitchen",
+    "a brown dog on a lawn",
+    "a white cat on a wooden floor",
+    "a small boat on a lake",
+    "tall grass in a field",
+    "a candle on a dark table",
+    "a child in a yellow jacket on a street",
+]
+MOTIONS = [
+    "it moves slowly from left to right.",
+    "it turns around in place.",
+    "it sways gently back and forth.",
+    "it moves towards the camera.",
+    "it bounces up and down.",
+    "it shakes quickly.",
+    "it moves in a wide circle.",
+    "it leans to one side and back.",
+]
 
 
 def prior_prompts(n: int, seed: int) -> list[tuple[str, str]]:
@@ -183,6 +203,7 @@ def prior_prompts(n: int, seed: int) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------------------------
 # The shared backbone
 # --------------------------------------------------------------------------------------------
+
 
 def clean_prompt(text: str) -> str:
     """Collapse whitespace, as the diffusers pipelines do before tokenising."""
@@ -204,10 +225,21 @@ class DiffusersBackbone:
     frame_step = 1  # frames must be frame_step * N + 1 (the VAE's temporal compression)
     size_step = 1  # height and width must be multiples of this (VAE stride x patch size)
 
-    def __init__(self, name: str, transformer: nn.Module, vae: nn.Module, text_encoder: nn.Module, tokenizer,
-                 geometry: Geometry, sampling: SamplingDefaults, *, text_len: int,
-                 device: torch.device | str | None = None, cache_dir: str | Path | None = None,
-                 gradient_checkpointing: bool = False):
+    def __init__(
+        self,
+        name: str,
+        transformer: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer,
+        geometry: Geometry,
+        sampling: SamplingDefaults,
+        *,
+        text_len: int,
+        device: torch.device | str | None = None,
+        cache_dir: str | Path | None = None,
+        gradient_checkpointing: bool = False,
+    ):
         """
         Args:
             name: written into concept files; a local model folder, so that `--base NAME` reloads it.
@@ -228,8 +260,7 @@ class DiffusersBackbone:
             m.eval()
         if gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
-        self._fingerprint = weights_fingerprint({"transformer": transformer, "text_encoder": text_encoder,
-                                                 "vae": vae})
+        self._fingerprint = weights_fingerprint({"transformer": transformer, "text_encoder": text_encoder, "vae": vae})
         self.concepts = ConceptEmbedding(text_encoder.get_input_embeddings())
         text_encoder.set_input_embeddings(self.concepts)
         self.cache = EncodingCache(cache_dir) if cache_dir is not None else None
@@ -255,6 +286,7 @@ class DiffusersBackbone:
         (the VAE's memory grows with the clip) and from the cache when one is set."""
         out = []
         for clip in video:  # (F, C, H, W)
+
             def make(clip=clip):
                 x = clip.permute(1, 0, 2, 3)[None].to(self.device, self.vae.dtype)  # (1, C, F, H, W)
                 # the posterior's mode, not a sample: deterministic, so a clip's latents can be cached
@@ -299,8 +331,10 @@ class DiffusersBackbone:
             for tok, emb in embeddings.items():
                 row = rows[self._token_ids()[tok]]
                 if emb.shape != row.shape:
-                    raise SetseqError(f"the embedding of {tok} has shape {tuple(emb.shape)}, but this text "
-                                      f"encoder needs {tuple(row.shape)}; was the concept trained on another base?")
+                    raise SetseqError(
+                        f"the embedding of {tok} has shape {tuple(emb.shape)}, but this text "
+                        f"encoder needs {tuple(row.shape)}; was the concept trained on another base?"
+                    )
                 row.copy_(emb)
 
     def unknown_words(self, prompt: str) -> list[str]:
@@ -320,6 +354,7 @@ class DiffusersBackbone:
         tokens = "".join(tensor_digest(r) for r in self.concepts.table)
         items = []
         for p in prompts:
+
             def make(p=p):
                 t = self._encode_prompts([p])
                 return torch.cat([t.emb.float(), t.mask[..., None].float()], -1)[0]  # (T, D + 1)
@@ -329,21 +364,33 @@ class DiffusersBackbone:
         return Text.cat(items)
 
     def _encode_prompts(self, prompts: list[str]) -> Text:
-        batch = self.tokenizer(prompts, **self._tokenizer_options(), truncation=True, max_length=self.text_len,
-                               add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+        batch = self.tokenizer(
+            prompts,
+            **self._tokenizer_options(),
+            truncation=True,
+            max_length=self.text_len,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
         ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device).bool()
         return Text(self._encode_ids(ids, mask).float(), mask)
 
     # -- the model -------------------------------------------------------------------------
-    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, text: Text,
-                 self_cond: torch.Tensor | None = None) -> torch.Tensor:
+    def velocity(
+        self, x_t: torch.Tensor, t: torch.Tensor, text: Text, self_cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """setseq's v = eps - x_0 at time t in [0, 1]: both models are trained on x_t = (1 - s) x_0
         + s eps with s = timestep / 1000 and predict eps - x_0, so the only change is t -> 1000 t."""
         if self_cond is not None:
             raise SetseqError(f"{self.model} has no self-conditioning input.")
         dtype = self.transformer.dtype
-        v = self._forward(x_t.to(self.device, dtype), (1000.0 * t).to(self.device, torch.float32),
-                          text.emb.to(self.device, dtype), text.mask.to(self.device))
+        v = self._forward(
+            x_t.to(self.device, dtype),
+            (1000.0 * t).to(self.device, torch.float32),
+            text.emb.to(self.device, dtype),
+            text.mask.to(self.device),
+        )
         return v.float()
 
     def prior_prompts(self, n: int, seed: int) -> list[tuple[str, str]]:
@@ -376,6 +423,7 @@ class DiffusersBackbone:
 # Loading a local diffusers-format folder
 # --------------------------------------------------------------------------------------------
 
+
 def read_model_index(path: str | Path) -> dict:
     """The pipeline index of a local diffusers folder, or one sentence saying why there is none."""
     root = Path(path)
@@ -383,8 +431,10 @@ def read_model_index(path: str | Path) -> dict:
         raise SetseqError(f"base model folder {str(root)!r} does not exist.")
     index = root / "model_index.json"
     if not root.is_dir() or not index.is_file():
-        raise SetseqError(f"{str(root)!r} is not a diffusers model folder (it has no model_index.json); pass the "
-                          f"folder of a Diffusers-format checkpoint such as Wan2.1-T2V-1.3B-Diffusers.")
+        raise SetseqError(
+            f"{str(root)!r} is not a diffusers model folder (it has no model_index.json); pass the "
+            f"folder of a Diffusers-format checkpoint such as Wan2.1-T2V-1.3B-Diffusers."
+        )
     try:
         return json.loads(index.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -401,34 +451,74 @@ def load_part(load: Callable, root: Path, subfolder: str, **kwargs):
         return load(str(folder), local_files_only=True, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SetseqError(f"cannot load the {subfolder} from {str(folder)!r} ({reason}); are its weights "
-                          f"downloaded?") from None
+        raise SetseqError(
+            f"cannot load the {subfolder} from {str(folder)!r} ({reason}); are its weights downloaded?"
+        ) from None
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SETSEQ_CACHE", Path.home() / ".cache" / "setseq")) / "encodings"
+    return cache_root() / "encodings"
 
 
-def load_local(path: str | Path, **options) -> DiffusersBackbone:
-    """A backbone from a local diffusers folder, chosen by the pipeline class in model_index.json.
+def load_components(
+    path: str | Path, transformer_class, vae_class, text_encoder_class, dtype: torch.dtype = torch.float32
+) -> tuple[Path, dict]:
+    """The four parts of a local diffusers folder, never downloaded: the transformer and text encoder
+    in `dtype`, the VAE in float32, the tokenizer.
 
     Args:
-        path: the folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/).
-        options: passed to the backbone's loader (dtype, device, cache_dir, gradient_checkpointing).
+        path: folder with model_index.json and transformer/, vae/, text_encoder/, tokenizer/.
+        transformer_class, vae_class, text_encoder_class: the diffusers / transformers classes.
+        dtype: dtype of the transformer and the text encoder.
+
+    Returns:
+        (the folder's resolved path, {transformer, vae, text_encoder, tokenizer}).
+
+    Raises:
+        SetseqError: naming the missing folder or part, or the part that cannot be read.
     """
-    index = read_model_index(path)
     require_diffusers()
-    kind = index.get("_class_name", "")
-    if index.get("transformer_2", [None])[0] is not None:
-        raise SetseqError(f"{str(path)!r} is a two-expert model (transformer_2); setseq adapts single-transformer "
-                          f"models such as Wan2.1-T2V-1.3B or LTX-Video.")
-    if kind == "WanPipeline":
-        from setseq.backbones import wan
+    from transformers import AutoTokenizer
 
-        return wan.load(path, **options)
-    if kind == "LTXPipeline":
-        from setseq.backbones import ltx
+    root = Path(path).resolve()
+    read_model_index(root)
+    return root, dict(
+        transformer=load_part(transformer_class.from_pretrained, root, "transformer", torch_dtype=dtype),
+        vae=load_part(vae_class.from_pretrained, root, "vae", torch_dtype=torch.float32),
+        text_encoder=load_part(text_encoder_class.from_pretrained, root, "text_encoder", dtype=dtype),
+        tokenizer=load_part(AutoTokenizer.from_pretrained, root, "tokenizer"),
+    )
 
-        return ltx.load(path, **options)
-    raise SetseqError(f"{str(path)!r} holds a {kind or 'unnamed'} pipeline; setseq supports text-to-video "
-                      f"WanPipeline and LTXPipeline folders.")
+
+# --------------------------------------------------------------------------------------------
+# Tiny random components, for tests and smoke runs
+# --------------------------------------------------------------------------------------------
+
+TINY_WORDS = (
+    "a an the red blue green square circle dancer man woman dog on in of at with and is it he she moves "
+    "motion dancing background bridge beach slowly left right . ,"
+).split()  # the tiny tokenizer's vocabulary
+
+
+def build_tiny(
+    seed: int,
+    words: list[str] | None,
+    transformer: Callable[[], nn.Module],
+    vae: Callable[[], nn.Module],
+    text_encoder: Callable[[int], nn.Module],
+) -> dict:
+    """Seeded random tiny components {transformer, vae, text_encoder, tokenizer}, built in that order
+    under `seed` without touching the global random stream.
+
+    Args:
+        seed: seeds the random weights.
+        words: the word tokenizer's vocabulary (default: TINY_WORDS).
+        transformer, vae: build the random transformer and VAE.
+        text_encoder: builds the random text encoder for a vocabulary of the given size.
+    """
+    tokenizer = word_tokenizer(words or TINY_WORDS)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return dict(
+            transformer=transformer(), vae=vae(), text_encoder=text_encoder(len(tokenizer)), tokenizer=tokenizer
+        )

@@ -1,9 +1,9 @@
 """LTX-Video (diffusers' LTXVideoTransformer3DModel, AutoencoderKLLTXVideo, T5) as a backbone.
 
-    video (B, F, C, H, W) --VAE--> latents (B, 128, (F-1)/8+1, H/32, W/32), normalised per channel
-    latents --pack--> tokens (B, F' h w, 128)         the transformer works on a flat token list
-    prompt --T5--> (B, 128, 4096) and a key mask       the encoder sees the padding, as in the pipeline
-    v = transformer(x_t, timestep = 1000 t, text, mask) (the model's own flow convention is setseq's)
+video (B, F, C, H, W) --VAE--> latents (B, 128, (F-1)/8+1, H/32, W/32), normalised per channel
+latents --pack--> tokens (B, F' h w, 128)         the transformer works on a flat token list
+prompt --T5--> (B, 128, 4096) and a key mask       the encoder sees the padding, as in the pipeline
+v = transformer(x_t, timestep = 1000 t, text, mask) (the model's own flow convention is setseq's)
 """
 
 from __future__ import annotations
@@ -15,24 +15,46 @@ from pathlib import Path
 import torch
 
 from setseq.backbones.base import Geometry, SamplingDefaults
-from setseq.backbones.diffusers_common import (DiffusersBackbone, default_cache_dir, load_part, read_model_index,
-                                               require_diffusers, word_tokenizer)
-from setseq.backbones.wan import TINY_WORDS
+from setseq.backbones.diffusers_common import (
+    DiffusersBackbone,
+    build_tiny,
+    default_cache_dir,
+    load_components,
+    require_diffusers,
+)
 from setseq.errors import SetseqError
 
 # A tiny random instance for tests; its VAE keeps the real 8x temporal and 32x spatial compression.
-LTX_TINY = dict(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2,
-                attention_head_dim=8, cross_attention_dim=16, num_layers=2, caption_channels=32)
-LTX_TINY_VAE = dict(latent_channels=8, block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-                    layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
-                    spatio_temporal_scaling=(True, True, True, False),
-                    decoder_spatio_temporal_scaling=(True, True, True, False),
-                    decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4, upsample_factor=(1,) * 4,
-                    patch_size=4, patch_size_t=1)
+LTX_TINY = dict(
+    in_channels=8,
+    out_channels=8,
+    patch_size=1,
+    patch_size_t=1,
+    num_attention_heads=2,
+    attention_head_dim=8,
+    cross_attention_dim=16,
+    num_layers=2,
+    caption_channels=32,
+)
+LTX_TINY_VAE = dict(
+    latent_channels=8,
+    block_out_channels=(8, 8, 8, 8),
+    decoder_block_out_channels=(8, 8, 8, 8),
+    layers_per_block=(1, 1, 1, 1, 1),
+    decoder_layers_per_block=(1, 1, 1, 1, 1),
+    spatio_temporal_scaling=(True, True, True, False),
+    decoder_spatio_temporal_scaling=(True, True, True, False),
+    decoder_inject_noise=(False,) * 5,
+    upsample_residual=(False,) * 4,
+    upsample_factor=(1,) * 4,
+    patch_size=4,
+    patch_size_t=1,
+)
 LTX_TINY_TEXT = dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, relative_attention_num_buckets=8)
 
 GEOMETRY = Geometry(frames=161, height=512, width=704, fps=25.0)  # the diffusers pipeline's defaults
 TEXT_LEN = 128
+PIPELINE = "LTXPipeline"  # the pipeline class an LTX-Video folder's model_index.json names
 
 
 def dynamic_shift(tokens: int, scheduler: dict | None = None) -> float:
@@ -49,16 +71,32 @@ class LTXBackbone(DiffusersBackbone):
     """LTX-Video text-to-video. Build with `load` (a local folder) or from components (tests)."""
 
     model = "LTX-Video"
-    lora_targets = ["transformer_blocks.*.attn[12].to_[qkv]", "transformer_blocks.*.attn[12].to_out.0",
-                    "transformer_blocks.*.ff.net.0.proj", "transformer_blocks.*.ff.net.2"]
+    lora_targets = [
+        "transformer_blocks.*.attn[12].to_[qkv]",
+        "transformer_blocks.*.attn[12].to_out.0",
+        "transformer_blocks.*.ff.net.0.proj",
+        "transformer_blocks.*.ff.net.2",
+    ]
 
-    def __init__(self, name, transformer, vae, text_encoder, tokenizer, geometry: Geometry = GEOMETRY,
-                 sampling: SamplingDefaults | None = None, text_len: int = TEXT_LEN, scheduler: dict | None = None,
-                 **options):
+    def __init__(
+        self,
+        name,
+        transformer,
+        vae,
+        text_encoder,
+        tokenizer,
+        geometry: Geometry = GEOMETRY,
+        sampling: SamplingDefaults | None = None,
+        text_len: int = TEXT_LEN,
+        scheduler: dict | None = None,
+        **options,
+    ):
         cfg = transformer.config
         if cfg.patch_size != 1 or cfg.patch_size_t != 1:
-            raise SetseqError(f"setseq supports LTX-Video transformers with patch size 1 (LTX-Video 0.9), got "
-                              f"{cfg.patch_size_t}x{cfg.patch_size}.")
+            raise SetseqError(
+                f"setseq supports LTX-Video transformers with patch size 1 (LTX-Video 0.9), got "
+                f"{cfg.patch_size_t}x{cfg.patch_size}."
+            )
         self.latent_channels = vae.config.latent_channels
         self.vae_stride = vae.spatial_compression_ratio
         self.frame_step = vae.temporal_compression_ratio
@@ -66,8 +104,9 @@ class LTXBackbone(DiffusersBackbone):
         if sampling is None:
             tokens = math.prod(self.latent_shape(geometry)[1:])
             sampling = SamplingDefaults(steps=50, guidance=3.0, shift=dynamic_shift(tokens, scheduler))
-        super().__init__(name, transformer, vae, text_encoder, tokenizer, geometry, sampling,
-                         text_len=text_len, **options)
+        super().__init__(
+            name, transformer, vae, text_encoder, tokenizer, geometry, sampling, text_len=text_len, **options
+        )
 
     # the pipeline's normalisation: (z - mean) * scaling_factor / std per latent channel
     def _stats(self, z):
@@ -85,7 +124,9 @@ class LTXBackbone(DiffusersBackbone):
 
     def _vae_decode(self, z):
         # a timestep-conditioned decoder (LTX 0.9.1+) decodes at the pipeline's default timestep, 0
-        temb = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype) if self.vae.config.timestep_conditioning else None
+        temb = (
+            torch.zeros(z.shape[0], device=z.device, dtype=z.dtype) if self.vae.config.timestep_conditioning else None
+        )
         return self.vae.decode(z, temb, return_dict=False)[0]
 
     def _tokenizer_options(self):
@@ -98,14 +139,27 @@ class LTXBackbone(DiffusersBackbone):
         B, C, F, h, w = x.shape
         tokens = x.permute(0, 2, 3, 4, 1).reshape(B, F * h * w, C)  # (B, T, C), frame-major
         s, r = self.vae_stride, self.frame_step
-        v = self.transformer(hidden_states=tokens, encoder_hidden_states=emb, timestep=timestep,
-                             encoder_attention_mask=mask.to(emb.dtype), num_frames=F, height=h, width=w,
-                             rope_interpolation_scale=(r / self.geometry.fps, s, s), return_dict=False)[0]
+        v = self.transformer(
+            hidden_states=tokens,
+            encoder_hidden_states=emb,
+            timestep=timestep,
+            encoder_attention_mask=mask.to(emb.dtype),
+            num_frames=F,
+            height=h,
+            width=w,
+            rope_interpolation_scale=(r / self.geometry.fps, s, s),
+            return_dict=False,
+        )[0]
         return v.reshape(B, F, h, w, C).permute(0, 4, 1, 2, 3)  # (B, C, F, h, w)
 
 
-def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None,
-         cache_dir: str | Path | None = None, gradient_checkpointing: bool = False) -> LTXBackbone:
+def load(
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+    gradient_checkpointing: bool = False,
+) -> LTXBackbone:
     """LTX-Video from a local Diffusers-format folder (e.g. LTX-Video 0.9.x); never downloads.
 
     Args:
@@ -118,19 +172,19 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | Non
     """
     require_diffusers()
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
-    from transformers import AutoTokenizer, T5EncoderModel
+    from transformers import T5EncoderModel
 
-    root = Path(path).resolve()
-    read_model_index(root)
-    transformer = load_part(LTXVideoTransformer3DModel.from_pretrained, root, "transformer", torch_dtype=dtype)
-    vae = load_part(AutoencoderKLLTXVideo.from_pretrained, root, "vae", torch_dtype=torch.float32)
-    text_encoder = load_part(T5EncoderModel.from_pretrained, root, "text_encoder", dtype=dtype)
-    tokenizer = load_part(AutoTokenizer.from_pretrained, root, "tokenizer")
+    root, parts = load_components(path, LTXVideoTransformer3DModel, AutoencoderKLLTXVideo, T5EncoderModel, dtype)
     scheduler_file = root / "scheduler" / "scheduler_config.json"
     scheduler = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else None
-    return LTXBackbone(str(root), transformer, vae, text_encoder, tokenizer, scheduler=scheduler, device=device,
-                       cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
-                       gradient_checkpointing=gradient_checkpointing)
+    return LTXBackbone(
+        str(root),
+        **parts,
+        scheduler=scheduler,
+        device=device,
+        cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
+        gradient_checkpointing=gradient_checkpointing,
+    )
 
 
 def tiny_components(seed: int = 0, words: list[str] | None = None) -> dict:
@@ -139,15 +193,22 @@ def tiny_components(seed: int = 0, words: list[str] | None = None) -> dict:
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
-    tokenizer = word_tokenizer(words or TINY_WORDS)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return dict(transformer=LTXVideoTransformer3DModel(**LTX_TINY), vae=AutoencoderKLLTXVideo(**LTX_TINY_VAE),
-                    text_encoder=T5EncoderModel(T5Config(vocab_size=len(tokenizer), **LTX_TINY_TEXT)),
-                    tokenizer=tokenizer)
+    return build_tiny(
+        seed,
+        words,
+        lambda: LTXVideoTransformer3DModel(**LTX_TINY),
+        lambda: AutoencoderKLLTXVideo(**LTX_TINY_VAE),
+        lambda vocab: T5EncoderModel(T5Config(vocab_size=vocab, **LTX_TINY_TEXT)),
+    )
 
 
 def tiny(seed: int = 0, **options) -> LTXBackbone:
     """A tiny random LTX-Video backbone: 9 frames at 64x64 (2 x 2 x 2 latents, 8 tokens)."""
-    return LTXBackbone("ltx-tiny", **tiny_components(seed), geometry=Geometry(9, 64, 64, 25.0),
-                       sampling=SamplingDefaults(steps=4, guidance=3.0, shift=1.0), text_len=16, **options)
+    return LTXBackbone(
+        "ltx-tiny",
+        **tiny_components(seed),
+        geometry=Geometry(9, 64, 64, 25.0),
+        sampling=SamplingDefaults(steps=4, guidance=3.0, shift=1.0),
+        text_len=16,
+        **options,
+    )

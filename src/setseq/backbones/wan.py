@@ -15,26 +15,53 @@ from pathlib import Path
 import torch
 
 from setseq.backbones.base import Geometry, SamplingDefaults
-from setseq.backbones.diffusers_common import (DiffusersBackbone, default_cache_dir, load_part, read_model_index,
-                                               require_diffusers, word_tokenizer)
+from setseq.backbones.diffusers_common import (
+    DiffusersBackbone,
+    build_tiny,
+    default_cache_dir,
+    load_components,
+    require_diffusers,
+)
 
 # Wan2.1-T2V-1.3B's transformer (the diffusers config of Wan-AI/Wan2.1-T2V-1.3B-Diffusers).
-WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
-                out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-                qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+WAN_1_3B = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
 # A tiny random instance for tests and smoke runs; its VAE keeps the real 4x temporal and 8x spatial
 # compression, so the geometry rules are the real ones.
-WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=16, out_channels=16,
-                text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, rope_max_seq_len=32)
-WAN_TINY_VAE = dict(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                    temperal_downsample=[False, True, True])
+WAN_TINY = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=8,
+    in_channels=16,
+    out_channels=16,
+    text_dim=32,
+    freq_dim=32,
+    ffn_dim=32,
+    num_layers=2,
+    rope_max_seq_len=32,
+)
+WAN_TINY_VAE = dict(
+    base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+)
 WAN_TINY_TEXT = dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, relative_attention_num_buckets=8)
-TINY_WORDS = ("a an the red blue green square circle dancer man woman dog on in of at with and is it he she moves "
-              "motion dancing background bridge beach slowly left right . ,").split()  # the tiny tokenizer's vocabulary
 
 GEOMETRY = Geometry(frames=81, height=480, width=832, fps=16.0)  # Wan 2.1's 480p clips
 SAMPLING = SamplingDefaults(steps=50, guidance=5.0, shift=3.0)  # the diffusers pipeline's 480p settings
 TEXT_LEN = 512
+PIPELINE = "WanPipeline"  # the pipeline class a Wan folder's model_index.json names
 
 
 class WanBackbone(DiffusersBackbone):
@@ -42,18 +69,33 @@ class WanBackbone(DiffusersBackbone):
 
     model = "Wan"
     frame_step = 4
-    lora_targets = ["blocks.*.attn[12].to_[qkv]", "blocks.*.attn[12].to_out.0",
-                    "blocks.*.ffn.net.0.proj", "blocks.*.ffn.net.2"]
+    lora_targets = [
+        "blocks.*.attn[12].to_[qkv]",
+        "blocks.*.attn[12].to_out.0",
+        "blocks.*.ffn.net.0.proj",
+        "blocks.*.ffn.net.2",
+    ]
 
-    def __init__(self, name, transformer, vae, text_encoder, tokenizer, geometry: Geometry = GEOMETRY,
-                 sampling: SamplingDefaults = SAMPLING, text_len: int = TEXT_LEN, **options):
+    def __init__(
+        self,
+        name,
+        transformer,
+        vae,
+        text_encoder,
+        tokenizer,
+        geometry: Geometry = GEOMETRY,
+        sampling: SamplingDefaults = SAMPLING,
+        text_len: int = TEXT_LEN,
+        **options,
+    ):
         cfg = vae.config
         self.latent_channels = cfg.z_dim
         self.vae_stride = cfg.scale_factor_spatial
         self.frame_step = cfg.scale_factor_temporal
         self.size_step = cfg.scale_factor_spatial * transformer.config.patch_size[1]
-        super().__init__(name, transformer, vae, text_encoder, tokenizer, geometry, sampling,
-                         text_len=text_len, **options)
+        super().__init__(
+            name, transformer, vae, text_encoder, tokenizer, geometry, sampling, text_len=text_len, **options
+        )
         self._mean = torch.tensor(cfg.latents_mean).view(-1, 1, 1, 1)  # (C, 1, 1, 1)
         self._std = torch.tensor(cfg.latents_std).view(-1, 1, 1, 1)
 
@@ -80,8 +122,13 @@ class WanBackbone(DiffusersBackbone):
         return self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=emb, return_dict=False)[0]
 
 
-def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None,
-         cache_dir: str | Path | None = None, gradient_checkpointing: bool = False) -> WanBackbone:
+def load(
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+    gradient_checkpointing: bool = False,
+) -> WanBackbone:
     """Wan from a local Diffusers-format folder (e.g. Wan2.1-T2V-1.3B-Diffusers); never downloads.
 
     Args:
@@ -94,17 +141,16 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | Non
     """
     require_diffusers()
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
-    from transformers import AutoTokenizer, UMT5EncoderModel
+    from transformers import UMT5EncoderModel
 
-    root = Path(path).resolve()
-    read_model_index(root)
-    transformer = load_part(WanTransformer3DModel.from_pretrained, root, "transformer", torch_dtype=dtype)
-    vae = load_part(AutoencoderKLWan.from_pretrained, root, "vae", torch_dtype=torch.float32)
-    text_encoder = load_part(UMT5EncoderModel.from_pretrained, root, "text_encoder", dtype=dtype)
-    tokenizer = load_part(AutoTokenizer.from_pretrained, root, "tokenizer")
-    return WanBackbone(str(root), transformer, vae, text_encoder, tokenizer, device=device,
-                       cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
-                       gradient_checkpointing=gradient_checkpointing)
+    root, parts = load_components(path, WanTransformer3DModel, AutoencoderKLWan, UMT5EncoderModel, dtype)
+    return WanBackbone(
+        str(root),
+        **parts,
+        device=device,
+        cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
+        gradient_checkpointing=gradient_checkpointing,
+    )
 
 
 def tiny_components(seed: int = 0, words: list[str] | None = None) -> dict:
@@ -113,15 +159,22 @@ def tiny_components(seed: int = 0, words: list[str] | None = None) -> dict:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    tokenizer = word_tokenizer(words or TINY_WORDS)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return dict(transformer=WanTransformer3DModel(**WAN_TINY), vae=AutoencoderKLWan(**WAN_TINY_VAE),
-                    text_encoder=UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **WAN_TINY_TEXT)),
-                    tokenizer=tokenizer)
+    return build_tiny(
+        seed,
+        words,
+        lambda: WanTransformer3DModel(**WAN_TINY),
+        lambda: AutoencoderKLWan(**WAN_TINY_VAE),
+        lambda vocab: UMT5EncoderModel(UMT5Config(vocab_size=vocab, **WAN_TINY_TEXT)),
+    )
 
 
 def tiny(seed: int = 0, **options) -> WanBackbone:
     """A tiny random Wan backbone: 5 frames at 32x32 (2 x 4 x 4 latents, 8 tokens)."""
-    return WanBackbone("wan-tiny", **tiny_components(seed), geometry=Geometry(5, 32, 32, 16.0),
-                       sampling=SamplingDefaults(steps=4, guidance=5.0, shift=3.0), text_len=16, **options)
+    return WanBackbone(
+        "wan-tiny",
+        **tiny_components(seed),
+        geometry=Geometry(5, 32, 32, 16.0),
+        sampling=SamplingDefaults(steps=4, guidance=5.0, shift=3.0),
+        text_len=16,
+        **options,
+    )

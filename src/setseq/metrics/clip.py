@@ -21,7 +21,9 @@ from setseq.metrics.video import check_video, temporal_coherence
 # OpenAI CLIP's normalisation, used when a folder has no preprocessor_config.json.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-HOW_TO_PASS = "pass --clip PATH with a local CLIP folder in transformers format (e.g. a saved openai/clip-vit-base-patch32)"
+HOW_TO_PASS = (
+    "pass --clip PATH with a local CLIP folder in transformers format (e.g. a saved openai/clip-vit-base-patch32)"
+)
 
 
 @dataclass

@@ -76,14 +76,22 @@ def load_face_embedder(path: str | os.PathLike | None) -> FaceEmbedder:
 
 def _insightface_embedder(folder: Path) -> FaceEmbedder:
     if folder.parent.name != "models" or not any(folder.glob("*.onnx")):
-        raise SetseqError(f"{str(folder)!r} is not an insightface model folder (ROOT/models/NAME/*.onnx); {HOW_TO_PASS}.")
+        raise SetseqError(
+            f"{str(folder)!r} is not an insightface model folder (ROOT/models/NAME/*.onnx); {HOW_TO_PASS}."
+        )
     try:
         from insightface.app import FaceAnalysis
     except ImportError:
-        raise SetseqError("an insightface model folder needs insightface; `pip install insightface onnxruntime`.") from None
+        raise SetseqError(
+            "an insightface model folder needs insightface; `pip install insightface onnxruntime`."
+        ) from None
     # root/models/name exists, so insightface loads it and downloads nothing.
-    app = FaceAnalysis(name=folder.name, root=str(folder.parent.parent), allowed_modules=["detection", "recognition"],
-                       providers=["CPUExecutionProvider"])
+    app = FaceAnalysis(
+        name=folder.name,
+        root=str(folder.parent.parent),
+        allowed_modules=["detection", "recognition"],
+        providers=["CPUExecutionProvider"],
+    )
     app.prepare(ctx_id=-1, det_size=(640, 640))
 
     def embed(frame: torch.Tensor) -> torch.Tensor | None:
@@ -107,8 +115,9 @@ def _onnx_embedder(file: Path) -> FaceEmbedder:
 
     def embed(frame: torch.Tensor) -> torch.Tensor:
         # ArcFace takes (1, 3, 112, 112) RGB scaled to [-1, 1], which is the frame's own scale.
-        x = F.interpolate(frame[None], size=(ARCFACE_SIZE, ARCFACE_SIZE), mode="bilinear", align_corners=False,
-                          antialias=True)  # (1, 3, 112, 112)
+        x = F.interpolate(
+            frame[None], size=(ARCFACE_SIZE, ARCFACE_SIZE), mode="bilinear", align_corners=False, antialias=True
+        )  # (1, 3, 112, 112)
         z = session.run(None, {name: x.numpy()})[0]  # (1, D)
         return F.normalize(torch.from_numpy(z[0]), dim=-1)
 

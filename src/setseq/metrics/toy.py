@@ -221,8 +221,14 @@ def edit_adherence(video: torch.Tensor, requested: dict[str, str]) -> float:
 # all together
 
 
-def toy_metrics(video: torch.Tensor, reference: torch.Tensor, kind: str, *, reference_mask: Mask | None = None,
-                prompt: str | None = None) -> dict:
+def toy_metrics(
+    video: torch.Tensor,
+    reference: torch.Tensor,
+    kind: str,
+    *,
+    reference_mask: Mask | None = None,
+    prompt: str | None = None,
+) -> dict:
     """Every toy metric of a generated clip against its reference.
 
     Args:
@@ -265,6 +271,8 @@ def concept_metrics(video: torch.Tensor, reference: torch.Tensor, name: str, pro
     frames, _, height, width = reference.shape
     truth = world.render(scene, frames, height, width)
     if mse(truth.video, reference) > REFERENCE_TOLERANCE:
-        raise SetseqError(f"the reference is not the example concept {name!r}; pass its video "
-                          "(`setseq toy examples`) or leave out --toy-scene.")
+        raise SetseqError(
+            f"the reference is not the example concept {name!r}; pass its video "
+            "(`setseq toy examples`) or leave out --toy-scene."
+        )
     return toy_metrics(video, reference, scene.kind, reference_mask=truth.mask.numpy(), prompt=prompt)

@@ -1,0 +1,178 @@
+"""Training batches: which clips, prompts and loss weights a micro-batch holds (paper sec. 3.3-3.4).
+
+A stage draws from its concepts' videos, as an unordered set of single frames ("frames", stage 1)
+or as clips ("clip", stage 2), or a mix, with the regularisers of sec. 3.4 that act on the data:
+prior-preservation videos, stitched pairs of concepts, prompt dropout and text-token masking. Every
+random draw comes from torch's global generator, in a fixed order, so that a checkpointed generator
+state resumes a run bit-identically and every rank of a parallel run draws the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from setseq import stitch
+from setseq.config import RegConfig, StageConfig
+
+
+@dataclass
+class ConceptSpec:
+    """One dynamic concept: its clip (F, C, H, W) in [-1, 1], prompts, tokens and, optionally, a
+    foreground mask (F, H, W) bool (True on the subject) for stitched clips without backgrounds."""
+
+    name: str
+    video: torch.Tensor
+    prompt: str  # static, with the identity token: "a [v] ..."
+    motion_prompt: str | None = None  # dynamic, with the motion token: "... [u] motion"
+    identity_token: str = "[v]"
+    motion_token: str = "[u]"
+    source: str = ""
+    mask: torch.Tensor | None = None
+    windows: list[int] | None = None  # first frames of the windows clips are taken from (None: anywhere)
+
+    @property
+    def full_prompt(self) -> str:
+        """T_motion = T_static U T_dynamic (eq. 7)."""
+        return f"{self.prompt} {self.motion_prompt or ''}".strip()
+
+
+@dataclass
+class Batch:
+    """A micro-batch of n samples, and the motion scales its loss is taken with."""
+
+    clips: torch.Tensor  # (n, F', C, H, W), F' = 1 for a frame set
+    prompts: list[str]  # n prompts, "" where prompt dropout struck
+    weights: torch.Tensor  # (n,) loss weights (prior videos weigh reg.prior_weight)
+    motion: dict[str, float] | float | None = None  # for lora.scales; None: leave the scales as they are
+
+
+def _randint(n: int) -> int:
+    return int(torch.randint(n, ()).item())
+
+
+class Batches:
+    """Draws micro-batches of `concepts` (and of prior videos) for a stage.
+
+    Args:
+        concepts: the concepts being trained.
+        frames: frames per clip (the geometry's).
+        reg: the regulariser settings (prior ratio and weight, stitching, prompt dropout, token masking).
+        prior: prior-preservation videos (N, F, C, H, W) and their (appearance, motion) prompts, or None.
+    """
+
+    def __init__(
+        self,
+        concepts: list[ConceptSpec],
+        frames: int,
+        reg: RegConfig,
+        prior: tuple[torch.Tensor, list[tuple[str, str]]] | None = None,
+    ):
+        self.concepts, self.frames, self.reg, self.prior = concepts, frames, reg, prior
+
+    def draw(self, stage: StageConfig, n: int, micro_index: int) -> Batch:
+        """The micro-batch `micro_index` of a step: n samples of one shape.
+
+        With several concepts, a stitched pair (probability reg.stitch_prob) trains every motion
+        residual at once; otherwise a motion stage gives each micro-batch to one concept in turn, whose
+        residual alone is on (its clips train its own motion only), and other stages mix concepts.
+        """
+        several = len(self.concepts) > 1
+        motion: dict[str, float] | float | None = None
+        if several and torch.rand(()).item() < self.reg.stitch_prob:
+            if stage.train == "motion":  # both concepts move: both residuals on
+                motion = 1.0
+            clips, prompts, weights = self._stitched(stage, n)
+        elif stage.train == "motion" and several:
+            concept = self.concepts[micro_index % len(self.concepts)]
+            motion = {c.name: float(c is concept) for c in self.concepts}
+            clips, prompts, weights = self._sample(stage, n, [concept])
+        else:  # batches mix concepts
+            clips, prompts, weights = self._sample(stage, n, self.concepts)
+        prompts = [("" if torch.rand(()).item() < self.reg.prompt_dropout else p) for p in prompts]
+        return Batch(clips, prompts, weights, motion)
+
+    def micro_sizes(self, stage: StageConfig, batch_size: int, micro_batch: int | None, ranks: int) -> list[int]:
+        """Sizes of one step's micro-batches (gradient accumulation), counted over all `ranks`: each
+        rank's share of the batch is cut into forward passes of `micro_batch` samples (None: one pass).
+        A motion stage with several concepts has one micro-batch per concept at least (see `draw`)."""
+        share = batch_size // ranks
+        micro = micro_batch or share
+        sizes = [micro] * (share // micro)
+        if stage.train == "motion" and len(self.concepts) > 1:
+            parts = max(len(sizes), min(len(self.concepts), share))
+            sizes = [len(range(i, share, parts)) for i in range(parts)]
+        return [size * ranks for size in sizes]
+
+    def mask_tokens(self, mask: torch.Tensor) -> torch.Tensor:
+        """Mask random text tokens (sec. 3.4.3), never all of a prompt's: (B, T) bool -> (B, T) bool."""
+        p = self.reg.token_mask_prob
+        if p <= 0:
+            return mask
+        kept = mask & (torch.rand(mask.shape, device=mask.device) >= p)
+        empty = ~kept.any(1)
+        kept[empty] = mask[empty]
+        return kept
+
+    # -- drawing ---------------------------------------------------------------------------
+    def _as_frames(self, stage: StageConfig) -> bool:
+        """Whether this micro-batch is single frames (the unordered set) rather than clips."""
+        return stage.data == "frames" or (stage.data == "mixed" and torch.rand(()).item() >= stage.mixed_clip_prob)
+
+    def _window(self, count: int, as_frames: bool, windows: list[int] | None = None) -> slice:
+        if as_frames:  # stage 1: one frame of the unordered set, as a one-frame clip
+            i = _randint(count)
+            return slice(i, i + 1)
+        f = self.frames  # the whole clip, or a random window of a longer one
+        if windows:  # a clip loaded as separate windows: one of them, never across two
+            start = windows[_randint(len(windows))]
+        else:
+            start = _randint(count - f + 1)
+        return slice(start, start + f)
+
+    def _sample(
+        self, stage: StageConfig, n: int, concepts: list[ConceptSpec]
+    ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        """n samples, each of a random concept of `concepts` or a prior video: clips (n, F', C, H, W),
+        prompts and loss weights (n,)."""
+        reg = self.reg
+        as_frames = self._as_frames(stage)
+        clips, prompts, weights = [], [], []
+        for _ in range(n):
+            if self.prior is not None and torch.rand(()).item() < reg.prior_ratio:
+                videos, texts = self.prior
+                j = _randint(len(texts))
+                video, (static, dynamic), w = videos[j], texts[j], reg.prior_weight
+                windows = None
+            else:
+                c = concepts[_randint(len(concepts))]
+                video, static, dynamic, w = c.video, c.prompt, c.motion_prompt or "", 1.0
+                windows = c.windows
+            clips.append(video[self._window(video.shape[0], as_frames, windows)])
+            full = not as_frames and stage.prompt == "full"
+            prompts.append(f"{static} {dynamic}".strip() if full else static)
+            weights.append(w)
+        return torch.stack(clips), prompts, torch.tensor(weights)
+
+    def _stitched(self, stage: StageConfig, n: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        """n samples of two different concepts side by side (or stacked), each squeezed into half
+        the frame, with the composed prompt: the paper's stitched-video regulariser. When both have
+        masks (and reg.stitch_remove_background), on the first one's background (see setseq.stitch)."""
+        as_frames = self._as_frames(stage)
+        clips, prompts = [], []
+        for _ in range(n):
+            i = _randint(len(self.concepts))
+            j = (i + 1 + _randint(len(self.concepts) - 1)) % len(self.concepts)
+            a, b = self.concepts[i], self.concepts[j]
+            wa = self._window(a.video.shape[0], as_frames, a.windows)
+            wb = self._window(b.video.shape[0], as_frames, b.windows)
+            dim = 3 if torch.rand(()).item() < 0.5 else 2  # side by side, or one above the other
+            remove = self.reg.stitch_remove_background and a.mask is not None and b.mask is not None
+            masks = (a.mask[wa], b.mask[wb]) if remove else (None, None)
+            clips.append(stitch.stitch(a.video[wa], b.video[wb], dim, *masks))  # (F', C, H, W)
+            if remove:  # one background shown: the prompt names a's only
+                b = replace(b, prompt=stitch.drop_background(b.prompt))
+            full = not as_frames and stage.prompt == "full"
+            prompts.append(f"{a.full_prompt} {b.full_prompt}" if full else f"{a.prompt} {b.prompt}")
+        return torch.stack(clips), prompts, torch.ones(n)

@@ -1,0 +1,111 @@
+"""Training checkpoints: `NAME.ckpt` beside the concept file, so that `--resume` continues a run.
+
+A checkpoint holds the adapter tensors and token embeddings (as a concept file names them), the
+optimiser state, the losses so far, the position (stage, step) and torch's global generator state:
+every random draw of training comes from that generator, so a resumed CPU run ends bit-identical to
+an uninterrupted one. It also holds the run's configuration and the base's fingerprint, and refuses
+to resume under other settings, except those a run may change across a resume (see `learning`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from setseq import parallel
+from setseq.config import OptimConfig
+from setseq.errors import SetseqError
+from setseq.fileio import atomic_path
+from setseq.log import note, warn
+
+VERSION = 1
+
+
+def learning(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run's settings less those a checkpoint resumes across: hardware (compile, shard) and the
+    learning rates (after a non-finite loss, resume with a lower --lr); whether tokens train stays."""
+    if config is None:
+        return None
+    out = {k: v for k, v in config.items() if k not in ("compile", "shard")}
+    if isinstance(out.get("optim"), dict):
+        optim = dict(out["optim"])
+        optim.pop("lr", None)
+        optim["token_lr"] = optim.get("token_lr") is not None
+        out["optim"] = optim
+    return out
+
+
+def save(
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    optimizer: dict[str, Any] | None,
+    *,
+    stage: int,
+    step: int,
+    losses: dict[str, list[float]],
+    config: dict[str, Any],
+    fingerprint: str,
+) -> None:
+    """Write a checkpoint atomically, with torch's generator state as it is now.
+
+    Args:
+        path: the checkpoint file.
+        tensors: adapter tensors and token embeddings, named as in a concept file.
+        optimizer: the optimiser's whole (unsharded) state dict, or None between stages.
+        stage, step: where the run resumes: `step` steps into stage number `stage` (0-based).
+        losses: the losses so far, by stage name.
+        config: the run's configuration (`TrainConfig.to_dict()`); fingerprint: the base's.
+    """
+    state = {
+        "version": VERSION,
+        "stage": stage,
+        "step": step,
+        "tensors": tensors,
+        "optimizer": optimizer,
+        "rng": torch.get_rng_state(),
+        "losses": losses,
+        "config": config,
+        "fingerprint": fingerprint,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load(path: str | Path, config: dict[str, Any], fingerprint: str) -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None (with a warning) when there is none.
+
+    Raises:
+        SetseqError: when the file cannot be read, or was made with other settings (`learning`
+            compares them) or another base.
+    """
+    path = Path(path)
+    if not path.is_file():
+        warn(f"no checkpoint at {path}; starting from the beginning.")
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as e:  # a torn or foreign file: say which, do not guess
+        raise SetseqError(f"checkpoint {str(path)!r} cannot be read ({e}); delete it to start afresh.") from None
+    if learning(state.get("config")) != learning(config) or state.get("fingerprint") != fingerprint:
+        raise SetseqError(
+            f"checkpoint {str(path)!r} was made with another configuration or base; "
+            f"run with the same settings, or delete it to start afresh."
+        )
+    return state
+
+
+def resume_stage(opt: torch.optim.Optimizer, state: dict[str, Any], optim: OptimConfig) -> None:
+    """Continue a stage from `state`: the optimiser's moments (at this run's learning rates, which
+    may differ; say so) and, last, torch's generator state."""
+    if state["optimizer"] is not None:
+        rates = [g["lr"] for g in opt.param_groups]  # this run's; loading the state restores the old ones
+        parallel.load_optimizer_state(opt, state["optimizer"])
+        for g, lr in zip(opt.param_groups, rates):
+            g["lr"] = lr
+    old = state.get("config", {}).get("optim", {})
+    for key, flag in (("lr", "--lr"), ("token_lr", "--token-lr")):
+        if old.get(key) != getattr(optim, key):
+            note(f"resuming with {flag} {getattr(optim, key):g}; the checkpoint was made at {old.get(key):g}.")
+    torch.set_rng_state(state["rng"])

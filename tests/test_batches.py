@@ -1,0 +1,73 @@
+"""What a training micro-batch holds (setseq.batches), and the loss taken on it (flow.training_loss)."""
+
+import pytest
+import torch
+
+from setseq import flow
+from setseq.batches import Batches, ConceptSpec
+from setseq.config import RegConfig, StageConfig
+
+FRAMES = 4
+
+
+def _concepts(n=2):
+    g = torch.Generator().manual_seed(0)
+    return [
+        ConceptSpec(c, torch.rand(6, 3, 8, 8, generator=g), f"a [v{i}] square.", f"it moves in [u{i}] motion.")
+        for i, c in enumerate("abc"[:n])
+    ]
+
+
+def _stage(train="motion", data="clip"):
+    return StageConfig("s", data, "full", train, steps=1)
+
+
+@pytest.mark.parametrize("batch, micro, ranks", [(8, None, 1), (8, 2, 1), (8, 2, 2), (2, None, 1), (6, 1, 3)])
+@pytest.mark.parametrize("concepts", [1, 3])
+def test_micro_batches_cover_the_batch_and_give_each_motion_concept_its_own(batch, micro, ranks, concepts):
+    batches = Batches(_concepts(concepts), FRAMES, RegConfig())
+    share = batch // ranks
+    for train in ("identity", "motion"):
+        sizes = batches.micro_sizes(_stage(train), batch, micro, ranks)
+        assert sum(sizes) == batch and all(s > 0 and s % ranks == 0 for s in sizes)  # equal shares per rank
+        if train == "motion" and concepts > 1:  # a micro-batch per concept, as far as the share allows
+            assert len(sizes) >= min(concepts, share)
+        else:
+            assert sizes == [(micro or share) * ranks] * (share // (micro or share))
+
+
+def test_a_motion_micro_batch_trains_one_concept_with_its_residual_alone():
+    torch.manual_seed(0)
+    specs = _concepts(3)
+    batches = Batches(specs, FRAMES, RegConfig(stitch_prob=0.0, prompt_dropout=0.0, prior_preservation=False))
+    for i in range(6):
+        b = batches.draw(_stage("motion"), 4, i)
+        on = specs[i % 3]
+        assert b.motion == {c.name: float(c is on) for c in specs}
+        assert b.clips.shape == (4, FRAMES, 3, 8, 8) and all(p == on.full_prompt for p in b.prompts)
+    frames = batches.draw(_stage("identity", "frames"), 5, 0)
+    assert frames.motion is None and frames.clips.shape == (5, 1, 3, 8, 8)  # a set of single frames
+    assert all(p in (c.prompt for c in specs) for p in frames.prompts)  # static prompts only
+
+
+def test_token_masking_never_masks_a_whole_prompt():
+    torch.manual_seed(0)
+    batches = Batches(_concepts(), FRAMES, RegConfig(token_mask_prob=0.9))
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]] * 50)
+    kept = batches.mask_tokens(mask)
+    assert not (kept & ~mask).any() and kept.any(1).all() and kept.sum() < mask.sum()
+
+
+def test_training_loss_in_velocity_and_x0_space():
+    g = torch.Generator().manual_seed(0)
+    x0, eps, v = (torch.randn(5, 2, 3, 4, generator=g) for _ in range(3))
+    t = torch.rand(5, generator=g)
+    exact = flow.target_velocity(x0, eps)
+    for space in flow.LOSS_SPACES:
+        torch.testing.assert_close(flow.training_loss(exact, x0, eps, t, space), torch.zeros(5), rtol=0, atol=1e-12)
+    velocity = flow.training_loss(v, x0, eps, t, "velocity")
+    torch.testing.assert_close(velocity, flow.loss_per_sample(v, exact))
+    # x_t - t v - x0 = t (eps - x0 - v): the x0 loss is the velocity loss weighted by t^2
+    torch.testing.assert_close(flow.training_loss(v, x0, eps, t, "x0"), t**2 * velocity)
+    with pytest.raises(ValueError, match="loss space"):
+        flow.training_loss(v, x0, eps, t, "eps")

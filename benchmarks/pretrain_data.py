@@ -28,7 +28,7 @@ def frame_batch_ms(n: int, whole: bool, g, seed: int = 0, repeats: int = 3) -> f
         for _ in range(n):
             s, f = world.sample_scene(rng, "train"), int(rng.integers(g.frames))
             if whole:
-                world.render(s, g.frames, g.height, g.width).video[f:f + 1]
+                world.render(s, g.frames, g.height, g.width).video[f : f + 1]
             else:
                 world.render(s, g.frames, g.height, g.width, only=f)
     return 1000 * (time.perf_counter() - t0) / repeats
@@ -40,12 +40,20 @@ def main() -> None:
     ap.add_argument("--workers", default="0,2")
     a = ap.parse_args()
     g = PRESETS["toy"][1]
-    print(f"single-frame batch of 128: whole clips cut {frame_batch_ms(128, True, g):.0f} ms, "
-          f"one frame rendered {frame_batch_ms(128, False, g):.0f} ms")
+    print(
+        f"single-frame batch of 128: whole clips cut {frame_batch_ms(128, True, g):.0f} ms, "
+        f"one frame rendered {frame_batch_ms(128, False, g):.0f} ms"
+    )
     cfg = PretrainConfig(steps=a.steps)
     for w in (int(x) for x in a.workers.split(",")):
-        loader = torch.utils.data.DataLoader(Batches(cfg, g), batch_size=None, sampler=range(a.steps), num_workers=w,
-                                             prefetch_factor=4 if w else None, generator=torch.Generator())
+        loader = torch.utils.data.DataLoader(
+            Batches(cfg, g),
+            batch_size=None,
+            sampler=range(a.steps),
+            num_workers=w,
+            prefetch_factor=4 if w else None,
+            generator=torch.Generator(),
+        )
         t0 = time.perf_counter()
         n = sum(1 for _ in loader)
         print(f"default recipe, {w} workers: {1000 * (time.perf_counter() - t0) / n:.0f} ms a batch ({n} batches)")

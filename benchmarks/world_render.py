@@ -1,6 +1,6 @@
 """Milliseconds to render and to check one toy-world clip (prints figures; no pass/fail).
 
-    python benchmarks/world_render.py [--n 200] [--frames 8] [--size 32]
+python benchmarks/world_render.py [--n 200] [--frames 8] [--size 32]
 """
 
 import argparse
@@ -26,8 +26,10 @@ def main() -> None:
     for v in videos:
         checker.check(v)
     t2 = time.perf_counter()
-    print(f"render {1000 * (t1 - t0) / a.n:.2f} ms/clip, check {1000 * (t2 - t1) / a.n:.2f} ms/clip "
-          f"({a.n} clips of {a.frames}x{a.size}x{a.size})")
+    print(
+        f"render {1000 * (t1 - t0) / a.n:.2f} ms/clip, check {1000 * (t2 - t1) / a.n:.2f} ms/clip "
+        f"({a.n} clips of {a.frames}x{a.size}x{a.size})"
+    )
 
 
 if __name__ == "__main__":

@@ -24,12 +24,37 @@ def test_pretraining_can_start_from_weights_and_refuses_foreign_ones(tmp_path, c
     assert main([*base, "--out", str(tmp_path / "a"), "--steps", "2"]) == 0
     start = tmp_path / "a" / "toy-tiny.safetensors"
     # a learning rate of zero leaves the starting weights (and their average) exactly as they were
-    assert main([*base, "--out", str(tmp_path / "b"), "--steps", "1", "--lr", "0", "--init", str(start),
-                 "--frame-prob", "1", "--frame-batch-size", "3", "--foreground-weight", "4"]) == 0
-    assert load_file_weights(tmp_path / "b" / "toy-tiny.safetensors").fingerprint() == load_file_weights(start).fingerprint()
+    assert (
+        main(
+            [
+                *base,
+                "--out",
+                str(tmp_path / "b"),
+                "--steps",
+                "1",
+                "--lr",
+                "0",
+                "--init",
+                str(start),
+                "--frame-prob",
+                "1",
+                "--frame-batch-size",
+                "3",
+                "--foreground-weight",
+                "4",
+            ]
+        )
+        == 0
+    )
+    assert (
+        load_file_weights(tmp_path / "b" / "toy-tiny.safetensors").fingerprint()
+        == load_file_weights(start).fingerprint()
+    )
     capsys.readouterr()
-    assert main(["toy", "pretrain", "--model", "toy", "--out", str(tmp_path / "c"), "--steps", "1",
-                 "--init", str(start)]) == 2
+    assert (
+        main(["toy", "pretrain", "--model", "toy", "--out", str(tmp_path / "c"), "--steps", "1", "--init", str(start)])
+        == 2
+    )
     assert "another architecture" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
@@ -115,7 +140,11 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_unbroken_one(tmp_path, 
 
 def test_pretraining_refuses_a_device_it_cannot_use(tmp_path, capsys):
     base = ["toy", "pretrain", "--model", "toy-tiny", "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "d")]
-    for bad in (["--device", "gpu"], ["--workers", "-1"], *([["--device", "cuda"]] if not torch.cuda.is_available() else [])):
+    for bad in (
+        ["--device", "gpu"],
+        ["--workers", "-1"],
+        *([["--device", "cuda"]] if not torch.cuda.is_available() else []),
+    ):
         assert main([*base, *bad]) == 2
         assert capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "d").exists()
@@ -129,12 +158,14 @@ def test_a_frozen_word_table_stays_fixed_and_distinct_while_the_rest_trains(tmp_
     weights = load_file_weights(pretrain(tmp_path / "f", _tiny(3, frozen_words=True), progress=False, device="cpu"))
     assert weights.cfg.frozen_words
     cfg, g = PRESETS["toy-tiny"]
-    start = ToyBackbone("toy-tiny", DiTConfig(**{**cfg.to_dict(), "frozen_words": True}), g, seed=0,
-                        pretrained_init=True)
+    start = ToyBackbone(
+        "toy-tiny", DiTConfig(**{**cfg.to_dict(), "frozen_words": True}), g, seed=0, pretrained_init=True
+    )
     # the table is the seeded initial one, and the layers reading it did train
     assert torch.equal(weights.text_encoder.words.weight, start.text_encoder.words.weight)
-    assert not torch.equal(weights.text_encoder.encoder.layers[0].linear1.weight,
-                           start.text_encoder.encoder.layers[0].linear1.weight)
+    assert not torch.equal(
+        weights.text_encoder.encoder.layers[0].linear1.weight, start.text_encoder.encoder.layers[0].linear1.weight
+    )
     table = start.text_encoder.words.weight
     cos = torch.nn.functional.cosine_similarity(table[:, None], table[None], dim=-1)
     off = cos[~torch.eye(len(table), dtype=torch.bool)]

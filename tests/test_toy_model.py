@@ -28,9 +28,15 @@ def test_shipped_weights_load_without_warning_and_fit_the_budget(capsys):
 def test_shipped_model_follows_simple_captions():
     """A pretrained model, unlike a random one, draws the background it is asked for."""
     bb = load_backbone("toy")
-    scenes = [world.Scene(color=c, shape=s, background=b, motion=m) for c, s, b, m in
-              [("red", "square", "blue", "right"), ("yellow", "circle", "black", "left"),
-               ("white", "diamond", "green", "up"), ("green", "cross", "white", "down")]]
+    scenes = [
+        world.Scene(color=c, shape=s, background=b, motion=m)
+        for c, s, b, m in [
+            ("red", "square", "blue", "right"),
+            ("yellow", "circle", "black", "left"),
+            ("white", "diamond", "green", "up"),
+            ("green", "cross", "white", "down"),
+        ]
+    ]
     videos = generate(bb, [world.caption_text(s) for s in scenes], steps=20, seed=0)
     found = [checker.check(v)["background"] for v in videos]
     assert sum(f == s.background for f, s in zip(found, scenes)) >= 3, found
@@ -82,9 +88,12 @@ def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
     recorded["init"] = None
     overrides = set(ARCH_OVERRIDES)  # None means: the preset's
     assert all(defaults[k] is None for k in overrides)
-    assert recorded["loss"] in (None, arch["prediction"]) and defaults["loss"] is None  # None: on what the model predicts
-    assert {k: v for k, v in defaults.items() if k not in overrides | {"loss"}} == \
-        {k: recorded[k] for k in defaults if k not in overrides | {"loss"}}
+    assert (
+        recorded["loss"] in (None, arch["prediction"]) and defaults["loss"] is None
+    )  # None: on what the model predicts
+    assert {k: v for k, v in defaults.items() if k not in overrides | {"loss"}} == {
+        k: recorded[k] for k in defaults if k not in overrides | {"loss"}
+    }
 
 
 def test_motion_words_keeps_nearly_clean_clips_whatever_the_caption():
@@ -139,3 +148,11 @@ def test_the_direction_probe_tells_a_model_that_follows_its_words_from_one_that_
     assert follows["truth"] > 0.5  # pixels a frame along the way the caption says
     assert follows["follows"] > 0.7
     assert abs(deaf["follows"]) < 0.1 and abs(deaf["own"]) < 0.1
+
+
+def test_toy_eval_probe_cli(tmp_path, capsys):
+    assert main(["toy", "eval", "--probe", "-n", "4", "--json", str(tmp_path / "p.json")]) == 0
+    out = capsys.readouterr().out
+    assert "follows" in out and out.count("\n") == 5  # a title, a header and one row per noise level
+    assert [p["t"] for p in json.loads((tmp_path / "p.json").read_text())["probes"]] == [0.99, 0.9, 0.7]
+    assert main(["toy", "eval", "--probe", "-n", "6"]) == 2

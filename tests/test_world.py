@@ -172,9 +172,7 @@ def test_palette_is_well_separated_and_tones_keep_their_colour_name():
 # geometry: trajectories and masks
 
 
-@pytest.mark.parametrize(
-    "motion,axis,sign", [("right", 0, 1), ("left", 0, -1), ("down", 1, 1), ("up", 1, -1)]
-)
+@pytest.mark.parametrize("motion,axis,sign", [("right", 0, 1), ("left", 0, -1), ("down", 1, 1), ("up", 1, -1)])
 def test_linear_motion_moves_a_third_of_the_frame(motion, axis, sign):
     for speed in world.SPEED_RANGE:
         traj = world.render(Scene(motion=motion, speed=speed)).trajectory[:, axis]
@@ -231,10 +229,7 @@ def test_camera_pan_shifts_the_background():
         """Whole-pixel shift that best maps the first background frame onto the last."""
         bg = world.render_background(Scene(background="green", camera=camera))
         first, last = bg[0], bg[-1]
-        errors = {
-            d: (last[..., 12:20] - first[..., 12 - d : 20 - d]).abs().mean()
-            for d in range(-12, 13)
-        }
+        errors = {d: (last[..., 12:20] - first[..., 12 - d : 20 - d]).abs().mean() for d in range(-12, 13)}
         return min(errors, key=errors.get)
 
     assert shift("still") == 0
@@ -330,7 +325,7 @@ def test_rendering_one_frame_gives_that_frame_of_the_clip():
         f = i % 8
         clip, one = world.render(s, 8, 24, 24), world.render(s, 8, 24, 24, only=f)
         assert one.video.shape == (1, 3, 24, 24)
-        assert torch.equal(clip.video[f:f + 1], one.video) and torch.equal(clip.mask[f:f + 1], one.mask)
+        assert torch.equal(clip.video[f : f + 1], one.video) and torch.equal(clip.mask[f : f + 1], one.mask)
     assert kinds == {"sprite", "waves", "fire"}
     with pytest.raises(SetseqError):
         world.render(s, 8, 24, 24, only=8)

@@ -874,17 +874,20 @@ def _toy_parser(sub) -> None:
     pre = tsub.add_parser("pretrain", help="pretrain the toy DiT from scratch on the toy world (resumable)")
     pre.add_argument("--out", required=True, help="folder for the checkpoint, log and MODEL.safetensors")
     pre.add_argument("--model", default="toy", help="architecture preset: toy or toy-tiny (default: toy)")
-    pre.add_argument("--steps", type=int, help="optimiser steps (default 4500)")
-    pre.add_argument("--batch-size", type=int, help="clips per step (default 16)")
-    pre.add_argument("--lr", type=float, help="peak learning rate (default 1e-3, cosine decay)")
-    pre.add_argument("--seed", type=int, help="random seed (default 0)")
+    from setseq.toylab.pretrain import PretrainConfig
+
+    d = PretrainConfig()  # the help states the defaults the run will use
+    pre.add_argument("--steps", type=int, help=f"optimiser steps (default {d.steps})")
+    pre.add_argument("--batch-size", type=int, help=f"clips per step (default {d.batch_size})")
+    pre.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr:g}, cosine decay)")
+    pre.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
     pre.add_argument(
         "--prediction",
         choices=["velocity", "x0"],
         help="what the output layer predicts (default: the preset's; toy: x0)",
     )
-    pre.add_argument("--patch", type=int, help="spatial patch size (default: the preset's; toy: 8)")
-    pre.add_argument("--dim", type=int, help="transformer width (default: the preset's; toy: 192)")
+    pre.add_argument("--patch", type=int, help="spatial patch size (default: the preset's; toy: 4)")
+    pre.add_argument("--dim", type=int, help="transformer width (default: the preset's; toy: 128)")
     pre.add_argument("--depth", type=int, help="transformer blocks (default: the preset's; toy: 6)")
     pre.add_argument("--heads", type=int, help="attention heads (default: the preset's; toy: 4)")
     pre.add_argument(
@@ -892,9 +895,24 @@ def _toy_parser(sub) -> None:
         choices=["velocity", "x0"],
         help="loss on the velocity or on the implied clean clip (default: on what the model predicts)",
     )
-    pre.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default 200)")
-    pre.add_argument("--frame-prob", type=float, help="share of steps on single frames (default 0.5)")
-    pre.add_argument("--frame-batch-size", type=int, help="frames per single-frame step (default 128)")
+    pre.add_argument("--warmup", type=int, help=f"learning-rate warm-up steps (default {d.warmup})")
+    pre.add_argument("--frame-prob", type=float, help=f"share of steps on single frames (default {d.frame_prob})")
+    pre.add_argument(
+        "--frame-batch-size", type=int, help=f"frames per single-frame step (default {d.frame_batch_size})"
+    )
+    pre.add_argument(
+        "--timestep-shift",
+        type=float,
+        help="shift training timesteps towards noise, t -> s t / (1 + (s - 1) t), where words alone decide "
+        f"a path (default {d.timestep_shift:g}: none)",
+    )
+    pre.add_argument(
+        "--frozen-words",
+        action="store_true",
+        default=None,
+        help="a fixed, never-trained word table in the text encoder, as real models read prompts through a "
+        "frozen encoder (default: the preset's; the shipped weights have none)",
+    )
     pre.add_argument(
         "--foreground-weight", type=float, help="extra loss weight on the object's pixels: 1 + W (default 0)"
     )
@@ -925,6 +943,12 @@ def _toy_parser(sub) -> None:
         "under their caption, the opposite direction's, and no motion words (-n clips, default 32)",
     )
     ev.add_argument("--start", type=float, default=0.7, help="noise level for --motion-words, in (0, 1] (default 0.7)")
+    ev.add_argument(
+        "--probe",
+        action="store_true",
+        help="instead: the one-step direction probe logged while pretraining; the clean estimate of moving "
+        "sprites noised to t = 0.99, 0.9, 0.7 under their caption and the opposite one (-n clips, default 16)",
+    )
     ev.set_defaults(func=cmd_toy_eval)
     ex = tsub.add_parser("examples", help="render the example concept videos, their prompt files and masks")
     ex.add_argument("--out", help="folder (default: the package's examples folder)")
@@ -951,6 +975,8 @@ def cmd_toy_pretrain(a) -> int:
         "dim",
         "depth",
         "heads",
+        "timestep_shift",
+        "frozen_words",
     ):
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))
@@ -962,9 +988,11 @@ def cmd_toy_pretrain(a) -> int:
 
 def cmd_toy_eval(a) -> int:
     from setseq.backbones import load_backbone
-    from setseq.toylab.evaluate import attribute_accuracy, motion_words
+    from setseq.toylab.evaluate import attribute_accuracy, direction_probe, motion_words
 
-    n = a.n if a.n is not None else (32 if a.motion_words else 100)
+    n = a.n if a.n is not None else (32 if a.motion_words else 16 if a.probe else 100)
+    if a.probe and n % 4:
+        raise SetseqError(f"-n for --probe is a multiple of 4 (one sprite per direction), got {n}.")
     if n < 1:
         raise SetseqError(f"-n must be at least 1, got {n}.")
     if a.motion_words and not 0.0 < a.start <= 1.0:
@@ -975,7 +1003,13 @@ def cmd_toy_eval(a) -> int:
         bb = load_file_weights(a.weights)
     else:
         bb = load_backbone(a.base)
-    if a.motion_words:
+    if a.probe:
+        r = {"probes": [direction_probe(bb, n=n, t=t) for t in (0.99, 0.9, 0.7)]}
+        print(f"{n} moving sprites; speed of the clean estimate along the captioned way, pixels a frame:")
+        print(f"{'noise t':<8} {'truth':>6} {'own':>6} {'opposite':>9} {'follows':>8}")
+        for p in r["probes"]:
+            print(f"{p['t']:<8g} {p['truth']:>6.2f} {p['own']:>6.2f} {p['opposite']:>9.2f} {p['follows']:>8.2f}")
+    elif a.motion_words:
         r = motion_words(bb, n=n, start=a.start, steps=a.steps, guidance=a.guidance)
         print(f"{n} moving sprites noised to t = {a.start:g}, read back after denoising under each caption:")
         print(f"{'caption':<16} {'true way':>9} {'caption says':>13} {'still':>6}")

@@ -27,8 +27,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "toy" / "weights"
 PRESETS: dict[str, tuple[DiTConfig, Geometry]] = {
     # 2.7 M parameters, 1 x 4 x 4 patches (512 tokens a clip: a sprite is three to four tokens wide
     # and moves most of a token a frame), predicting the clean clip (docs/toy-model.md)
-    "toy": (DiTConfig(dim=128, depth=6, heads=4, patch=4, prediction="x0", abs_pos=True),
-            Geometry(frames=8, height=32, width=32, fps=8.0)),
+    "toy": (
+        DiTConfig(dim=128, depth=6, heads=4, patch=4, prediction="x0", abs_pos=True),
+        Geometry(frames=8, height=32, width=32, fps=8.0),
+    ),
     "toy-tiny": (
         DiTConfig(dim=32, depth=2, heads=2, text_dim=32, text_depth=1, text_heads=2),
         Geometry(frames=4, height=16, width=16, fps=8.0),
@@ -42,9 +44,16 @@ class ToyBackbone:
     supports_self_conditioning = True
     lora_targets = ["blocks.*.attn.[qkvo]", "blocks.*.cross.[qkvo]", "blocks.*.mlp.fc[12]"]
 
-    def __init__(self, name: str, cfg: DiTConfig, geometry: Geometry,
-                 state: dict[str, torch.Tensor] | None = None, seed: int = 0,
-                 sampling: SamplingDefaults | None = None, pretrained_init: bool = False):
+    def __init__(
+        self,
+        name: str,
+        cfg: DiTConfig,
+        geometry: Geometry,
+        state: dict[str, torch.Tensor] | None = None,
+        seed: int = 0,
+        sampling: SamplingDefaults | None = None,
+        pretrained_init: bool = False,
+    ):
         self.name, self.cfg, self.geometry = name, cfg, geometry
         self.sampling = sampling or SamplingDefaults(steps=25, guidance=4.0)
         if not cfg.vocab:
@@ -74,13 +83,14 @@ class ToyBackbone:
     # -- weights ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         sd = {f"transformer.{k}": v for k, v in self.transformer.state_dict().items()}
-        sd.update({f"text_encoder.{k}": v for k, v in self.text_encoder.state_dict().items()
-                   if k != "concepts"})  # concept slots belong to concepts, not to the base
+        sd.update(
+            {f"text_encoder.{k}": v for k, v in self.text_encoder.state_dict().items() if k != "concepts"}
+        )  # concept slots belong to concepts, not to the base
         return sd
 
     def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
-        tr = {k[len("transformer."):]: v for k, v in sd.items() if k.startswith("transformer.")}
-        te = {k[len("text_encoder."):]: v for k, v in sd.items() if k.startswith("text_encoder.")}
+        tr = {k[len("transformer.") :]: v for k, v in sd.items() if k.startswith("transformer.")}
+        te = {k[len("text_encoder.") :]: v for k, v in sd.items() if k.startswith("text_encoder.")}
         te["concepts"] = self.text_encoder.concepts.detach().clone()
         self.transformer.load_state_dict(tr)
         self.text_encoder.load_state_dict(te)
@@ -95,8 +105,9 @@ class ToyBackbone:
     def check_geometry(self, g: Geometry) -> None:
         p = self.cfg.patch
         if g.height % p or g.width % p or g.height <= 0 or g.width <= 0:
-            raise SetseqError(f"the toy model needs height and width that are positive multiples of {p}, "
-                              f"got {g.height}x{g.width}.")
+            raise SetseqError(
+                f"the toy model needs height and width that are positive multiples of {p}, got {g.height}x{g.width}."
+            )
         if g.frames < 1:
             raise SetseqError(f"the clip needs at least one frame, got {g.frames}.")
 
@@ -176,9 +187,11 @@ def _fingerprint(sd: dict[str, torch.Tensor]) -> str:
 def save_weights(backbone: ToyBackbone, path: Path, info: dict | None = None) -> None:
     from safetensors.torch import save_file
 
-    meta = {"config": json.dumps(backbone.cfg.to_dict()),
-            "geometry": json.dumps(backbone.geometry.__dict__),
-            "info": json.dumps(info or {})}
+    meta = {
+        "config": json.dumps(backbone.cfg.to_dict()),
+        "geometry": json.dumps(backbone.geometry.__dict__),
+        "info": json.dumps(info or {}),
+    }
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp), metadata=meta)
 
@@ -208,6 +221,8 @@ def load(name: str = "toy", seed: int = 0) -> ToyBackbone:
         return load_file_weights(path, name)
     cfg, geometry = PRESETS[name]
     if name == "toy":
-        warn("no pretrained toy weights ship with this install yet; using the toy DiT with seeded "
-             "random weights, so generated videos will be noise-like.")
+        warn(
+            "no pretrained toy weights ship with this install yet; using the toy DiT with seeded "
+            "random weights, so generated videos will be noise-like."
+        )
     return ToyBackbone(name, DiTConfig(**cfg.to_dict()), geometry, seed=seed)

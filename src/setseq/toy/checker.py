@@ -277,4 +277,3 @@ def accuracy(videos, scenes) -> dict[str, float]:
         for name, ok in score(video, scene).items():
             hits.setdefault(name, []).append(ok)
     return {name: float(np.mean(oks)) for name, oks in hits.items()}
-

@@ -116,8 +116,9 @@ class TextEncoder(nn.Module):
         self.words = nn.Embedding(vocab_size, d)
         self.concepts = nn.Parameter(torch.zeros(cfg.concept_slots, d))  # [v], [u], ...: zero init
         self.pos = nn.Parameter(torch.zeros(cfg.max_text_len, d))
-        layer = nn.TransformerEncoderLayer(d, cfg.text_heads, 4 * d, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, cfg.text_heads, 4 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, cfg.text_depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         nn.init.normal_(self.pos, std=0.02)
@@ -138,6 +139,7 @@ class TextEncoder(nn.Module):
 # ============================================================================================
 # 3D rotary position embedding, head channels split 2:1:1 over (time, height, width)
 # ============================================================================================
+
 
 def rope_split(head_dim: int) -> tuple[int, int, int]:
     if head_dim % 8:
@@ -176,6 +178,7 @@ def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
 # ============================================================================================
 # Blocks
 # ============================================================================================
+
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale[:, None]) + shift[:, None]
@@ -255,6 +258,7 @@ class TimestepEmbedder(nn.Module):
 # ============================================================================================
 # The model
 # ============================================================================================
+
 
 class ToyDiT(nn.Module):
     """Maps (x_t, t, text, self_cond) to a velocity; every clip shape (F, H, W) with H, W % p == 0."""

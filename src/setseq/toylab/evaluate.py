@@ -16,9 +16,15 @@ from setseq.generate import generate
 from setseq.toy import checker, world
 
 
-def attribute_accuracy(backbone: Backbone, n: int = 100, seed: int = 0, batch: int = 25,
-                       steps: int | None = None, guidance: float | None = None,
-                       progress: bool = True) -> dict:
+def attribute_accuracy(
+    backbone: Backbone,
+    n: int = 100,
+    seed: int = 0,
+    batch: int = 25,
+    steps: int | None = None,
+    guidance: float | None = None,
+    progress: bool = True,
+) -> dict:
     """Accuracy of background, colour, camera and direction over `n` held-out captions.
 
     Returns:
@@ -30,22 +36,33 @@ def attribute_accuracy(backbone: Backbone, n: int = 100, seed: int = 0, batch: i
     captions = [world.caption_text(s) for s in scenes]
     videos = []
     for i in tqdm(range(0, n, batch), desc="held-out captions", disable=not progress):
-        videos.append(generate(backbone, captions[i:i + batch], steps=steps, guidance=guidance, seed=seed + i))
+        videos.append(generate(backbone, captions[i : i + batch], steps=steps, guidance=guidance, seed=seed + i))
     videos = torch.cat(videos)
     acc = checker.accuracy(videos, scenes)
     samples = []
     for cap, video, scene in zip(captions, videos, scenes):
         found = checker.check(video)
-        samples.append({"caption": cap, "correct": checker.score(video, scene),
-                        "found": {k: found[k] for k in ("background", "color", "direction", "camera")}})
+        samples.append(
+            {
+                "caption": cap,
+                "correct": checker.score(video, scene),
+                "found": {k: found[k] for k in ("background", "color", "direction", "camera")},
+            }
+        )
     return {"n": n, "accuracy": acc, "mean": float(np.mean(list(acc.values()))), "samples": samples}
 
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
-def motion_words(backbone: Backbone, n: int = 32, start: float = 0.7, seed: int = 0,
-                 steps: int | None = None, guidance: float | None = None) -> dict:
+def motion_words(
+    backbone: Backbone,
+    n: int = 32,
+    start: float = 0.7,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+) -> dict:
     """Does the model read a caption's motion words, or only the clip in front of it?
 
     n training-split sprites moving left, right, up or down (camera still) are rendered, noised to
@@ -70,8 +87,10 @@ def motion_words(backbone: Backbone, n: int = 32, start: float = 0.7, seed: int 
     # (captions, the direction each says; None: the caption names no motion)
     variants = {
         "true": ([world.caption_text(s) for s in scenes], [s.motion for s in scenes]),
-        "opposite": ([world.caption_text(world.edit_scene(s, motion=OPPOSITE[s.motion])) for s in scenes],
-                     [OPPOSITE[s.motion] for s in scenes]),
+        "opposite": (
+            [world.caption_text(world.edit_scene(s, motion=OPPOSITE[s.motion])) for s in scenes],
+            [OPPOSITE[s.motion] for s in scenes],
+        ),
         "appearance only": ([world.caption(s)[0] for s in scenes], None),
     }
     rows = {}
@@ -79,9 +98,11 @@ def motion_words(backbone: Backbone, n: int = 32, start: float = 0.7, seed: int 
         # The same seed for every caption: the three runs start from the very same noised clips.
         videos = generate(backbone, captions, steps=steps, guidance=guidance, seed=seed, init=clips, start=start)
         found = [checker.check(v)["direction"] for v in videos]
-        rows[name] = {"true": float(np.mean([f == s.motion for f, s in zip(found, scenes)])),
-                      "captioned": None if said is None else float(np.mean([f == d for f, d in zip(found, said)])),
-                      "still": float(np.mean([f == "still" for f in found]))}
+        rows[name] = {
+            "true": float(np.mean([f == s.motion for f, s in zip(found, scenes)])),
+            "captioned": None if said is None else float(np.mean([f == d for f, d in zip(found, said)])),
+            "still": float(np.mean([f == "still" for f in found])),
+        }
     return {"n": n, "start": start, "rows": rows}
 
 
@@ -98,8 +119,9 @@ def _travel(videos: torch.Tensor, said: list[str]) -> np.ndarray:
         weight = np.linalg.norm(rgb - backs, axis=-1)  # (F, H, W)
         f, h, w = weight.shape
         total = weight.sum((1, 2)) + 1e-8
-        centre = np.stack([(weight * np.arange(w)).sum((1, 2)) / total,
-                           (weight * np.arange(h)[:, None]).sum((1, 2)) / total], 1)  # (F, 2)
+        centre = np.stack(
+            [(weight * np.arange(w)).sum((1, 2)) / total, (weight * np.arange(h)[:, None]).sum((1, 2)) / total], 1
+        )  # (F, 2)
         slope = np.polyfit(np.arange(f), centre, 1)[0]  # (2,)
         out.append(float(slope @ np.array(_UNIT[d])))
     return np.array(out)
@@ -141,7 +163,11 @@ def direction_probe(backbone: Backbone, n: int = 16, t: float = 0.99, seed: int 
     with torch.no_grad():
         for name, caps, said in (
             ("own", [world.caption_text(s) for s in scenes], [s.motion for s in scenes]),
-            ("opposite", [world.caption_text(world.edit_scene(s, motion=o)) for s, o in zip(scenes, opposite)], opposite),
+            (
+                "opposite",
+                [world.caption_text(world.edit_scene(s, motion=o)) for s, o in zip(scenes, opposite)],
+                opposite,
+            ),
         ):
             x0 = flow.predict_x0(x_t, backbone.velocity(x_t, tt, backbone.encode_text(caps), None), tt)
             result[name] = float(_travel(x0, said).mean())

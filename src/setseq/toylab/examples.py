@@ -49,12 +49,18 @@ def edit_prompts(name: str) -> list[tuple[str, str, dict[str, str]]]:
     scene = world.concept_scene(name)
     static, motion = world.concept_prompts(name)
     recon = f"{static} {motion}"
-    old = f"{scene.background} background" if scene.background2 is None else f"{scene.background} to {scene.background2} gradient background"
+    old = (
+        f"{scene.background} background"
+        if scene.background2 is None
+        else f"{scene.background} to {scene.background2} gradient background"
+    )
     out = [("reconstruction", recon, {})]
     for colour in _free_colours(scene, 2):
         out.append((f"background: {colour}", recon.replace(old, f"{colour} background"), {"background": colour}))
     for camera, phrase in (("pan-left", "pans left"), ("zoom-in", "zooms in")):
-        out.append((f"camera: {phrase}", f"{static} {motion.removesuffix('.')}, as the camera {phrase}.", {"camera": camera}))
+        out.append(
+            (f"camera: {phrase}", f"{static} {motion.removesuffix('.')}, as the camera {phrase}.", {"camera": camera})
+        )
     return out
 
 

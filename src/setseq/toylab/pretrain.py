@@ -30,8 +30,14 @@ from setseq.toy import world
 from setseq.toy.dit import DiTConfig
 from setseq.toylab.evaluate import direction_probe
 
-
-ARCH_OVERRIDES = ("prediction", "patch", "dim", "depth", "heads", "frozen_words")  # PretrainConfig fields that override the preset
+ARCH_OVERRIDES = (
+    "prediction",
+    "patch",
+    "dim",
+    "depth",
+    "heads",
+    "frozen_words",
+)  # PretrainConfig fields that override the preset
 
 
 @dataclass
@@ -96,8 +102,9 @@ def _lr(cfg: PretrainConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def batch(rng: np.random.Generator, n: int, g: Geometry,
-          frames_only: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def batch(
+    rng: np.random.Generator, n: int, g: Geometry, frames_only: bool
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """n training clips (n, F, C, H, W) of the world's train split, their object masks
     (n, F, 1, H, W) and their captions; with frames_only, one frame of each (F = 1)."""
     clips, masks, texts = [], [], []
@@ -141,15 +148,24 @@ def _layout(c: DiTConfig) -> dict:
     return {k: v for k, v in c.to_dict().items() if k != "vocab"}
 
 
-def weighted_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, foreground_weight: float) -> torch.Tensor:
+def weighted_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, foreground_weight: float
+) -> torch.Tensor:
     """Mean squared error with each object pixel weighing 1 + foreground_weight, normalised by the
     mean weight so that the loss keeps its scale. pred, target: (B, F, C, H, W); mask: (B, F, 1, H, W)."""
     weight = 1.0 + foreground_weight * mask.float()
     return ((pred.float() - target.float()) ** 2 * weight).mean() / weight.mean()
 
 
-def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, progress: bool = True,
-             threads: int | None = None, device: str | None = None, workers: int = 0) -> Path:
+def pretrain(
+    out_dir: str | Path,
+    cfg: PretrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
+    device: str | None = None,
+    workers: int = 0,
+) -> Path:
     """Train the toy DiT; writes `out_dir/ckpt.pt` as it goes and `out_dir/<model>.safetensors`.
 
     Args:
@@ -162,6 +178,8 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
     """
     if threads:
         torch.set_num_threads(threads)
+    if cfg.timestep_shift <= 0:
+        raise SetseqError(f"the timestep shift must be positive (1: none), got {cfg.timestep_shift:g}.")
     if workers < 0:
         raise SetseqError(f"the number of rendering workers cannot be negative, got {workers}.")
     if device is None:
@@ -180,10 +198,14 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
         if getattr(cfg, name) is not None:
             setattr(arch, name, getattr(cfg, name))
     if arch.dim % arch.heads or (arch.dim // arch.heads) % 8:
-        raise SetseqError(f"width {arch.dim} with {arch.heads} heads gives heads of {arch.dim / arch.heads:g} channels; "
-                          "use a width that is a multiple of 8 x heads (3D RoPE splits each head 2:1:1).")
+        raise SetseqError(
+            f"width {arch.dim} with {arch.heads} heads gives heads of {arch.dim / arch.heads:g} channels; "
+            "use a width that is a multiple of 8 x heads (3D RoPE splits each head 2:1:1)."
+        )
     if g.height % arch.patch or g.width % arch.patch:
-        raise SetseqError(f"patch size {arch.patch} does not divide the {cfg.model!r} frames of {g.height} x {g.width}.")
+        raise SetseqError(
+            f"patch size {arch.patch} does not divide the {cfg.model!r} frames of {g.height} x {g.width}."
+        )
     loss_on = cfg.loss or arch.prediction
     if cfg.init:
         bb = load_file_weights(cfg.init, cfg.model)
@@ -202,8 +224,11 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
         if not p.requires_grad:
             continue
         (no_decay if p.ndim < 2 or "norm" in name or name.endswith("concepts") else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.99),
+    )
     torch.manual_seed(cfg.seed)
     step, log, probes, elapsed = 0, [], [], 0.0
     if resume and ckpt_path.is_file():
@@ -216,9 +241,14 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
         probes = state.get("probes", [])
     # Each step's batch is drawn from its own seed, (seed, step): the data do not depend on how
     # many worker processes render them, and a resumed run sees what an unbroken one would.
-    batches = torch.utils.data.DataLoader(Batches(cfg, g), batch_size=None, sampler=range(step, cfg.steps),
-                                          num_workers=workers, prefetch_factor=4 if workers else None,
-                                          generator=torch.Generator())  # leaves the global RNG (the noise) alone
+    batches = torch.utils.data.DataLoader(
+        Batches(cfg, g),
+        batch_size=None,
+        sampler=range(step, cfg.steps),
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        generator=torch.Generator(),
+    )  # leaves the global RNG (the noise) alone
     bar = tqdm(total=cfg.steps, initial=step, desc="pretraining", disable=not progress, dynamic_ncols=True)
     t0, window = time.time() - elapsed, []
     for clips, masks, texts, use_self_cond in batches:
@@ -234,7 +264,9 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
             with torch.no_grad():
                 self_cond = flow.predict_x0(x_t, bb.velocity(x_t, t, text, None), t)
         v = bb.velocity(x_t, t, text, self_cond)
-        pred, target = (flow.predict_x0(x_t, v, t), clips) if loss_on == "x0" else (v, flow.target_velocity(clips, noise))
+        pred, target = (
+            (flow.predict_x0(x_t, v, t), clips) if loss_on == "x0" else (v, flow.target_velocity(clips, noise))
+        )
         loss = weighted_loss(pred, target, masks, cfg.foreground_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -254,20 +286,35 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, resume: bool = False, pro
             # Whether the words move things yet (1: as far as the truth, 0: not at all), from
             # almost pure noise: the cheap sign of motion that the held-out measure needs.
             probe = direction_probe(bb, t=0.99)
-            probes.append({"step": step, "follows": round(probe["follows"], 4),
-                           "moves": round(probe["own"] / probe["truth"], 4)})
+            probes.append(
+                {"step": step, "follows": round(probe["follows"], 4), "moves": round(probe["own"] / probe["truth"], 4)}
+            )
             bar.set_postfix(loss=f"{loss.item():.4f}", follows=f"{probe['follows']:+.2f}")
             with atomic_path(ckpt_path) as tmp:
-                torch.save({"model": modules.state_dict(), "ema": ema, "optimizer": opt.state_dict(),
-                            "torch_rng": torch.get_rng_state(),
-                            "step": step, "log": log, "probes": probes, "elapsed": time.time() - t0}, tmp)
+                torch.save(
+                    {
+                        "model": modules.state_dict(),
+                        "ema": ema,
+                        "optimizer": opt.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                        "step": step,
+                        "log": log,
+                        "probes": probes,
+                        "elapsed": time.time() - t0,
+                    },
+                    tmp,
+                )
     bar.close()
     modules.load_state_dict(ema)
     modules.cpu()
-    info = {"pretrain": asdict(cfg), "steps": step, "seconds": round(time.time() - t0),
-            "final_loss": log[-1]["loss"] if log else None,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                       f"{torch.get_num_threads()} threads, {_device_name(device)}, {workers} rendering workers"}
+    info = {
+        "pretrain": asdict(cfg),
+        "steps": step,
+        "seconds": round(time.time() - t0),
+        "final_loss": log[-1]["loss"] if log else None,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {_device_name(device)}, {workers} rendering workers",
+    }
     weights = out_dir / f"{cfg.model}.safetensors"
     save_weights(bb, weights, info)
     (out_dir / "log.json").write_text(json.dumps({"info": info, "log": log, "probes": probes}, indent=1))

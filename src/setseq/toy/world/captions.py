@@ -8,7 +8,13 @@ import re
 import numpy as np
 
 from setseq.toy.world.scene import (
-    COLORS, CUSTOM, SHAPES, WAVE_MOTIONS, Scene, concept_scene, sample_scene,
+    COLORS,
+    CUSTOM,
+    SHAPES,
+    WAVE_MOTIONS,
+    Scene,
+    concept_scene,
+    sample_scene,
 )  # fmt: skip
 
 SIZE_WORDS = {"small": 0.175, "large": 0.195}  # sprites: below / above these sizes; between: no word
@@ -155,6 +161,3 @@ def prior_prompts(n: int, seed: int) -> list[tuple[str, str]]:
     """
     rng = np.random.default_rng(seed)
     return [caption(sample_scene(rng, "train")) for _ in range(n)]
-
-
-

@@ -20,6 +20,7 @@ class Render:
     mask: torch.Tensor  # (F, H, W) bool: object pixels (for textures: the drawn texture)
     trajectory: torch.Tensor  # (F, 2) float32: object centre (column, row) in pixels; NaN: textures
 
+
 def _soft(signed_px: np.ndarray) -> np.ndarray:
     """Coverage of a pixel by a region, given its signed distance in pixels (inside < 0)."""
     return np.clip(0.5 - signed_px, 0.0, 1.0)
@@ -257,9 +258,7 @@ def _render_fire(scene: Scene, t, zoom, wx, wy):
     return flame, core
 
 
-def render_background(
-    scene: Scene, frames: int = 8, height: int = 32, width: int = 32
-) -> torch.Tensor:
+def render_background(scene: Scene, frames: int = 8, height: int = 32, width: int = 32) -> torch.Tensor:
     """The scene's background alone, as the camera films it.
 
     Args:
@@ -277,9 +276,7 @@ def render_background(
 
 def _check_size(frames: int, height: int, width: int) -> None:
     if frames < 1 or height < 2 or width < 2:
-        raise SetseqError(
-            f"a clip needs frames >= 1 and height, width >= 2; got {frames}x{height}x{width}"
-        )
+        raise SetseqError(f"a clip needs frames >= 1 and height, width >= 2; got {frames}x{height}x{width}")
 
 
 def _to_video(rgb: np.ndarray) -> torch.Tensor:
@@ -303,7 +300,7 @@ def render(scene: Scene, frames: int = 8, height: int = 32, width: int = 32, onl
     if only is not None:
         if not 0 <= only < frames:
             raise SetseqError(f"frame {only} is not in a clip of {frames} frames")
-        t, frames = t[only:only + 1], 1
+        t, frames = t[only : only + 1], 1
     zoom, pan = _camera(scene.camera, t)
     wx, wy = _world_grid(zoom, pan, height, width)
     background = _background(scene, wx, wy)  # (F, H, W, 3)

@@ -108,7 +108,6 @@ class Scene:
         _validate(self)
 
 
-
 # --------------------------------------------------------------------------------------------
 # validation
 
@@ -189,10 +188,7 @@ def _visible(scene: Scene) -> bool:
     colours = [_rgb(c) for c in (scene.color, scene.color2, scene.color3) if c is not None]
     if scene.kind == "sprite" and scene.texture not in ("solid", "spots"):
         colours.append(_tone(scene.color))
-    return all(
-        _distance_to_background(c, scene.background, scene.background2) >= MIN_CONTRAST
-        for c in colours
-    )
+    return all(_distance_to_background(c, scene.background, scene.background2) >= MIN_CONTRAST for c in colours)
 
 
 def _draw_scene(rng: np.random.Generator) -> Scene:

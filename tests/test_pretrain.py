@@ -170,3 +170,27 @@ def test_a_frozen_word_table_stays_fixed_and_distinct_while_the_rest_trains(tmp_
     cos = torch.nn.functional.cosine_similarity(table[:, None], table[None], dim=-1)
     off = cos[~torch.eye(len(table), dtype=torch.bool)]
     assert off.abs().max() < 0.9  # no two words start nearly the same
+
+
+def test_the_motion_curriculum_draws_straight_movers_at_high_noise(tmp_path, monkeypatch):
+    import numpy as np
+
+    from setseq.backbones.toy import PRESETS
+    from setseq.toylab import pretrain as pt
+
+    g = PRESETS["toy-tiny"][1]
+    _, _, texts = pt.batch(np.random.default_rng(0), 24, g, frames_only=False, straight_only=True)
+    for text in texts:
+        motion = text.split(".")[1]
+        assert any(f" {d}" in motion for d in pt.STRAIGHT) and "camera" not in motion, text
+    seen = []
+    interpolate = pt.flow.interpolate
+
+    def spy(x0, noise, t):
+        seen.append(t.clone())
+        return interpolate(x0, noise, t)
+
+    monkeypatch.setattr(pt.flow, "interpolate", spy)
+    pt.pretrain(tmp_path / "m", _tiny(3, min_t=0.85, straight_only=True), progress=False, device="cpu")
+    t = torch.cat(seen)
+    assert t.min() >= 0.85 and t.max() <= 1.0 and t.std() > 0

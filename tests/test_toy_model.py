@@ -67,15 +67,15 @@ def test_demo_quick_writes_report_metrics_and_videos(tmp_path):
 
 
 def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
-    """`setseq toy pretrain --out DIR` with no options, then its continuation (pretrain.CONTINUATION,
-    `--init` the first run's weights), must remake the shipped model: the preset's architecture and
-    the config's defaults with the continuation's changes are what the weights file records."""
+    """The shipped model is four runs, each `--init` the one before: the defaults, then
+    pretrain.CONTINUATION, MOTION_FOCUS and CONSOLIDATION (docs/toy-model.md). The weights file
+    records the last one: the preset's architecture and the config's defaults with its changes."""
     from dataclasses import asdict
 
     from safetensors import safe_open
 
     from setseq.backbones.toy import PRESETS
-    from setseq.toylab.pretrain import ARCH_OVERRIDES, CONTINUATION, PretrainConfig
+    from setseq.toylab.pretrain import ARCH_OVERRIDES, CONSOLIDATION, PretrainConfig
 
     with safe_open(str(WEIGHTS), "pt") as f:
         meta = f.metadata()
@@ -83,14 +83,12 @@ def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
     arch = {k: v for k, v in json.loads(meta["config"]).items() if k != "vocab"}
     preset = PRESETS["toy"][0].to_dict()
     assert {k: preset[k] for k in arch} == arch
-    defaults = asdict(PretrainConfig(**CONTINUATION))
-    assert recorded["init"] is not None  # the continuation starts from the first run's weights
+    defaults = asdict(PretrainConfig(**CONSOLIDATION))
+    assert recorded["init"] is not None  # a continuation of the runs before it
     recorded["init"] = None
     overrides = set(ARCH_OVERRIDES)  # None means: the preset's
     assert all(defaults[k] is None for k in overrides)
-    assert (
-        recorded["loss"] in (None, arch["prediction"]) and defaults["loss"] is None
-    )  # None: on what the model predicts
+    assert recorded["loss"] in (None, arch["prediction"]) and defaults["loss"] is None  # None: what it predicts
     assert {k: v for k, v in defaults.items() if k not in overrides | {"loss"}} == {
         k: recorded[k] for k in defaults if k not in overrides | {"loss"}
     }

@@ -78,6 +78,11 @@ class PretrainConfig:
     # Where a clip's path is decided: at high noise x_t no longer shows where the object is, and
     # only the words can; under uniform timesteps few steps train there (docs/toy-model.md).
     timestep_shift: float = 1.0
+    # The motion curriculum (MOTION_FOCUS below): draw timesteps in [min_t, 1] only, and clips of
+    # straight movers under a still camera only. Both concentrate the loss on what only the
+    # direction words can tell.
+    min_t: float = 0.0
+    straight_only: bool = False
     # The loss on the velocity, or on the clean clip each prediction implies ("x0"); None: on what
     # the model predicts. For an x0-predicting model the velocity loss weighs the clean-clip error
     # by 1/t^2, so nearly all of its signal comes from low noise and the model learns to copy x_t
@@ -94,6 +99,15 @@ class PretrainConfig:
 #   setseq toy pretrain --out B --init A/toy.safetensors --steps 1600 --frame-prob 0.1 --lr 4e-4 --warmup 50
 CONTINUATION = {"steps": 1600, "frame_prob": 0.1, "lr": 4e-4, "warmup": 50}
 
+# The motion curriculum (eleventh session, docs/toy-model.md): from the weights above, first only
+# straight movers at noise levels 0.85-1, where nothing but the words can say where the object is,
+# at a constant lr and without EMA, prompt dropout or self-conditioning, until the words move
+# things; then the whole world again so that everything else comes back.
+MOTION_FOCUS = {"steps": 700, "lr": 1e-3, "warmup": 0, "min_lr_ratio": 1.0, "frame_prob": 0.0,
+                "prompt_dropout": 0.0, "self_cond_prob": 0.0, "weight_decay": 0.0, "ema": 0.0,
+                "min_t": 0.85, "straight_only": True}  # fmt: skip
+CONSOLIDATION = {"steps": 1200, "frame_prob": 0.1, "lr": 4e-4, "warmup": 50, "timestep_shift": 2.0}
+
 
 def _lr(cfg: PretrainConfig, step: int) -> float:
     if step < cfg.warmup:
@@ -102,14 +116,22 @@ def _lr(cfg: PretrainConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+STRAIGHT = ("left", "right", "up", "down")
+
+
 def batch(
-    rng: np.random.Generator, n: int, g: Geometry, frames_only: bool
+    rng: np.random.Generator, n: int, g: Geometry, frames_only: bool, straight_only: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """n training clips (n, F, C, H, W) of the world's train split, their object masks
-    (n, F, 1, H, W) and their captions; with frames_only, one frame of each (F = 1)."""
+    (n, F, 1, H, W) and their captions; with frames_only, one frame of each (F = 1); with
+    straight_only, only sprites moving left, right, up or down under a still camera."""
     clips, masks, texts = [], [], []
     for _ in range(n):
         scene = world.sample_scene(rng, "train")
+        while straight_only and not (scene.kind == "sprite" and scene.motion in STRAIGHT):
+            scene = world.sample_scene(rng, "train")
+        if straight_only:
+            scene = world.edit_scene(scene, camera="still")
         only = int(rng.integers(g.frames)) if frames_only else None
         r = world.render(scene, g.frames, g.height, g.width, only=only)
         static, motion = world.caption(scene)
@@ -134,7 +156,7 @@ class Batches(torch.utils.data.Dataset):
         rng = np.random.default_rng([cfg.seed, i])
         frames_only = rng.random() < cfg.frame_prob
         n = (cfg.frame_batch_size or cfg.batch_size) if frames_only else cfg.batch_size
-        clips, masks, texts = batch(rng, n, self.g, frames_only)
+        clips, masks, texts = batch(rng, n, self.g, frames_only, self.cfg.straight_only)
         texts = ["" if rng.random() < cfg.prompt_dropout else t for t in texts]
         return clips, masks, texts, bool(rng.random() < cfg.self_cond_prob)
 
@@ -257,6 +279,7 @@ def pretrain(
         text = bb.encode_text(texts)
         noise = torch.randn_like(clips)  # drawn on the CPU, so that runs agree across devices
         t = flow.sample_timesteps(len(texts), cfg.timesteps, shift=cfg.timestep_shift)
+        t = cfg.min_t + (1.0 - cfg.min_t) * t
         clips, masks, noise, t = (x.to(device) for x in (clips, masks, noise, t))
         x_t = flow.interpolate(clips, noise, t)
         self_cond = None

@@ -283,3 +283,66 @@ def load_adapters(
                     f"{source}: tensor {key} has shape {tuple(t.shape)}, the base needs {tuple(param.shape)}."
                 )
             param.copy_(t)
+
+
+# --------------------------------------------------------------------------------------------
+# scales by token or name: the keys people write ("u1=0.5", "v=0.8", "waves=0"), resolved once
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_scales(cs: ConceptSet, scales: dict[str, float]) -> tuple[float | None, dict[str, float]]:
+    """Split scales keyed by token or concept name into the identity scale and motion scales by name.
+
+    Args:
+        cs: the concept set the keys refer to.
+        scales: {key: scale}; a key is an identity token (``v``, ``[v1]``: the identity scale, which
+            every concept of a set shares), a motion token (``u2``) or a concept name (its motion).
+
+    Returns:
+        (identity scale or None when no key sets it, {concept name: motion scale}), for ``lora.scales``.
+
+    Raises:
+        SetseqError: a key the set does not have, or two different identity scales.
+    """
+    by_token = {}
+    for c in cs.concepts:
+        by_token[c["motion_token"].strip("[]")] = c["name"]
+        by_token[c["name"]] = c["name"]
+    identity_keys = {c["identity_token"].strip("[]") for c in cs.concepts}
+    identity, motion = None, {}
+    for key, value in scales.items():
+        k = key.strip("[]")
+        if k in identity_keys:
+            if identity is not None and identity != value:
+                raise SetseqError(
+                    "the identity basis is shared by all concepts of a set, so one identity scale "
+                    f"applies to all; --scale gave {identity} and {value}."
+                )
+            identity = value
+        elif k in by_token:
+            motion[by_token[k]] = value
+        else:
+            names = sorted(identity_keys | set(by_token))
+            raise SetseqError(
+                f"--scale names {key!r}, which this concept set does not have; it has {', '.join(names)}."
+            )
+    return identity, motion
+
+
+def rank_weights(cs: ConceptSet, weights: list[float]) -> torch.Tensor:
+    """Per-component weights on the identity basis (restyling), checked against the set's rank.
+
+    Args:
+        cs: the concept set.
+        weights: R numbers, R the set's rank.
+
+    Returns:
+        (R,) float32, for ``lora.scales(..., rank_weights=...)`` and ``export``.
+
+    Raises:
+        SetseqError: the count is not the rank.
+    """
+    w = torch.tensor([float(x) for x in weights])
+    if len(w) != int(cs.meta.get("rank", 0)):
+        raise SetseqError(f"--rank-weights needs {cs.meta.get('rank')} numbers (the rank), got {len(w)}.")
+    return w

@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -26,6 +26,11 @@ from setseq import lora
 from setseq.backbones.base import Backbone
 from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from setseq.backbones.base import Geometry
+    from setseq.batches import ConceptSpec
+    from setseq.config import TrainConfig
 
 FORMAT = "setseq.concept"
 FORMAT_VERSION = 1
@@ -74,6 +79,54 @@ def save(cs: ConceptSet, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in cs.tensors.items()}, str(tmp), metadata=header)
     return Path(path)
+
+
+def run_metadata(
+    backbone: Backbone,
+    cfg: TrainConfig,
+    concepts: list[ConceptSpec],
+    geometry: Geometry,
+    modules: list[str],
+    losses: dict[str, list[float]],
+    stage: str,
+) -> dict[str, Any]:
+    """The ``setseq`` metadata of a concept file written by a training run (see the module docstring).
+
+    Args:
+        backbone: the base the run trained on (its name and weights' fingerprint are recorded).
+        cfg: the run's configuration; rank 0 when no stage trains an adapter (textual inversion).
+        concepts: the concepts trained, in token order.
+        geometry: the clips' geometry.
+        modules: the adapted module names.
+        losses: {stage name: losses per step so far}, rounded to 6 digits.
+        stage: the stage the file was written after ("set", ..., or "final").
+    """
+    from setseq import __version__
+
+    uses_lora = any(s.train != "tokens" for s in cfg.stages)
+    return {
+        "setseq_version": __version__,
+        "base": {"name": backbone.name, "fingerprint": backbone.fingerprint()},
+        "rank": cfg.lora.rank if uses_lora else 0,
+        "scale": cfg.lora.scale,
+        "target_modules": sorted(modules),
+        "concepts": [
+            {
+                "name": c.name,
+                "identity_token": c.identity_token,
+                "motion_token": c.motion_token,
+                "prompt": c.prompt,
+                "motion_prompt": c.motion_prompt,
+                "video": c.source,
+            }
+            for c in concepts
+        ],
+        "method": cfg.method,
+        "config": cfg.to_dict(),
+        "geometry": geometry.__dict__,
+        "stage": stage,
+        "losses": {k: [round(x, 6) for x in v] for k, v in losses.items()},
+    }
 
 
 def load(path: str | Path) -> ConceptSet:

@@ -275,31 +275,9 @@ class Trainer:
 
     def _save_checkpoint(self, stage_index: int, step: int, opt: torch.optim.Optimizer | None) -> None:
         """Rank 0 writes; when sharded, every rank must call this, as the shards are gathered first."""
-        if not (self.world.main or self.sharded):
-            return
-        tensors = concept_io.collect(self.backbone, {}).tensors
-        optimizer = None if opt is None else parallel.full_optimizer_state(opt)
-        if self.world.main:
-            checkpoint.save(
-                self.ckpt_path,
-                tensors,
-                optimizer,
-                stage=stage_index,
-                step=step,
-                losses=self.losses,
-                config=self.cfg.to_dict(),
-                fingerprint=self.backbone.fingerprint(),
-            )
-
-    def _load_checkpoint(self) -> dict[str, Any] | None:
-        """The checkpoint's adapters, tokens and losses in place; its state, or None without one."""
-        state = checkpoint.load(self.ckpt_path, self.cfg.to_dict(), self.backbone.fingerprint())
-        if state is not None:
-            concept_io.load_adapters(self.layers, state["tensors"], f"checkpoint {str(self.ckpt_path)!r}")
-            tokens = {k[len("token.") :]: v for k, v in state["tensors"].items() if k.startswith("token.")}
-            self.backbone.load_token_embeddings(tokens)
-            self.losses = state["losses"]
-        return state
+        losses, config = self.losses, self.cfg.to_dict()
+        args = (self.ckpt_path, self.backbone, opt, self.world, self.sharded)
+        checkpoint.save_run(*args, stage=stage_index, step=step, losses=losses, config=config)
 
     def _validate(self, stage: StageConfig, step: int) -> None:
         """A sample of the first concept's full prompt, in NAME.samples/ (sharded: every rank samples)."""
@@ -356,7 +334,9 @@ class Trainer:
         # A checkpoint that rank 0 is still writing (an interrupted run in this very process group)
         # is complete before any rank looks for it, and every rank must start from the same one.
         parallel.barrier(self.world)
-        state = self._load_checkpoint() if resume else None
+        state = checkpoint.load_run(self.ckpt_path, self.backbone, self.layers, self.cfg.to_dict()) if resume else None
+        if state is not None:
+            self.losses = state["losses"]
         parallel.same_start(self.world, (state["stage"], state["step"]) if state else None, self.ckpt_path)
         if not resume and self.ckpt_path.is_file():
             warn(f"starting afresh and overwriting {self.ckpt_path}; pass --resume to continue it instead.")

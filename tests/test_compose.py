@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_backbone, tiny_config
 from setseq import concept as cio
 from setseq import data, lora, stitch
-from setseq.cli import _concept_scales, main
+from setseq.cli import main
 from setseq.errors import SetseqError
 from setseq.train import ConceptSpec, Trainer
 
@@ -91,12 +91,12 @@ def _probe(bb):
 
 def test_scale_keys_reach_the_right_concept(pair):
     cs = cio.load(pair)
-    identity, motion = _concept_scales(cs, {"u1": 0.0, "v1": 0.5})
+    identity, motion = cio.resolve_scales(cs, {"u1": 0.0, "v1": 0.5})
     assert identity == 0.5 and motion == {"a": 0.0}
     with pytest.raises(SetseqError, match="shared by all concepts"):
-        _concept_scales(cs, {"v1": 0.5, "v2": 1.0})
+        cio.resolve_scales(cs, {"v1": 0.5, "v2": 1.0})
     with pytest.raises(SetseqError, match="does not have"):
-        _concept_scales(cs, {"u9": 1.0})
+        cio.resolve_scales(cs, {"u9": 1.0})
     # switching u1 off equals deleting concept a's residual, and leaves b's in place
     scaled, deleted = tiny_backbone(), tiny_backbone()
     cio.apply(cs, scaled)

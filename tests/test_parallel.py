@@ -246,7 +246,8 @@ def test_new_settings_round_trip_through_a_config_file(tmp_path):
 
 
 def test_cli_flags_set_the_new_settings():
-    from setseq.cli import _config_from_args, build_parser
+    from setseq.cli import build_parser
+    from setseq.cli.train import config_from_args as _config_from_args
 
     a = build_parser().parse_args(["train", "x.mp4", "--optimizer", "adamw8bit", "--compile", "--shard"])
     cfg = _config_from_args(a)

@@ -179,12 +179,12 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
 
 
 def test_prior_videos_are_generated_once_and_mixed_in(tmp_path, monkeypatch):
-    import setseq.train as train_mod
+    import setseq.prior as prior_mod
 
     monkeypatch.setenv("SETSEQ_CACHE", str(tmp_path / "cache"))
     calls = []
-    real = train_mod.generate
-    monkeypatch.setattr(train_mod, "generate", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    real = prior_mod.generate
+    monkeypatch.setattr(prior_mod, "generate", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     _train(tmp_path / "a", tiny_config(prior=True))
     assert len(calls) == 2  # prior_videos = 2
     _train(tmp_path / "b", tiny_config(prior=True))

@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 
-from setseq import parallel
+from setseq import concept as concept_io
+from setseq import lora, parallel
+from setseq.backbones.base import Backbone
 from setseq.config import OptimConfig
 from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
@@ -109,3 +111,62 @@ def resume_stage(opt: torch.optim.Optimizer, state: dict[str, Any], optim: Optim
         if old.get(key) != getattr(optim, key):
             note(f"resuming with {flag} {getattr(optim, key):g}; the checkpoint was made at {old.get(key):g}.")
     torch.set_rng_state(state["rng"])
+
+
+# --------------------------------------------------------------------------------------------
+# a training run's checkpoint: what the Trainer saves and resumes
+# --------------------------------------------------------------------------------------------
+
+
+def save_run(
+    path: str | Path,
+    backbone: Backbone,
+    opt: torch.optim.Optimizer | None,
+    world: parallel.World,
+    sharded: bool,
+    *,
+    stage: int,
+    step: int,
+    losses: dict[str, list[float]],
+    config: dict[str, Any],
+) -> None:
+    """Checkpoint a run: the adapters and tokens in `backbone`, the optimiser's state, the position.
+    Rank 0 writes; when `sharded`, every rank must call this, as the shards are gathered first.
+
+    Args:
+        opt: the stage's optimiser, or None between stages. The rest as in `save`.
+    """
+    if not (world.main or sharded):
+        return
+    tensors = concept_io.collect(backbone, {}).tensors
+    optimizer = None if opt is None else parallel.full_optimizer_state(opt)
+    if world.main:
+        save(
+            path,
+            tensors,
+            optimizer,
+            stage=stage,
+            step=step,
+            losses=losses,
+            config=config,
+            fingerprint=backbone.fingerprint(),
+        )
+
+
+def load_run(
+    path: str | Path, backbone: Backbone, layers: dict[str, lora.SetSeqLinear], config: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Resume a run: the checkpoint's adapters into `layers` and its tokens into `backbone`.
+
+    Returns:
+        The checkpoint's state (stage, step, losses, optimizer, rng), or None without one.
+
+    Raises:
+        SetseqError: as `load`, or a tensor that does not fit its layer.
+    """
+    state = load(path, config, backbone.fingerprint())
+    if state is not None:
+        concept_io.load_adapters(layers, state["tensors"], f"checkpoint {str(path)!r}")
+        tokens = {k[len("token.") :]: v for k, v in state["tensors"].items() if k.startswith("token.")}
+        backbone.load_token_embeddings(tokens)
+    return state

@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -26,6 +26,11 @@ from setseq import lora
 from setseq.backbones.base import Backbone
 from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from setseq.backbones.base import Geometry
+    from setseq.batches import ConceptSpec
+    from setseq.config import TrainConfig
 
 FORMAT = "setseq.concept"
 FORMAT_VERSION = 1
@@ -74,6 +79,54 @@ def save(cs: ConceptSet, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in cs.tensors.items()}, str(tmp), metadata=header)
     return Path(path)
+
+
+def run_metadata(
+    backbone: Backbone,
+    cfg: TrainConfig,
+    concepts: list[ConceptSpec],
+    geometry: Geometry,
+    modules: list[str],
+    losses: dict[str, list[float]],
+    stage: str,
+) -> dict[str, Any]:
+    """The ``setseq`` metadata of a concept file written by a training run (see the module docstring).
+
+    Args:
+        backbone: the base the run trained on (its name and weights' fingerprint are recorded).
+        cfg: the run's configuration; rank 0 when no stage trains an adapter (textual inversion).
+        concepts: the concepts trained, in token order.
+        geometry: the clips' geometry.
+        modules: the adapted module names.
+        losses: {stage name: losses per step so far}, rounded to 6 digits.
+        stage: the stage the file was written after ("set", ..., or "final").
+    """
+    from setseq import __version__
+
+    uses_lora = any(s.train != "tokens" for s in cfg.stages)
+    return {
+        "setseq_version": __version__,
+        "base": {"name": backbone.name, "fingerprint": backbone.fingerprint()},
+        "rank": cfg.lora.rank if uses_lora else 0,
+        "scale": cfg.lora.scale,
+        "target_modules": sorted(modules),
+        "concepts": [
+            {
+                "name": c.name,
+                "identity_token": c.identity_token,
+                "motion_token": c.motion_token,
+                "prompt": c.prompt,
+                "motion_prompt": c.motion_prompt,
+                "video": c.source,
+            }
+            for c in concepts
+        ],
+        "method": cfg.method,
+        "config": cfg.to_dict(),
+        "geometry": geometry.__dict__,
+        "stage": stage,
+        "losses": {k: [round(x, 6) for x in v] for k, v in losses.items()},
+    }
 
 
 def load(path: str | Path) -> ConceptSet:
@@ -283,3 +336,66 @@ def load_adapters(
                     f"{source}: tensor {key} has shape {tuple(t.shape)}, the base needs {tuple(param.shape)}."
                 )
             param.copy_(t)
+
+
+# --------------------------------------------------------------------------------------------
+# scales by token or name: the keys people write ("u1=0.5", "v=0.8", "waves=0"), resolved once
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_scales(cs: ConceptSet, scales: dict[str, float]) -> tuple[float | None, dict[str, float]]:
+    """Split scales keyed by token or concept name into the identity scale and motion scales by name.
+
+    Args:
+        cs: the concept set the keys refer to.
+        scales: {key: scale}; a key is an identity token (``v``, ``[v1]``: the identity scale, which
+            every concept of a set shares), a motion token (``u2``) or a concept name (its motion).
+
+    Returns:
+        (identity scale or None when no key sets it, {concept name: motion scale}), for ``lora.scales``.
+
+    Raises:
+        SetseqError: a key the set does not have, or two different identity scales.
+    """
+    by_token = {}
+    for c in cs.concepts:
+        by_token[c["motion_token"].strip("[]")] = c["name"]
+        by_token[c["name"]] = c["name"]
+    identity_keys = {c["identity_token"].strip("[]") for c in cs.concepts}
+    identity, motion = None, {}
+    for key, value in scales.items():
+        k = key.strip("[]")
+        if k in identity_keys:
+            if identity is not None and identity != value:
+                raise SetseqError(
+                    "the identity basis is shared by all concepts of a set, so one identity scale "
+                    f"applies to all; --scale gave {identity} and {value}."
+                )
+            identity = value
+        elif k in by_token:
+            motion[by_token[k]] = value
+        else:
+            names = sorted(identity_keys | set(by_token))
+            raise SetseqError(
+                f"--scale names {key!r}, which this concept set does not have; it has {', '.join(names)}."
+            )
+    return identity, motion
+
+
+def rank_weights(cs: ConceptSet, weights: list[float]) -> torch.Tensor:
+    """Per-component weights on the identity basis (restyling), checked against the set's rank.
+
+    Args:
+        cs: the concept set.
+        weights: R numbers, R the set's rank.
+
+    Returns:
+        (R,) float32, for ``lora.scales(..., rank_weights=...)`` and ``export``.
+
+    Raises:
+        SetseqError: the count is not the rank.
+    """
+    w = torch.tensor([float(x) for x in weights])
+    if len(w) != int(cs.meta.get("rank", 0)):
+        raise SetseqError(f"--rank-weights needs {cs.meta.get('rank')} numbers (the rank), got {len(w)}.")
+    return w

@@ -251,7 +251,8 @@ def preset(name: str) -> TrainConfig:
 #   method = "setseq"
 #   [lora]  rank = 16
 #   [optim] batch_size = 4
-#   [[stages]] name = "set" ...   (replaces the preset's stages)
+#   [stages.sequence] coef_dropout = 0.3   (changes the preset's stage named "sequence")
+#   [[stages]] name = "set" ...            (replaces the preset's stages)
 # --------------------------------------------------------------------------------------------
 
 
@@ -265,6 +266,8 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
             if not isinstance(value, dict):
                 raise SetseqError(f"setting {where}{key!r} must be a table, got {value!r}.")
             _merge(current, value, f"{where}{key}.")
+        elif key == "stages" and isinstance(value, dict):
+            _merge_stages(obj, value)
         elif key == "stages":
             try:
                 setattr(obj, key, [StageConfig(**s) for s in value])
@@ -273,7 +276,39 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
         elif key == "betas":
             setattr(obj, key, tuple(value))
         else:
+            _check_type(current, value, f"{where}{key}")
             setattr(obj, key, value)
+
+
+def _merge_stages(cfg: TrainConfig, tables: dict[str, Any]) -> None:
+    """[stages.NAME] tables: each changes the preset's stage of that name, the others stay."""
+    by_name = {s.name: s for s in cfg.stages}
+    for name, table in tables.items():
+        if name not in by_name:
+            raise SetseqError(
+                f"the config file sets [stages.{name}], but method {cfg.method!r} has no stage {name!r}; "
+                f"its stages are {', '.join(by_name)}."
+            )
+        if not isinstance(table, dict):
+            raise SetseqError(f"setting stages.{name} must be a table, got {table!r}.")
+        _merge(by_name[name], table, f"stages.{name}.")
+
+
+def _check_type(current: Any, value: Any, where: str) -> None:
+    """A value of the setting's kind: a bool for a switch, a whole number for a count, a number for a
+    rate, text for a choice (settings whose default is None take any value, as before)."""
+    if isinstance(current, bool):
+        ok, what = isinstance(value, bool), "true or false"
+    elif isinstance(current, int):
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(current, float):
+        ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(current, str):
+        ok, what = isinstance(value, str), "text in quotes"
+    else:
+        ok, what = True, ""
+    if not ok:
+        raise SetseqError(f"setting {where!r} in the config file takes {what}, got {value!r}.")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -291,7 +326,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None, method: str | None = None, default: str = "setseq") -> TrainConfig:
-    """The preset named by `method` (or by the file's `method`, else `default`), updated by the file."""
+    """The preset named by `method` (or by the file's `method`, else `default`), updated by the file.
+
+    Args:
+        path: a TOML file (see above), or None for the preset alone.
+        method: a preset name that wins over the file's ``method``.
+        default: the preset when neither names one.
+
+    Raises:
+        SetseqError: an unknown method, setting or stage name, or a value of the wrong kind.
+    """
     values: dict[str, Any] = read_toml(path) if path is not None else {}
     cfg = preset(method or values.get("method", default))
     values = copy.deepcopy(values)

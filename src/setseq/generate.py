@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from tqdm.auto import tqdm
 
@@ -91,3 +93,20 @@ def generate(
     )
     bar.close()
     return backbone.decode_latents(latents)
+
+
+def write_sample(
+    backbone: Backbone, prompt: str, path: str | Path, *, geometry: Geometry, seed: int, write: bool = True
+) -> None:
+    """Sample one clip of `prompt` and write it to `path` (.mp4, .webm, .gif), e.g. a validation
+    sample during training. Leaves the transformer in eval mode.
+
+    Args:
+        write: False samples without writing: in a sharded run every process takes part in the
+            sampling and only the main one writes.
+    """
+    from setseq.data import write_video
+
+    video = generate(backbone, [prompt], geometry=geometry, seed=seed)[0]  # (F, C, H, W)
+    if write:
+        write_video(path, video, geometry.fps)

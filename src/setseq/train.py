@@ -5,15 +5,14 @@ A run is a list of stages (config.StageConfig), each training one part of the mo
     motion    B_mo[c]        on whole clips, A and B_id frozen (stage 2, "sequence")
     tokens    concept-token embeddings only (textual inversion)
 with the regularisers of sec. 3.4 switchable in config.RegConfig. What a micro-batch holds is
-`setseq.batches`'s, the loss `setseq.flow.training_loss`, checkpoints `setseq.checkpoint`'s; the
-`Trainer` sets up, steps and runs. Every random draw comes from torch's global generator, whose state
+`setseq.batches`'s, the loss `setseq.flow.training_loss`, checkpoints `setseq.checkpoint`'s, the
+prior-preservation videos `setseq.prior`'s and the concept file's metadata `concept.run_metadata`'s;
+the `Trainer` sets up, steps and runs. Every random draw comes from torch's global generator, whose state
 is checkpointed, so a resumed CPU run ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,10 @@ from setseq.backbones.base import Backbone, Geometry, Text
 from setseq.batches import Batch, Batches, ConceptSpec
 from setseq.config import StageConfig, TrainConfig
 from setseq.errors import SetseqError
-from setseq.fileio import atomic_path, cache_root
-from setseq.generate import generate
-from setseq.log import note, warn
+from setseq.fileio import cache_root
+from setseq.generate import write_sample
+from setseq.log import warn
+from setseq.prior import prior_videos
 
 __all__ = ["ConceptSpec", "Trainer", "check_concepts", "optimizer_class"]
 
@@ -146,7 +146,10 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     def _setup(self) -> None:
         torch.manual_seed(self.cfg.seed)
-        prior = self._prior_videos() if self.cfg.reg.prior_preservation else None
+        cfg = self.cfg
+        prior = None
+        if cfg.reg.prior_preservation:
+            prior = prior_videos(self.backbone, cfg.reg, self.geometry, cfg.seed, self.cache_dir, self.world)
         self.batches = Batches(self.concepts, self.geometry.frames, self.cfg.reg, prior)
         tokens = [t for c in self.concepts for t in (c.identity_token, c.motion_token)]
         self.backbone.add_concept_tokens(tokens)
@@ -159,27 +162,6 @@ class Trainer:
                     for c in self.concepts:
                         layer.add_motion(c.name)
         self._freeze()
-
-    def _prior_videos(self) -> tuple[torch.Tensor, list[tuple[str, str]]]:
-        """Videos generated once by the base model from generic prompts (sec. 3.4.1), cached."""
-        reg, g = self.cfg.reg, self.geometry
-        prompts = self.backbone.prior_prompts(reg.prior_videos, self.cfg.seed)
-        key = json.dumps([self.backbone.fingerprint(), prompts, g.__dict__, reg.prior_steps, self.cfg.seed])
-        path = self.cache_dir / "prior" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
-        # All ranks load, or all generate (sharded, generating is collective): never some of each.
-        if parallel.on_every_rank(self.world, path.is_file()):
-            return torch.load(path), prompts
-        note(f"generating {len(prompts)} prior-preservation videos with the base model (cached in {path.parent})")
-        videos = torch.cat(
-            [
-                generate(self.backbone, [f"{a} {m}"], geometry=g, steps=reg.prior_steps, seed=self.cfg.seed + i)
-                for i, (a, m) in enumerate(prompts)
-            ]
-        )  # (N, F, C, H, W); every rank makes them (sharded, it must), rank 0 keeps them
-        if self.world.main:
-            with atomic_path(path) as tmp:
-                torch.save(videos, tmp)
-        return videos, prompts
 
     # ---------------------------------------------------------------------------------------
     # Stages
@@ -287,71 +269,23 @@ class Trainer:
     # Checkpoints and outputs
     # ---------------------------------------------------------------------------------------
     def _meta(self, stage: str) -> dict[str, Any]:
-        from setseq import __version__
-
-        return {
-            "setseq_version": __version__,
-            "base": {"name": self.backbone.name, "fingerprint": self.backbone.fingerprint()},
-            "rank": self.cfg.lora.rank if self.uses_lora else 0,
-            "scale": self.cfg.lora.scale,
-            "target_modules": sorted(self.layers),
-            "concepts": [
-                {
-                    "name": c.name,
-                    "identity_token": c.identity_token,
-                    "motion_token": c.motion_token,
-                    "prompt": c.prompt,
-                    "motion_prompt": c.motion_prompt,
-                    "video": c.source,
-                }
-                for c in self.concepts
-            ],
-            "method": self.cfg.method,
-            "config": self.cfg.to_dict(),
-            "geometry": self.geometry.__dict__,
-            "stage": stage,
-            "losses": {k: [round(x, 6) for x in v] for k, v in self.losses.items()},
-        }
+        return concept_io.run_metadata(
+            self.backbone, self.cfg, self.concepts, self.geometry, list(self.layers), self.losses, stage
+        )
 
     def _save_checkpoint(self, stage_index: int, step: int, opt: torch.optim.Optimizer | None) -> None:
         """Rank 0 writes; when sharded, every rank must call this, as the shards are gathered first."""
-        if not (self.world.main or self.sharded):
-            return
-        tensors = concept_io.collect(self.backbone, {}).tensors
-        optimizer = None if opt is None else parallel.full_optimizer_state(opt)
-        if self.world.main:
-            checkpoint.save(
-                self.ckpt_path,
-                tensors,
-                optimizer,
-                stage=stage_index,
-                step=step,
-                losses=self.losses,
-                config=self.cfg.to_dict(),
-                fingerprint=self.backbone.fingerprint(),
-            )
-
-    def _load_checkpoint(self) -> dict[str, Any] | None:
-        """The checkpoint's adapters, tokens and losses in place; its state, or None without one."""
-        state = checkpoint.load(self.ckpt_path, self.cfg.to_dict(), self.backbone.fingerprint())
-        if state is not None:
-            concept_io.load_adapters(self.layers, state["tensors"], f"checkpoint {str(self.ckpt_path)!r}")
-            tokens = {k[len("token.") :]: v for k, v in state["tensors"].items() if k.startswith("token.")}
-            self.backbone.load_token_embeddings(tokens)
-            self.losses = state["losses"]
-        return state
+        losses, config = self.losses, self.cfg.to_dict()
+        args = (self.ckpt_path, self.backbone, opt, self.world, self.sharded)
+        checkpoint.save_run(*args, stage=stage_index, step=step, losses=losses, config=config)
 
     def _validate(self, stage: StageConfig, step: int) -> None:
-        from setseq.data import write_video
-
-        if not (self.world.main or self.sharded):  # sharded, every rank takes part in the sampling
-            return
-        c = self.concepts[0]
-        video = generate(self.backbone, [c.full_prompt], geometry=self.geometry, seed=self.cfg.seed)[0]
-        if self.world.main:
-            folder = self.out.with_name(self.out.stem + ".samples")
-            write_video(folder / f"{stage.name}-{step:05d}.mp4", video, self.geometry.fps)
-        self.backbone.transformer.train()
+        """A sample of the first concept's full prompt, in NAME.samples/ (sharded: every rank samples)."""
+        if self.world.main or self.sharded:
+            path = self.out.with_name(self.out.stem + ".samples") / f"{stage.name}-{step:05d}.mp4"
+            prompt, g = self.concepts[0].full_prompt, self.geometry
+            write_sample(self.backbone, prompt, path, geometry=g, seed=self.cfg.seed, write=self.world.main)
+            self.backbone.transformer.train()
 
     # ---------------------------------------------------------------------------------------
     # The run
@@ -400,7 +334,9 @@ class Trainer:
         # A checkpoint that rank 0 is still writing (an interrupted run in this very process group)
         # is complete before any rank looks for it, and every rank must start from the same one.
         parallel.barrier(self.world)
-        state = self._load_checkpoint() if resume else None
+        state = checkpoint.load_run(self.ckpt_path, self.backbone, self.layers, self.cfg.to_dict()) if resume else None
+        if state is not None:
+            self.losses = state["losses"]
         parallel.same_start(self.world, (state["stage"], state["step"]) if state else None, self.ckpt_path)
         if not resume and self.ckpt_path.is_file():
             warn(f"starting afresh and overwriting {self.ckpt_path}; pass --resume to continue it instead.")

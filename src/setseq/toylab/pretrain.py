@@ -105,8 +105,8 @@ CONTINUATION = {"steps": 1600, "frame_prob": 0.1, "lr": 4e-4, "warmup": 50}
 # things; then the whole world again so that everything else comes back.
 MOTION_FOCUS = {"steps": 700, "lr": 1e-3, "warmup": 0, "min_lr_ratio": 1.0, "frame_prob": 0.0,
                 "prompt_dropout": 0.0, "self_cond_prob": 0.0, "weight_decay": 0.0, "ema": 0.0,
-                "min_t": 0.85, "straight_only": True}  # fmt: skip
-CONSOLIDATION = {"steps": 1200, "frame_prob": 0.1, "lr": 4e-4, "warmup": 50, "timestep_shift": 2.0}
+                "min_t": 0.85, "straight_only": True, "seed": 4}  # fmt: skip
+CONSOLIDATION = {"steps": 1200, "frame_prob": 0.1, "lr": 4e-4, "warmup": 50, "timestep_shift": 2.0, "seed": 5}
 
 
 def _lr(cfg: PretrainConfig, step: int) -> float:

@@ -1,5 +1,6 @@
 """`setseq toy pretrain`: trains from scratch, resumes, writes loadable weights."""
 
+import pytest
 import torch
 
 from setseq.backbones import load_backbone
@@ -194,3 +195,51 @@ def test_the_motion_curriculum_draws_straight_movers_at_high_noise(tmp_path, mon
     pt.pretrain(tmp_path / "m", _tiny(3, min_t=0.85, straight_only=True), progress=False, device="cpu")
     t = torch.cat(seen)
     assert t.min() >= 0.85 and t.max() <= 1.0 and t.std() > 0
+
+
+def test_the_camera_curriculum_draws_sprites_under_every_camera_from_the_train_split():
+    import numpy as np
+
+    from setseq.backbones.toy import PRESETS
+    from setseq.toy import world
+    from setseq.toylab import pretrain as pt
+
+    g = PRESETS["toy-tiny"][1]
+    _, _, texts = pt.batch(np.random.default_rng(0), 60, g, frames_only=False, cameras=pt.world.CAMERAS)
+    said = [next((w for w in ("pans left", "pans right", "zooms in", "zooms out") if w in t), "still") for t in texts]
+    assert set(said) == {"pans left", "pans right", "zooms in", "zooms out", "still"}
+    assert not any("flames" in t or "waves" in t for t in texts)  # sprites only
+    # the draw stays in the train split: no caption of the held-out split comes out
+    held = {world.caption_text(world.sample_scene(np.random.default_rng(i), "heldout")) for i in range(200)}
+    assert not held & set(texts)
+
+
+def test_a_camera_change_recentres_the_path_as_the_world_draws_it():
+    import numpy as np
+
+    from setseq.toy import world
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        s = world.sample_scene(rng, "train")
+        if s.kind != "sprite":
+            continue
+        back = world.with_camera(world.with_camera(s, "pan-left"), s.camera)
+        assert abs(back.x - s.x) < 1e-9
+        assert world.with_camera(s, "pan-right").x - world.with_camera(s, "pan-left").x == pytest.approx(world.PAN)
+
+
+def test_the_named_recipes_need_earlier_weights_and_run_from_them(tmp_path, capsys):
+    import json
+
+    from setseq.toy import world
+
+    args = ["toy", "pretrain", "--model", "toy-tiny", "--batch-size", "2", "--frame-batch-size", "2"]
+    assert main([*args, "--out", str(tmp_path / "b"), "--recipe", "camera-focus"]) == 2
+    assert "--init" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "a"), "--steps", "2"]) == 0
+    a = str(tmp_path / "a" / "toy-tiny.safetensors")
+    assert main([*args, "--out", str(tmp_path / "b"), "--recipe", "camera-focus", "--init", a, "--steps", "2"]) == 0
+    info = json.loads((tmp_path / "b" / "log.json").read_text())["info"]["pretrain"]
+    assert info["cameras"] == list(world.CAMERAS) and info["min_t"] == 0.8 and info["steps"] == 2
+    assert "camera_follows" in json.loads((tmp_path / "b" / "log.json").read_text())["probes"][-1]

@@ -67,15 +67,16 @@ def test_demo_quick_writes_report_metrics_and_videos(tmp_path):
 
 
 def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
-    """The shipped model is four runs, each `--init` the one before: the defaults, then
-    pretrain.CONTINUATION, MOTION_FOCUS and CONSOLIDATION (docs/toy-model.md). The weights file
-    records the last one: the preset's architecture and the config's defaults with its changes."""
+    """The shipped model is six runs, each `--init` the one before: the defaults, then
+    pretrain.CONTINUATION, MOTION_FOCUS, CONSOLIDATION, CAMERA_FOCUS and CAMERA_CONSOLIDATION
+    (`setseq toy pretrain --recipe`, docs/toy-model.md). The weights file records the last one:
+    the preset's architecture and the config's defaults with its changes."""
     from dataclasses import asdict
 
     from safetensors import safe_open
 
     from setseq.backbones.toy import PRESETS
-    from setseq.toylab.pretrain import ARCH_OVERRIDES, CONSOLIDATION, PretrainConfig
+    from setseq.toylab.pretrain import ARCH_OVERRIDES, CAMERA_CONSOLIDATION, PretrainConfig
 
     with safe_open(str(WEIGHTS), "pt") as f:
         meta = f.metadata()
@@ -83,7 +84,7 @@ def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
     arch = {k: v for k, v in json.loads(meta["config"]).items() if k != "vocab"}
     preset = PRESETS["toy"][0].to_dict()
     assert {k: preset[k] for k in arch} == arch
-    defaults = asdict(PretrainConfig(**CONSOLIDATION))
+    defaults = json.loads(json.dumps(asdict(PretrainConfig(**CAMERA_CONSOLIDATION))))  # tuples as JSON lists
     assert recorded["init"] is not None  # a continuation of the runs before it
     recorded["init"] = None
     overrides = set(ARCH_OVERRIDES)  # None means: the preset's
@@ -151,6 +152,35 @@ def test_the_direction_probe_tells_a_model_that_follows_its_words_from_one_that_
 def test_toy_eval_probe_cli(tmp_path, capsys):
     assert main(["toy", "eval", "--probe", "-n", "4", "--json", str(tmp_path / "p.json")]) == 0
     out = capsys.readouterr().out
-    assert "follows" in out and out.count("\n") == 5  # a title, a header and one row per noise level
-    assert [p["t"] for p in json.loads((tmp_path / "p.json").read_text())["probes"]] == [0.99, 0.9, 0.7]
+    # per probe a title and a header (the camera's on two lines), then one row per noise level (camera:
+    # one each for pans and zooms)
+    assert "follows" in out and out.count("\n") == 2 + 3 + 3 + 6
+    result = json.loads((tmp_path / "p.json").read_text())
+    assert [p["t"] for p in result["probes"]] == [0.99, 0.9, 0.7] == [p["t"] for p in result["camera"]]
     assert main(["toy", "eval", "--probe", "-n", "6"]) == 2
+
+
+class _CameraPainter(_Painter):
+    """Paints, for each caption, a clean clip filmed by the camera its words name (deaf: always a
+    still camera): a model whose estimate follows the camera words exactly, or not at all."""
+
+    def velocity(self, x_t, t, captions, self_cond=None):
+        from setseq.toy import world
+
+        words = {"pans left": "pan-left", "pans right": "pan-right", "zooms in": "zoom-in", "zooms out": "zoom-out"}
+        x0 = []
+        for c in captions:
+            said = next((cam for w, cam in words.items() if w in c), "still")
+            scene = world.with_camera(world.Scene(), "still" if self.deaf else said)
+            x0.append(world.render(scene, 8, 32, 32).video)
+        return (x_t - torch.stack(x0)) / t.view(-1, 1, 1, 1, 1)
+
+
+def test_the_camera_probe_tells_a_model_that_follows_its_camera_words_from_one_that_does_not():
+    from setseq.toylab.evaluate import camera_probe
+
+    follows = camera_probe(_CameraPainter(deaf=False), n=8)
+    deaf = camera_probe(_CameraPainter(deaf=True), n=8)
+    assert follows["pan"]["truth"] > 0.2 and follows["zoom"]["truth"] > 0.2  # frame widths; log ratio
+    assert follows["follows"] > 0.7
+    assert abs(deaf["follows"]) < 0.1 and abs(deaf["pan"]["own"]) < 0.05

@@ -27,9 +27,17 @@ def _pretrain_parser(tsub) -> None:
     pre = tsub.add_parser("pretrain", help="pretrain the toy DiT from scratch on the toy world (resumable)")
     pre.add_argument("--out", required=True, help="folder for the checkpoint, log and MODEL.safetensors")
     pre.add_argument("--model", default="toy", help="architecture preset: toy or toy-tiny (default: toy)")
-    from setseq.toylab.pretrain import PretrainConfig
+    from setseq.toylab.pretrain import RECIPES, PretrainConfig
 
     d = PretrainConfig()  # the help states the defaults the run will use
+    pre.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default="defaults",
+        help="a named run of the shipped weights' curriculum, in order: defaults (from scratch), continuation, "
+        "motion-focus, consolidation, camera-focus, camera-consolidation, each with --init the previous run's "
+        "weights; the flags below override it (docs/toy-model.md)",
+    )
     pre.add_argument("--steps", type=int, help=f"optimiser steps (default {d.steps})")
     pre.add_argument("--batch-size", type=int, help=f"clips per step (default {d.batch_size})")
     pre.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr:g}, cosine decay)")
@@ -102,17 +110,18 @@ def _eval_parser(tsub) -> None:
     ev.add_argument(
         "--probe",
         action="store_true",
-        help="instead: the one-step direction probe logged while pretraining; the clean estimate of moving "
-        "sprites noised to t = 0.99, 0.9, 0.7 under their caption and the opposite one (-n clips, default 16)",
+        help="instead: the one-step direction and camera probes logged while pretraining; the clean estimate "
+        "of sprites moving (or filmed by a moving camera) noised to t = 0.99, 0.9, 0.7 under their caption and "
+        "the opposite one (-n clips, default 16)",
     )
     ev.set_defaults(func=cmd_toy_eval)
 
 
 def cmd_toy_pretrain(a: argparse.Namespace) -> int:
     """Pretrain the toy DiT with the flags over PretrainConfig."""
-    from setseq.toylab.pretrain import PretrainConfig, pretrain
+    from setseq.toylab.pretrain import RECIPES, PretrainConfig, pretrain
 
-    cfg = PretrainConfig(model=a.model)
+    cfg = PretrainConfig(model=a.model, **RECIPES[a.recipe])
     for name in (
         "steps",
         "batch_size",
@@ -136,6 +145,8 @@ def cmd_toy_pretrain(a: argparse.Namespace) -> int:
             setattr(cfg, name, getattr(a, name))
     if a.model not in ("toy", "toy-tiny"):
         raise SetseqError(f"unknown model preset {a.model!r}; use toy or toy-tiny.")
+    if a.recipe != "defaults" and cfg.init is None and not a.resume:
+        raise SetseqError(f"the {a.recipe} recipe continues earlier weights; give them with --init.")
     print(f"wrote {pretrain(a.out, cfg, resume=a.resume, device=a.device, workers=a.workers)}")
     return 0
 
@@ -143,7 +154,7 @@ def cmd_toy_pretrain(a: argparse.Namespace) -> int:
 def cmd_toy_eval(a: argparse.Namespace) -> int:
     """Score a toy base: attribute accuracy, or with --motion-words / --probe its reading of motion words."""
     from setseq.backbones import load_backbone
-    from setseq.toylab.evaluate import attribute_accuracy, direction_probe, motion_words
+    from setseq.toylab.evaluate import attribute_accuracy, camera_probe, direction_probe, motion_words
 
     n = a.n if a.n is not None else (32 if a.motion_words else 16 if a.probe else 100)
     if a.probe and n % 4:
@@ -159,11 +170,22 @@ def cmd_toy_eval(a: argparse.Namespace) -> int:
     else:
         bb = load_backbone(a.base)
     if a.probe:
-        r = {"probes": [direction_probe(bb, n=n, t=t) for t in (0.99, 0.9, 0.7)]}
+        ts = (0.99, 0.9, 0.7)
+        r = {"probes": [direction_probe(bb, n=n, t=t) for t in ts], "camera": [camera_probe(bb, n=n, t=t) for t in ts]}
         print(f"{n} moving sprites; speed of the clean estimate along the captioned way, pixels a frame:")
         print(f"{'noise t':<8} {'truth':>6} {'own':>6} {'opposite':>9} {'follows':>8}")
         for p in r["probes"]:
             print(f"{p['t']:<8g} {p['truth']:>6.2f} {p['own']:>6.2f} {p['opposite']:>9.2f} {p['follows']:>8.2f}")
+        print(f"{n} sprites under pans and zooms; the camera move of the clean estimate the captioned way")
+        print("(pans: frame widths; zooms: log ratio):")
+        print(f"{'noise t':<8} {'move':<5} {'truth':>6} {'own':>6} {'opposite':>9} {'follows':>8}")
+        for c in r["camera"]:
+            for kind in ("pan", "zoom"):
+                p = c[kind]
+                print(
+                    f"{c['t']:<8g} {kind:<5} {p['truth']:>6.2f} {p['own']:>6.2f} {p['opposite']:>9.2f} "
+                    f"{p['follows']:>8.2f}"
+                )
     elif a.motion_words:
         r = motion_words(bb, n=n, start=a.start, steps=a.steps, guidance=a.guidance)
         print(f"{n} moving sprites noised to t = {a.start:g}, read back after denoising under each caption:")

@@ -70,4 +70,5 @@ from setseq.toy.world.scene import (  # noqa: F401
     edit_scene,
     is_heldout,
     sample_scene,
+    with_camera,
 )  # fmt: skip

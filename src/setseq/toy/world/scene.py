@@ -218,8 +218,6 @@ def _draw_scene(rng: np.random.Generator) -> Scene:
     shape = str(rng.choice(SHAPES))
     motion = str(rng.choice(SPRITE_MOTIONS, p=MOTION_PROBS))
     camera = str(rng.choice(CAMERAS, p=[0.4, 0.2, 0.2, 0.1, 0.1]))
-    # The path is centred on what the camera sees over the clip, so a pan keeps the sprite in view.
-    follow = {"pan-left": -PAN / 2, "pan-right": PAN / 2}.get(camera, 0.0)
     if motion == "spin" and shape in ("circle", "ring") and texture == "solid":
         texture = "striped"  # a plain disc spinning in place would look still
     spots = texture == "spots"
@@ -231,7 +229,7 @@ def _draw_scene(rng: np.random.Generator) -> Scene:
         color3=colors[2] if spots else None,
         motion=motion,
         camera=camera,
-        x=float(rng.uniform(0.45, 0.55)) + follow,
+        x=float(rng.uniform(0.45, 0.55)) + _follow(camera),
         y=float(rng.uniform(0.45, 0.55)),
     )
 
@@ -252,6 +250,20 @@ def sample_scene(rng: np.random.Generator, split: str = "train") -> Scene:
         scene = _draw_scene(rng)
         if _visible(scene) and (split == "all" or is_heldout(scene) == (split == "heldout")):
             return scene
+
+
+def _follow(camera: str) -> float:
+    """Where a sprite's path is centred for a camera, across the frame from the middle: on what the
+    camera sees over the clip, so that a pan keeps the sprite in view."""
+    return {"pan-left": -PAN / 2, "pan-right": PAN / 2}.get(camera, 0.0)
+
+
+def with_camera(scene: Scene, camera: str) -> Scene:
+    """A sprite scene filmed by another camera (one of CAMERAS), its path re-centred on what the
+    new camera sees, as `sample_scene` does; raises `SetseqError` for an unknown camera."""
+    if camera not in CAMERAS:
+        raise SetseqError(f"camera must be one of {CAMERAS}, got {camera!r}")
+    return edit_scene(scene, camera=camera, x=scene.x - _follow(scene.camera) + _follow(camera))
 
 
 def edit_scene(scene: Scene, **changes) -> Scene:

@@ -243,3 +243,17 @@ def test_the_named_recipes_need_earlier_weights_and_run_from_them(tmp_path, caps
     info = json.loads((tmp_path / "b" / "log.json").read_text())["info"]["pretrain"]
     assert info["cameras"] == list(world.CAMERAS) and info["min_t"] == 0.8 and info["steps"] == 2
     assert "camera_follows" in json.loads((tmp_path / "b" / "log.json").read_text())["probes"][-1]
+
+
+def test_one_mover_keeps_either_the_object_or_the_camera_still():
+    import numpy as np
+
+    from setseq.backbones.toy import PRESETS
+    from setseq.toylab import pretrain as pt
+
+    g = PRESETS["toy-tiny"][1]
+    motions, cameras = ("still", *pt.STRAIGHT), pt.world.CAMERAS
+    _, _, texts = pt.batch(np.random.default_rng(1), 60, g, False, motions=motions, cameras=cameras, one_mover=True)
+    clauses = [t.split(". ")[1] for t in texts]
+    assert not [c for c in clauses if "camera" in c and "stays still" not in c]
+    assert any("camera" in c for c in clauses) and any("moves" in c for c in clauses)

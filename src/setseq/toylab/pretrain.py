@@ -88,6 +88,9 @@ class PretrainConfig:
     # from the tuple: repeat a name to weigh it); None keeps what the world drew.
     motions: tuple[str, ...] | None = None
     cameras: tuple[str, ...] | None = None
+    # With motions or cameras: either the object or the camera moves in a clip, never both, so that
+    # "left" and "right" mean one thing within a caption (docs/toy-model.md: why the pans resist).
+    one_mover: bool = False
     # The loss on the velocity, or on the clean clip each prediction implies ("x0"); None: on what
     # the model predicts. For an x0-predicting model the velocity loss weighs the clean-clip error
     # by 1/t^2, so nearly all of its signal comes from low noise and the model learns to copy x_t
@@ -153,11 +156,13 @@ def batch(
     straight_only: bool = False,
     motions: tuple[str, ...] | None = None,
     cameras: tuple[str, ...] | None = None,
+    one_mover: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """n training clips (n, F, C, H, W) of the world's train split, their object masks
     (n, F, 1, H, W) and their captions; with frames_only, one frame of each (F = 1); with
     straight_only, only sprites moving left, right, up or down under a still camera; with motions
-    or cameras, only sprites, their motion and camera redrawn uniformly from these tuples."""
+    or cameras, only sprites, their motion and camera redrawn uniformly from these tuples (with
+    one_mover, until the object or the camera stays still)."""
     focus = motions is not None or cameras is not None
     clips, masks, texts = [], [], []
     for _ in range(n):
@@ -177,7 +182,8 @@ def batch(
                     moved = world.edit_scene(moved, motion=str(rng.choice(motions)))
                 if cameras is not None:
                     moved = world.with_camera(moved, str(rng.choice(cameras)))
-                if not world.is_heldout(moved):
+                both = moved.motion != "still" and moved.camera != "still"
+                if not world.is_heldout(moved) and not (one_mover and both):
                     break
             scene = moved
         only = int(rng.integers(g.frames)) if frames_only else None
@@ -204,7 +210,9 @@ class Batches(torch.utils.data.Dataset):
         rng = np.random.default_rng([cfg.seed, i])
         frames_only = rng.random() < cfg.frame_prob
         n = (cfg.frame_batch_size or cfg.batch_size) if frames_only else cfg.batch_size
-        clips, masks, texts = batch(rng, n, self.g, frames_only, cfg.straight_only, cfg.motions, cfg.cameras)
+        clips, masks, texts = batch(
+            rng, n, self.g, frames_only, cfg.straight_only, cfg.motions, cfg.cameras, cfg.one_mover
+        )
         texts = ["" if rng.random() < cfg.prompt_dropout else t for t in texts]
         return clips, masks, texts, bool(rng.random() < cfg.self_cond_prob)
 

@@ -4,8 +4,8 @@ A run is a list of stages (config.StageConfig), each training one part of the mo
     identity  A, B_id        on an unordered set of frames (stage 1, "set") or on clips
     motion    B_mo[c]        on whole clips, A and B_id frozen (stage 2, "sequence")
     tokens    concept-token embeddings only (textual inversion)
-with the regularisers of sec. 3.4 switchable in config.RegConfig. What a micro-batch holds is
-`setseq.batches`'s, the loss `setseq.flow.training_loss`, checkpoints `setseq.checkpoint`'s, the
+with the regularisers of sec. 3.4 switchable in config.RegConfig. What a micro-batch holds and
+the loss taken on it are `setseq.batches`'s (`Batches.draw`, `batch_loss`), checkpoints `setseq.checkpoint`'s, the
 prior-preservation videos `setseq.prior`'s and the concept file's metadata `concept.run_metadata`'s;
 the `Trainer` sets up, steps and runs. Every random draw comes from torch's global generator, whose state
 is checkpointed, so a resumed CPU run ends bit-identical to an uninterrupted one.
@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from setseq import checkpoint, flow, lora, parallel
+from setseq import checkpoint, lora, parallel
 from setseq import concept as concept_io
-from setseq.backbones.base import Backbone, Geometry, Text
-from setseq.batches import Batch, Batches, ConceptSpec
+from setseq.backbones.base import Backbone, Geometry
+from setseq.batches import Batches, ConceptSpec, batch_loss
 from setseq.config import StageConfig, TrainConfig
 from setseq.errors import SetseqError
 from setseq.fileio import cache_root
@@ -122,7 +122,6 @@ class Trainer:
         self.cache_dir = Path(cache_dir or cache_root())
         self.losses: dict[str, list[float]] = {s.name: [] for s in cfg.stages}
         self.uses_lora = any(s.train != "tokens" for s in cfg.stages)
-        self.self_cond = cfg.reg.self_conditioning and backbone.supports_self_conditioning
         if cfg.reg.self_conditioning and not backbone.supports_self_conditioning:
             warn(f"base {backbone.name!r} has no self-conditioning input; that regulariser is off for this run.")
         for c in concepts:
@@ -210,36 +209,6 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     # One optimisation step
     # ---------------------------------------------------------------------------------------
-    def _loss(self, stage: StageConfig, n: int, train_tokens: bool, micro_index: int) -> torch.Tensor:
-        """The summed loss of this rank's share of a micro-batch of n samples. Every rank draws the
-        random numbers of all n samples, so all ranks stay on one random stream (see setseq.parallel),
-        but encodes and runs only its own share."""
-        batch = self.batches.draw(stage, n, micro_index)
-        with lora.scales(self.backbone.transformer, motion=batch.motion):  # this micro-batch's only
-            return self._batch_loss(batch, train_tokens)
-
-    def _batch_loss(self, batch: Batch, train_tokens: bool) -> torch.Tensor:
-        """The summed, weighted loss of this rank's share of a batch of n clips (n, F', C, H, W)."""
-        fc, bb, n = self.cfg.flow, self.backbone, len(batch.prompts)
-        with torch.set_grad_enabled(train_tokens):  # all n prompts: the token mask's shape is the longest's
-            text = bb.encode_text(batch.prompts)
-        text.mask = self.batches.mask_tokens(text.mask)
-        part = parallel.share(n, self.world)  # this rank's samples; all n when it runs alone
-        text = Text(text.emb[part], text.mask[part])
-        x0 = bb.encode_video(batch.clips[part])
-        noise = torch.randn((n, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)[part]
-        t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=x0.device)[part]
-        x_t = flow.interpolate(x0, noise, t)
-        self_cond = None
-        if self.self_cond:  # self-conditioning (sec. 3.4.3): a first pass's x_0 estimate as input
-            with torch.no_grad():
-                x0_hat = flow.predict_x0(x_t, bb.velocity(x_t, t, text, None), t)
-            use = (torch.rand(n, device=x0.device)[part] < self.cfg.reg.self_cond_prob).to(x0_hat.dtype)
-            self_cond = x0_hat * use.view(len(x0), *([1] * (x0_hat.ndim - 1)))
-        v = bb.velocity(x_t, t, text, self_cond)
-        per_sample = flow.training_loss(v, x0, noise, t, getattr(bb, "loss_space", "velocity"))
-        return (per_sample * batch.weights[part].to(v.device)).sum()
-
     def _step(
         self,
         stage: StageConfig,
@@ -253,7 +222,8 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for m, size in enumerate(sizes):  # gradient accumulation
-            loss = self._loss(stage, size, train_tokens, step * len(sizes) + m) / o.batch_size
+            batch = self.batches.draw(stage, size, step * len(sizes) + m)
+            loss = batch_loss(self.backbone, batch, self.cfg, self.world, train_tokens) / o.batch_size
             loss.backward()
             total = total + loss.detach()  # stays on the device: no host sync per step
         if self.world.size > 1:  # DDP's all-reduce: from the gradient of its own share to that of the batch

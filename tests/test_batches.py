@@ -1,11 +1,12 @@
-"""What a training micro-batch holds (setseq.batches), and the loss taken on it (flow.training_loss)."""
+"""What a training micro-batch holds (setseq.batches), and the loss taken on it (batch_loss, flow.training_loss)."""
 
 import pytest
 import torch
 
 from setseq import flow
-from setseq.batches import Batches, ConceptSpec
+from setseq.batches import Batches, ConceptSpec, batch_loss, mask_tokens
 from setseq.config import RegConfig, StageConfig
+from setseq.parallel import World
 
 FRAMES = 4
 
@@ -52,9 +53,8 @@ def test_a_motion_micro_batch_trains_one_concept_with_its_residual_alone():
 
 def test_token_masking_never_masks_a_whole_prompt():
     torch.manual_seed(0)
-    batches = Batches(_concepts(), FRAMES, RegConfig(token_mask_prob=0.9))
     mask = torch.tensor([[True, True, True, False], [True, False, False, False]] * 50)
-    kept = batches.mask_tokens(mask)
+    kept = mask_tokens(mask, 0.9)
     assert not (kept & ~mask).any() and kept.any(1).all() and kept.sum() < mask.sum()
 
 
@@ -71,3 +71,26 @@ def test_training_loss_in_velocity_and_x0_space():
     torch.testing.assert_close(flow.training_loss(v, x0, eps, t, "x0"), t**2 * velocity)
     with pytest.raises(ValueError, match="loss space"):
         flow.training_loss(v, x0, eps, t, "eps")
+
+
+def test_the_ranks_shares_of_a_batch_loss_sum_to_the_whole_batch_loss():
+    """Each rank draws every sample's noise, timestep, token mask and self-conditioning coin but runs
+    only its share, so the shares of two ranks add up to what one process computes alone."""
+    from conftest import tiny_backbone, tiny_config
+
+    bb = tiny_backbone()
+    cfg = tiny_config(token_mask_prob=0.3, self_conditioning=True, self_cond_prob=0.5)
+    g = torch.Generator().manual_seed(0)
+    spec = ConceptSpec("a", torch.rand(6, 3, 16, 16, generator=g) * 2 - 1, "a [v] square.", "it moves in [u] motion.")
+    torch.manual_seed(0)
+    batch = Batches([spec], bb.geometry.frames, cfg.reg).draw(cfg.stages[1], 4, 0)
+    batch.weights = torch.tensor([1.0, 0.5, 2.0, 1.0])
+
+    def loss(world):
+        torch.manual_seed(1)  # the same draws on every rank
+        with torch.no_grad():
+            return batch_loss(bb, batch, cfg, world)
+
+    whole = loss(World())
+    torch.testing.assert_close(loss(World(0, 2)) + loss(World(1, 2)), whole)
+    assert loss(World(0, 2)) != loss(World(1, 2))  # two different shares, not the whole twice

@@ -1,10 +1,13 @@
-"""Training batches: which clips, prompts and loss weights a micro-batch holds (paper sec. 3.3-3.4).
+"""Training batches: which clips, prompts and loss weights a micro-batch holds (paper sec. 3.3-3.4),
+and the loss taken on one.
 
 A stage draws from its concepts' videos, as an unordered set of single frames ("frames", stage 1)
 or as clips ("clip", stage 2), or a mix, with the regularisers of sec. 3.4 that act on the data:
-prior-preservation videos, stitched pairs of concepts, prompt dropout and text-token masking. Every
-random draw comes from torch's global generator, in a fixed order, so that a checkpointed generator
-state resumes a run bit-identically and every rank of a parallel run draws the same numbers.
+prior-preservation videos, stitched pairs of concepts, prompt dropout and text-token masking.
+`batch_loss` encodes a batch, noises it and takes flow matching's loss (eq. 1) on it, with the
+concepts' motion scales and self-conditioning (sec. 3.4.3). Every random draw comes from torch's
+global generator, in a fixed order, so that a checkpointed generator state resumes a run
+bit-identically and every rank of a parallel run draws the same numbers.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from setseq import stitch
-from setseq.config import RegConfig, StageConfig
+from setseq import flow, lora, parallel, stitch
+from setseq.backbones.base import Backbone, Text
+from setseq.config import RegConfig, StageConfig, TrainConfig
 
 
 @dataclass
@@ -105,16 +109,6 @@ class Batches:
             sizes = [len(range(i, share, parts)) for i in range(parts)]
         return [size * ranks for size in sizes]
 
-    def mask_tokens(self, mask: torch.Tensor) -> torch.Tensor:
-        """Mask random text tokens (sec. 3.4.3), never all of a prompt's: (B, T) bool -> (B, T) bool."""
-        p = self.reg.token_mask_prob
-        if p <= 0:
-            return mask
-        kept = mask & (torch.rand(mask.shape, device=mask.device) >= p)
-        empty = ~kept.any(1)
-        kept[empty] = mask[empty]
-        return kept
-
     # -- drawing ---------------------------------------------------------------------------
     def _as_frames(self, stage: StageConfig) -> bool:
         """Whether this micro-batch is single frames (the unordered set) rather than clips."""
@@ -176,3 +170,58 @@ class Batches:
             full = not as_frames and stage.prompt == "full"
             prompts.append(f"{a.full_prompt} {b.full_prompt}" if full else f"{a.prompt} {b.prompt}")
         return torch.stack(clips), prompts, torch.ones(n)
+
+
+# ============================================================================================
+# the loss taken on a batch
+# ============================================================================================
+
+
+def mask_tokens(mask: torch.Tensor, p: float) -> torch.Tensor:
+    """Mask each text token with probability p (sec. 3.4.3), never all of a prompt's: (B, T) bool -> (B, T) bool."""
+    if p <= 0:
+        return mask
+    kept = mask & (torch.rand(mask.shape, device=mask.device) >= p)
+    empty = ~kept.any(1)
+    kept[empty] = mask[empty]
+    return kept
+
+
+def batch_loss(
+    backbone: Backbone, batch: Batch, cfg: TrainConfig, world: parallel.World, train_tokens: bool = False
+) -> torch.Tensor:
+    """The summed, weighted loss of this rank's share of `batch`, taken with the batch's motion scales.
+    Every rank draws the random numbers of all n samples, so all ranks stay on one random stream (see
+    setseq.parallel), but encodes and runs only its own share.
+
+    Args:
+        backbone: the model being trained, its adapters in place.
+        batch: n samples (`Batches.draw`): clips (n, F', C, H, W), prompts, weights (n,), motion scales.
+        cfg: the run's settings: timesteps (cfg.flow), token masking and self-conditioning (cfg.reg).
+        world: this process among the training processes; n is a multiple of its size.
+        train_tokens: whether the concept-token embeddings train (the text encoding keeps its graph).
+
+    Returns:
+        sum_i w_i L_i over this rank's samples, L_i flow matching's loss (eq. 1; `flow.training_loss`).
+    """
+    fc, reg, bb, n = cfg.flow, cfg.reg, backbone, len(batch.prompts)
+    with lora.scales(bb.transformer, motion=batch.motion):  # this micro-batch's motion scales, reset on exit
+        with torch.set_grad_enabled(train_tokens):  # all n prompts: the token mask's shape is the longest's
+            text = bb.encode_text(batch.prompts)
+        text.mask = mask_tokens(text.mask, reg.token_mask_prob)
+        part = parallel.share(n, world)  # this rank's samples; all n when it runs alone
+        text = Text(text.emb[part], text.mask[part])
+        x0 = bb.encode_video(batch.clips[part])
+        noise = torch.randn((n, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)[part]
+        t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=x0.device)[part]
+        x_t = flow.interpolate(x0, noise, t)
+        self_cond = None
+        # self-conditioning (sec. 3.4.3): a first pass's x_0 estimate as input, for a share of the samples
+        if reg.self_conditioning and bb.supports_self_conditioning:
+            with torch.no_grad():
+                x0_hat = flow.predict_x0(x_t, bb.velocity(x_t, t, text, None), t)
+            use = (torch.rand(n, device=x0.device)[part] < reg.self_cond_prob).to(x0_hat.dtype)
+            self_cond = x0_hat * use.view(len(x0), *([1] * (x0_hat.ndim - 1)))  # use (n',) as (n', 1, ..., 1)
+        v = bb.velocity(x_t, t, text, self_cond)
+        per_sample = flow.training_loss(v, x0, noise, t, getattr(bb, "loss_space", "velocity"))  # (n',)
+        return (per_sample * batch.weights[part].to(v.device)).sum()

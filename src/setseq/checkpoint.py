@@ -170,3 +170,30 @@ def load_run(
         tokens = {k[len("token.") :]: v for k, v in state["tensors"].items() if k.startswith("token.")}
         backbone.load_token_embeddings(tokens)
     return state
+
+
+def start_run(
+    path: str | Path,
+    backbone: Backbone,
+    layers: dict[str, lora.SetSeqLinear],
+    config: dict[str, Any],
+    world: parallel.World,
+    resume: bool,
+) -> dict[str, Any] | None:
+    """Where a run starts, the same on every rank: with `resume`, the checkpoint loaded (`load_run`);
+    without, afresh (warning that an existing checkpoint will be overwritten).
+
+    Returns:
+        The checkpoint's state as `load_run`'s, or None to start afresh.
+
+    Raises:
+        SetseqError: as `load_run`, or when the ranks found different checkpoints.
+    """
+    # A checkpoint that rank 0 is still writing (an interrupted run in this very process group)
+    # is complete before any rank looks for it, and every rank must start from the same one.
+    parallel.barrier(world)
+    state = load_run(path, backbone, layers, config) if resume else None
+    parallel.same_start(world, (state["stage"], state["step"]) if state else None, path)
+    if not resume and Path(path).is_file():
+        warn(f"starting afresh and overwriting {path}; pass --resume to continue it instead.")
+    return state

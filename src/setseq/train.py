@@ -4,33 +4,80 @@ A run is a list of stages (config.StageConfig), each training one part of the mo
     identity  A, B_id        on an unordered set of frames (stage 1, "set") or on clips
     motion    B_mo[c]        on whole clips, A and B_id frozen (stage 2, "sequence")
     tokens    concept-token embeddings only (textual inversion)
-with the regularisers of sec. 3.4 switchable in config.RegConfig. What a micro-batch holds is
-`setseq.batches`'s, the loss `setseq.flow.training_loss`, checkpoints `setseq.checkpoint`'s, the
-prior-preservation videos `setseq.prior`'s and the concept file's metadata `concept.run_metadata`'s;
-the `Trainer` sets up, steps and runs. Every random draw comes from torch's global generator, whose state
-is checkpointed, so a resumed CPU run ends bit-identical to an uninterrupted one.
+with the regularisers of sec. 3.4 switchable in config.RegConfig. What a micro-batch holds and the
+loss taken on it are `setseq.batches`'s (`Batches.draw`, `batch_loss`), checkpoints
+`setseq.checkpoint`'s, the prior-preservation videos `setseq.prior`'s and the concept file's metadata
+`concept.run_metadata`'s. This file checks a run (`check_run`), says what each stage trains
+(`begin_stage`), and its `Trainer` sets up, steps and runs. Every random draw comes from torch's
+global generator, whose state is checkpointed, so a resumed CPU run ends bit-identical to an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from setseq import checkpoint, flow, lora, parallel
+from setseq import checkpoint, lora, parallel
 from setseq import concept as concept_io
-from setseq.backbones.base import Backbone, Geometry, Text
-from setseq.batches import Batch, Batches, ConceptSpec
-from setseq.config import StageConfig, TrainConfig
+from setseq.backbones.base import Backbone, Geometry
+from setseq.batches import Batches, ConceptSpec, batch_loss
+from setseq.config import OptimConfig, StageConfig, TrainConfig
 from setseq.errors import SetseqError
 from setseq.fileio import cache_root
 from setseq.generate import write_sample
 from setseq.log import warn
 from setseq.prior import prior_videos
 
-__all__ = ["ConceptSpec", "Trainer", "check_concepts", "optimizer_class"]
+__all__ = ["ConceptSpec", "Trainer", "add_adapters", "begin_stage", "check_concepts", "check_run", "optimizer_class"]
+
+# ============================================================================================
+# checks: before a run is set up, and of its losses as it runs
+# ============================================================================================
+
+
+def check_run(backbone: Backbone, concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geometry) -> None:
+    """Refuse a run that could not train, before anything is set up: the settings, the clip geometry
+    for this base, the concepts (`check_concepts`) and the optimiser's package. Warns of a
+    self-conditioning the base cannot take and of prompt words its text encoder does not know.
+
+    Raises:
+        SetseqError: the first of these that fails, in that order.
+    """
+    cfg.validate()
+    backbone.check_geometry(geometry)
+    check_concepts(concepts, cfg, geometry)
+    if cfg.reg.self_conditioning and not backbone.supports_self_conditioning:
+        warn(f"base {backbone.name!r} has no self-conditioning input; that regulariser is off for this run.")
+    for c in concepts:
+        unknown = backbone.unknown_words(c.full_prompt)
+        if unknown:
+            warn(f"the text encoder does not know the words {sorted(set(unknown))}; they carry no meaning.")
+    optimizer_class(cfg.optim.optimizer)  # a missing package fails now, not after the set-up
+
+
+def check_sharding(cfg: TrainConfig, world: parallel.World) -> bool:
+    """Whether the run shards its model (--shard over several processes); checks that the batch
+    splits over the processes and that --compile is not asked for with sharding.
+
+    Raises:
+        SetseqError: a batch the processes cannot share evenly, or --compile with --shard.
+    """
+    parallel.check_batch(cfg.optim, world.size)
+    if cfg.shard and world.size == 1:
+        warn(
+            "--shard splits the model over the processes of a torchrun launch; this run has one, so it is not sharded."
+        )
+    sharded = cfg.shard and world.size > 1
+    if sharded and cfg.compile:
+        raise SetseqError("--compile together with --shard is not supported yet; use one of them.")
+    return sharded
 
 
 def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geometry) -> None:
@@ -84,7 +131,7 @@ def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geom
             )
 
 
-def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+def optimizer_class(name: str) -> type[Optimizer]:
     """torch's AdamW, or bitsandbytes' AdamW8bit (moments in 8 bits: a quarter of the state's memory)."""
     if name != "adamw8bit":
         return torch.optim.AdamW
@@ -98,8 +145,98 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     return bitsandbytes.optim.AdamW8bit
 
 
+def check_finite(losses: list[float], stage: StageConfig, step: int, ckpt_path: Path) -> None:
+    """Stop a run whose loss became NaN or infinite, saying where to resume from.
+
+    Raises:
+        SetseqError: when a loss of `losses` (recorded by `step` of `stage`) is not finite.
+    """
+    if all(map(math.isfinite, losses)):
+        return
+    where = (
+        f"the last good checkpoint is {ckpt_path}; resume it with --resume (perhaps with a lower --lr)"
+        if ckpt_path.is_file()
+        else "no checkpoint had been written yet"
+    )
+    raise SetseqError(
+        f"the loss became non-finite in stage {stage.name!r} by step {step + 1}; training stopped and {where}."
+    )
+
+
+# ============================================================================================
+# stages: what each one trains
+# ============================================================================================
+
+
+def add_adapters(backbone: Backbone, concepts: list[ConceptSpec], cfg: TrainConfig) -> dict[str, lora.SetSeqLinear]:
+    """Add the concepts' tokens to `backbone` and, unless only tokens train, a SetSeqLinear on each
+    target layer, with a motion residual per concept when a stage learns motion. Returns the layers."""
+    backbone.add_concept_tokens([t for c in concepts for t in (c.identity_token, c.motion_token)])
+    if all(s.train == "tokens" for s in cfg.stages):
+        return {}
+    targets = cfg.lora.targets or backbone.lora_targets
+    layers = lora.inject(backbone.transformer, targets, cfg.lora.rank, cfg.lora.scale)
+    if any(s.train == "motion" for s in cfg.stages):
+        for layer in layers.values():
+            for c in concepts:
+                layer.add_motion(c.name)
+    return layers
+
+
+def freeze(backbone: Backbone) -> None:
+    """Nothing trains and no dropout acts: the state before and after every stage."""
+    backbone.transformer.requires_grad_(False)
+    for p in backbone.concept_token_parameters():
+        p.requires_grad_(False)
+    lora.set_dropout(backbone.transformer)
+
+
+def begin_stage(
+    backbone: Backbone, layers: dict[str, lora.SetSeqLinear], stage: StageConfig, optim: OptimConfig
+) -> tuple[Optimizer, list[nn.Parameter], bool]:
+    """Unfreeze what `stage` trains, switch on its coefficient dropout (sec. 3.4.2) and build its
+    optimiser. Returns the optimiser, the trained parameters and whether the tokens train."""
+    freeze(backbone)
+    groups, adapted = [], layers.values()
+    if stage.train == "identity":  # A and B_id
+        groups.append([p for l in adapted for p in (l.basis, l.identity)])
+        lora.set_dropout(backbone.transformer, identity=stage.coef_dropout)
+    elif stage.train == "motion":  # B_mo[c]; A and B_id frozen
+        groups.append([p for l in adapted for p in l.motion.values()])
+        if stage.train_basis:  # not the paper's (A1 frozen): see StageConfig.train_basis
+            groups.append([l.basis for l in adapted])
+        lora.set_dropout(backbone.transformer, motion=stage.coef_dropout)
+    token_lr = optim.token_lr if optim.token_lr is not None else (optim.lr if stage.train == "tokens" else None)
+    param_groups = [{"params": g, "lr": optim.lr, "weight_decay": optim.weight_decay} for g in groups]
+    if token_lr is not None:
+        tokens = backbone.concept_token_parameters()
+        param_groups.append({"params": tokens, "lr": token_lr, "weight_decay": 0.0})
+    params = [p for g in param_groups for p in g["params"]]
+    for p in params:
+        p.requires_grad_(True)
+    opt = optimizer_class(optim.optimizer)(
+        param_groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
+    )
+    return opt, params, token_lr is not None
+
+
+# ============================================================================================
+# the trainer
+# ============================================================================================
+
+
 class Trainer:
-    """Trains a concept set into `backbone` and writes it to `out` (see `run`)."""
+    """Trains a concept set into `backbone` and writes it to `out` (see `run`).
+
+    Args:
+        backbone, concepts, cfg: the base model, the concepts to learn, the run's stages and settings.
+        out: the concept file NAME.safetensors; its checkpoint NAME.ckpt is written beside it.
+        geometry: frames, size and fps of the training clips (default: the base's).
+        progress: show a progress bar; cache_dir: where prior videos are cached (`fileio.cache_root`).
+
+    Raises:
+        SetseqError: for a run that could not train (see `check_run` and `check_sharding`).
+    """
 
     def __init__(
         self,
@@ -111,185 +248,19 @@ class Trainer:
         progress: bool = True,
         cache_dir: str | Path | None = None,
     ):
-        cfg.validate()
         self.backbone, self.concepts, self.cfg = backbone, concepts, cfg
         self.geometry = geometry or backbone.geometry
-        backbone.check_geometry(self.geometry)
-        check_concepts(concepts, cfg, self.geometry)
-        self.out = Path(out)
+        check_run(backbone, concepts, cfg, self.geometry)
+        self.out, self.progress = Path(out), progress
         self.ckpt_path = self.out.with_name(self.out.stem + ".ckpt")
-        self.progress = progress
+        self.stage1_path = self.out.with_name(self.out.name.removesuffix(".safetensors") + ".stage1.safetensors")
         self.cache_dir = Path(cache_dir or cache_root())
         self.losses: dict[str, list[float]] = {s.name: [] for s in cfg.stages}
-        self.uses_lora = any(s.train != "tokens" for s in cfg.stages)
-        self.self_cond = cfg.reg.self_conditioning and backbone.supports_self_conditioning
-        if cfg.reg.self_conditioning and not backbone.supports_self_conditioning:
-            warn(f"base {backbone.name!r} has no self-conditioning input; that regulariser is off for this run.")
-        for c in concepts:
-            unknown = backbone.unknown_words(c.full_prompt)
-            if unknown:
-                warn(f"the text encoder does not know the words {sorted(set(unknown))}; they carry no meaning.")
-        optimizer_class(cfg.optim.optimizer)  # a missing package fails now, not after the set-up
+        self.layers: dict[str, lora.SetSeqLinear] = {}
         # Under torchrun: join the process group; each rank trains on a share of every batch.
         self.world = parallel.setup(next(backbone.transformer.parameters()).device)
-        parallel.check_batch(cfg.optim, self.world.size)
-        self.sharded = cfg.shard and self.world.size > 1
-        if cfg.shard and self.world.size == 1:
-            warn(
-                "--shard splits the model over the processes of a torchrun launch; this run has one, so it is not sharded."
-            )
-        if self.sharded and cfg.compile:
-            raise SetseqError("--compile together with --shard is not supported yet; use one of them.")
+        self.sharded = check_sharding(cfg, self.world)
 
-    # ---------------------------------------------------------------------------------------
-    # Set-up
-    # ---------------------------------------------------------------------------------------
-    def _setup(self) -> None:
-        torch.manual_seed(self.cfg.seed)
-        cfg = self.cfg
-        prior = None
-        if cfg.reg.prior_preservation:
-            prior = prior_videos(self.backbone, cfg.reg, self.geometry, cfg.seed, self.cache_dir, self.world)
-        self.batches = Batches(self.concepts, self.geometry.frames, self.cfg.reg, prior)
-        tokens = [t for c in self.concepts for t in (c.identity_token, c.motion_token)]
-        self.backbone.add_concept_tokens(tokens)
-        self.layers: dict[str, lora.SetSeqLinear] = {}
-        if self.uses_lora:
-            self.targets = self.cfg.lora.targets or self.backbone.lora_targets
-            self.layers = lora.inject(self.backbone.transformer, self.targets, self.cfg.lora.rank, self.cfg.lora.scale)
-            if any(s.train == "motion" for s in self.cfg.stages):
-                for layer in self.layers.values():
-                    for c in self.concepts:
-                        layer.add_motion(c.name)
-        self._freeze()
-
-    # ---------------------------------------------------------------------------------------
-    # Stages
-    # ---------------------------------------------------------------------------------------
-    def _freeze(self) -> None:
-        """Nothing trains and no dropout acts: the state before and after every stage."""
-        self.backbone.transformer.requires_grad_(False)
-        for p in self.backbone.concept_token_parameters():
-            p.requires_grad_(False)
-        lora.set_dropout(self.backbone.transformer)
-
-    def _begin_stage(self, stage: StageConfig) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter], bool]:
-        """Unfreeze what `stage` trains, switch on its coefficient dropout (sec. 3.4.2) and build its
-        optimiser. Returns the optimiser, the trained parameters and whether the tokens train."""
-        o, layers = self.cfg.optim, self.layers.values()
-        self._freeze()
-        groups = []
-        if stage.train == "identity":
-            groups.append([p for l in layers for p in (l.basis, l.identity)])
-            lora.set_dropout(self.backbone.transformer, identity=stage.coef_dropout)
-        elif stage.train == "motion":
-            groups.append([p for l in layers for p in l.motion.values()])
-            if stage.train_basis:  # not the paper's (A1 frozen): see StageConfig.train_basis
-                groups.append([l.basis for l in layers])
-            lora.set_dropout(self.backbone.transformer, motion=stage.coef_dropout)
-        token_lr = o.token_lr if o.token_lr is not None else (o.lr if stage.train == "tokens" else None)
-        param_groups = [{"params": g, "lr": o.lr, "weight_decay": o.weight_decay} for g in groups]
-        if token_lr is not None:
-            tokens = self.backbone.concept_token_parameters()
-            param_groups.append({"params": tokens, "lr": token_lr, "weight_decay": 0.0})
-        params = [p for g in param_groups for p in g["params"]]
-        for p in params:
-            p.requires_grad_(True)
-        opt = optimizer_class(o.optimizer)(param_groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        return opt, params, token_lr is not None
-
-    def _end_stage(self, index: int, stage: StageConfig) -> None:
-        """Freeze, write the stage-1 concept file after the first of several stages, checkpoint."""
-        self._freeze()
-        if index == 0 and len(self.cfg.stages) > 1:
-            stage1 = concept_io.collect(self.backbone, self._meta(stage.name))  # sharded: on every rank
-            if self.world.main:
-                concept_io.save(stage1, self.stage1_path)
-        self._save_checkpoint(index + 1, 0, None)
-
-    # ---------------------------------------------------------------------------------------
-    # One optimisation step
-    # ---------------------------------------------------------------------------------------
-    def _loss(self, stage: StageConfig, n: int, train_tokens: bool, micro_index: int) -> torch.Tensor:
-        """The summed loss of this rank's share of a micro-batch of n samples. Every rank draws the
-        random numbers of all n samples, so all ranks stay on one random stream (see setseq.parallel),
-        but encodes and runs only its own share."""
-        batch = self.batches.draw(stage, n, micro_index)
-        with lora.scales(self.backbone.transformer, motion=batch.motion):  # this micro-batch's only
-            return self._batch_loss(batch, train_tokens)
-
-    def _batch_loss(self, batch: Batch, train_tokens: bool) -> torch.Tensor:
-        """The summed, weighted loss of this rank's share of a batch of n clips (n, F', C, H, W)."""
-        fc, bb, n = self.cfg.flow, self.backbone, len(batch.prompts)
-        with torch.set_grad_enabled(train_tokens):  # all n prompts: the token mask's shape is the longest's
-            text = bb.encode_text(batch.prompts)
-        text.mask = self.batches.mask_tokens(text.mask)
-        part = parallel.share(n, self.world)  # this rank's samples; all n when it runs alone
-        text = Text(text.emb[part], text.mask[part])
-        x0 = bb.encode_video(batch.clips[part])
-        noise = torch.randn((n, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)[part]
-        t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=x0.device)[part]
-        x_t = flow.interpolate(x0, noise, t)
-        self_cond = None
-        if self.self_cond:  # self-conditioning (sec. 3.4.3): a first pass's x_0 estimate as input
-            with torch.no_grad():
-                x0_hat = flow.predict_x0(x_t, bb.velocity(x_t, t, text, None), t)
-            use = (torch.rand(n, device=x0.device)[part] < self.cfg.reg.self_cond_prob).to(x0_hat.dtype)
-            self_cond = x0_hat * use.view(len(x0), *([1] * (x0_hat.ndim - 1)))
-        v = bb.velocity(x_t, t, text, self_cond)
-        per_sample = flow.training_loss(v, x0, noise, t, getattr(bb, "loss_space", "velocity"))
-        return (per_sample * batch.weights[part].to(v.device)).sum()
-
-    def _step(
-        self,
-        stage: StageConfig,
-        step: int,
-        params: list[torch.nn.Parameter],
-        opt: torch.optim.Optimizer,
-        train_tokens: bool,
-    ) -> torch.Tensor:
-        o = self.cfg.optim
-        sizes = self.batches.micro_sizes(stage, o.batch_size, o.micro_batch, self.world.size)
-        opt.zero_grad(set_to_none=True)
-        total = 0.0
-        for m, size in enumerate(sizes):  # gradient accumulation
-            loss = self._loss(stage, size, train_tokens, step * len(sizes) + m) / o.batch_size
-            loss.backward()
-            total = total + loss.detach()  # stays on the device: no host sync per step
-        if self.world.size > 1:  # DDP's all-reduce: from the gradient of its own share to that of the batch
-            total = parallel.sum_gradients(params, total)
-        if self.sharded:
-            parallel.clip_grad_norm(params, o.grad_clip)
-        else:
-            torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
-        opt.step()
-        return total
-
-    # ---------------------------------------------------------------------------------------
-    # Checkpoints and outputs
-    # ---------------------------------------------------------------------------------------
-    def _meta(self, stage: str) -> dict[str, Any]:
-        return concept_io.run_metadata(
-            self.backbone, self.cfg, self.concepts, self.geometry, list(self.layers), self.losses, stage
-        )
-
-    def _save_checkpoint(self, stage_index: int, step: int, opt: torch.optim.Optimizer | None) -> None:
-        """Rank 0 writes; when sharded, every rank must call this, as the shards are gathered first."""
-        losses, config = self.losses, self.cfg.to_dict()
-        args = (self.ckpt_path, self.backbone, opt, self.world, self.sharded)
-        checkpoint.save_run(*args, stage=stage_index, step=step, losses=losses, config=config)
-
-    def _validate(self, stage: StageConfig, step: int) -> None:
-        """A sample of the first concept's full prompt, in NAME.samples/ (sharded: every rank samples)."""
-        if self.world.main or self.sharded:
-            path = self.out.with_name(self.out.stem + ".samples") / f"{stage.name}-{step:05d}.mp4"
-            prompt, g = self.concepts[0].full_prompt, self.geometry
-            write_sample(self.backbone, prompt, path, geometry=g, seed=self.cfg.seed, write=self.world.main)
-            self.backbone.transformer.train()
-
-    # ---------------------------------------------------------------------------------------
-    # The run
-    # ---------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> concept_io.ConceptSet:
         """Train every stage, checkpointing as it goes; write `out` (and `NAME.stage1.safetensors`
         after the set stage of a two-stage method). Returns the final concept set."""
@@ -303,7 +274,7 @@ class Trainer:
         )
         self.backbone.transformer.train()
         for si, stage in enumerate(cfg.stages[start_stage:], start_stage):
-            opt, params, train_tokens = self._begin_stage(stage)
+            opt, params, train_tokens = begin_stage(self.backbone, self.layers, stage, cfg.optim)
             if state is not None:  # the stage the checkpoint was made in
                 checkpoint.resume_stage(opt, state, cfg.optim)
             bar.set_description(f"stage {si + 1}/{len(cfg.stages)} ({stage.name})")
@@ -313,7 +284,6 @@ class Trainer:
                 last = step + 1 == stage.steps
                 if len(pending) >= 10 or last or (step + 1) % cfg.checkpoint_every == 0:
                     self._flush(pending, stage, step, bar)
-                    pending = []
                 if (step + 1) % cfg.checkpoint_every == 0 and not last:
                     self._save_checkpoint(si, step + 1, opt)
                 if cfg.validate_every and (step + 1) % cfg.validate_every == 0:
@@ -329,39 +299,77 @@ class Trainer:
         return result
 
     def _start(self, resume: bool) -> dict[str, Any] | None:
-        """Set up; with `resume`, load the checkpoint (its state, or None); compile and shard."""
-        self._setup()
-        # A checkpoint that rank 0 is still writing (an interrupted run in this very process group)
-        # is complete before any rank looks for it, and every rank must start from the same one.
-        parallel.barrier(self.world)
-        state = checkpoint.load_run(self.ckpt_path, self.backbone, self.layers, self.cfg.to_dict()) if resume else None
+        """Set up the data and the adapters; with `resume`, load the checkpoint (its state, or None); compile, shard."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        prior = None
+        if cfg.reg.prior_preservation:
+            prior = prior_videos(self.backbone, cfg.reg, self.geometry, cfg.seed, self.cache_dir, self.world)
+        self.batches = Batches(self.concepts, self.geometry.frames, cfg.reg, prior)
+        self.layers = add_adapters(self.backbone, self.concepts, cfg)
+        freeze(self.backbone)
+        state = checkpoint.start_run(self.ckpt_path, self.backbone, self.layers, cfg.to_dict(), self.world, resume)
         if state is not None:
             self.losses = state["losses"]
-        parallel.same_start(self.world, (state["stage"], state["step"]) if state else None, self.ckpt_path)
-        if not resume and self.ckpt_path.is_file():
-            warn(f"starting afresh and overwriting {self.ckpt_path}; pass --resume to continue it instead.")
-        if self.cfg.compile:
+        if cfg.compile:
             parallel.compile_blocks(self.backbone.transformer)
         if self.sharded:  # after the checkpoint's tensors are in place: they load into whole tensors
             parallel.shard(self.backbone.transformer)
         return state
 
-    @property
-    def stage1_path(self) -> Path:
-        return self.out.with_name(self.out.name.removesuffix(".safetensors") + ".stage1.safetensors")
+    def _step(
+        self, stage: StageConfig, step: int, params: list[nn.Parameter], opt: Optimizer, train_tokens: bool
+    ) -> torch.Tensor:
+        """One optimiser step: the gradients of the step's micro-batches summed (over the ranks too),
+        clipped. Returns the step's loss, on the device (no host sync per step)."""
+        o = self.cfg.optim
+        sizes = self.batches.micro_sizes(stage, o.batch_size, o.micro_batch, self.world.size)
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for m, size in enumerate(sizes):  # gradient accumulation
+            batch = self.batches.draw(stage, size, step * len(sizes) + m)
+            loss = batch_loss(self.backbone, batch, self.cfg, self.world, train_tokens) / o.batch_size
+            loss.backward()
+            total = total + loss.detach()
+        if self.world.size > 1:  # DDP's all-reduce: from the gradient of its own share to that of the batch
+            total = parallel.sum_gradients(params, total)
+        clip = parallel.clip_grad_norm if self.sharded else torch.nn.utils.clip_grad_norm_  # FSDP's or torch's
+        clip(params, o.grad_clip)
+        opt.step()
+        return total
 
     def _flush(self, pending: list[torch.Tensor], stage: StageConfig, step: int, bar: tqdm) -> None:
-        """One host sync per few steps: record losses, stop on a non-finite one."""
+        """One host sync per few steps: record the pending losses (and empty the list), stop on a non-finite one."""
         values = torch.stack(pending).tolist()
-        if not all(map(lambda x: x == x and abs(x) != float("inf"), values)):
-            where = (
-                f"the last good checkpoint is {self.ckpt_path}; resume it with --resume (perhaps with a lower --lr)"
-                if self.ckpt_path.is_file()
-                else "no checkpoint had been written yet"
-            )
-            raise SetseqError(
-                f"the loss became non-finite in stage {stage.name!r} by step {step + 1}; training stopped and {where}."
-            )
+        pending.clear()
+        check_finite(values, stage, step, self.ckpt_path)
         self.losses[stage.name].extend(values)
         bar.update(len(values))
         bar.set_postfix(loss=f"{values[-1]:.4f}")
+
+    def _end_stage(self, index: int, stage: StageConfig) -> None:
+        """Freeze, write the stage-1 concept file after the first of several stages, checkpoint."""
+        freeze(self.backbone)
+        if index == 0 and len(self.cfg.stages) > 1:
+            stage1 = concept_io.collect(self.backbone, self._meta(stage.name))  # sharded: on every rank
+            if self.world.main:
+                concept_io.save(stage1, self.stage1_path)
+        self._save_checkpoint(index + 1, 0, None)
+
+    def _meta(self, stage: str) -> dict[str, Any]:
+        return concept_io.run_metadata(
+            self.backbone, self.cfg, self.concepts, self.geometry, list(self.layers), self.losses, stage
+        )
+
+    def _save_checkpoint(self, stage_index: int, step: int, opt: Optimizer | None) -> None:
+        """Rank 0 writes; when sharded, every rank must call this, as the shards are gathered first."""
+        args = (self.ckpt_path, self.backbone, opt, self.world, self.sharded)
+        checkpoint.save_run(*args, stage=stage_index, step=step, losses=self.losses, config=self.cfg.to_dict())
+
+    def _validate(self, stage: StageConfig, step: int) -> None:
+        """A sample of the first concept's full prompt, in NAME.samples/ (sharded: every rank samples)."""
+        if self.world.main or self.sharded:
+            path = self.out.with_name(self.out.stem + ".samples") / f"{stage.name}-{step:05d}.mp4"
+            prompt, g = self.concepts[0].full_prompt, self.geometry
+            write_sample(self.backbone, prompt, path, geometry=g, seed=self.cfg.seed, write=self.world.main)
+            self.backbone.transformer.train()

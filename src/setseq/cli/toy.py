@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from setseq.errors import SetseqError
+
+if TYPE_CHECKING:
+    from setseq.toylab.pretrain import PretrainConfig
 
 
 def add_parser(sub) -> None:
@@ -24,6 +28,7 @@ def add_parser(sub) -> None:
 
 
 def _pretrain_parser(tsub) -> None:
+    """`toy pretrain`: where it writes, which preset and recipe, the optimiser, how the run goes."""
     pre = tsub.add_parser("pretrain", help="pretrain the toy DiT from scratch on the toy world (resumable)")
     pre.add_argument("--out", required=True, help="folder for the checkpoint, log and MODEL.safetensors")
     pre.add_argument("--model", default="toy", help="architecture preset: toy or toy-tiny (default: toy)")
@@ -42,6 +47,24 @@ def _pretrain_parser(tsub) -> None:
     pre.add_argument("--batch-size", type=int, help=f"clips per step (default {d.batch_size})")
     pre.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr:g}, cosine decay)")
     pre.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
+    _pretrain_model_args(pre, d)
+    pre.add_argument(
+        "--init", help="start from this weights file (e.g. the shipped toy.safetensors) instead of from scratch"
+    )
+    pre.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    pre.add_argument("--device", help="where to train: cpu, cuda, cuda:1, ... (default: a GPU when there is one)")
+    pre.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes rendering clips beside the training (default 0; on a GPU use several, "
+        "the rendering sets the pace). The result does not depend on it",
+    )
+    pre.set_defaults(func=cmd_toy_pretrain)
+
+
+def _pretrain_model_args(pre: argparse.ArgumentParser, d: PretrainConfig) -> None:
+    """What `toy pretrain` learns and how: the architecture, the loss and its weighting, the clips and timesteps."""
     pre.add_argument(
         "--prediction",
         choices=["velocity", "x0"],
@@ -77,19 +100,6 @@ def _pretrain_parser(tsub) -> None:
     pre.add_argument(
         "--foreground-weight", type=float, help="extra loss weight on the object's pixels: 1 + W (default 0)"
     )
-    pre.add_argument(
-        "--init", help="start from this weights file (e.g. the shipped toy.safetensors) instead of from scratch"
-    )
-    pre.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
-    pre.add_argument("--device", help="where to train: cpu, cuda, cuda:1, ... (default: a GPU when there is one)")
-    pre.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        help="processes rendering clips beside the training (default 0; on a GPU use several, "
-        "the rendering sets the pace). The result does not depend on it",
-    )
-    pre.set_defaults(func=cmd_toy_pretrain)
 
 
 def _eval_parser(tsub) -> None:

@@ -84,6 +84,22 @@ def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geom
             )
 
 
+def warn_rare_experts(backbone: Backbone, cfg: TrainConfig) -> None:
+    """For a base of experts by timestep (Wan 2.2 T2V-A14B), where a sample trains only the expert of
+    its time: warn when an expert's range draws under a tenth of the training samples."""
+    fc = cfg.flow
+    for name, expert in (getattr(backbone, "experts", None) or {}).items():
+        lo, hi = expert["t"]
+        share = flow.fraction_at_least(lo, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift)
+        share -= flow.fraction_at_least(hi, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift)
+        if share < 0.1:
+            warn(
+                f"the {name} expert serves t in [{lo:g}, {hi:g}], where {share:.1%} of training samples "
+                "fall with these timestep settings, so its adapters learn little; --timestep-shift moves "
+                "samples towards noise."
+            )
+
+
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     """torch's AdamW, or bitsandbytes' AdamW8bit (moments in 8 bits: a quarter of the state's memory)."""
     if name != "adamw8bit":
@@ -125,6 +141,7 @@ class Trainer:
         self.self_cond = cfg.reg.self_conditioning and backbone.supports_self_conditioning
         if cfg.reg.self_conditioning and not backbone.supports_self_conditioning:
             warn(f"base {backbone.name!r} has no self-conditioning input; that regulariser is off for this run.")
+        warn_rare_experts(backbone, cfg)
         for c in concepts:
             unknown = backbone.unknown_words(c.full_prompt)
             if unknown:

@@ -207,6 +207,8 @@ class Experts(nn.Module):
         }
 
     def forward(self, hidden_states, timestep, encoder_hidden_states, return_dict=False):
+        """WanTransformer3DModel's call: latents (B, C, F', h, w), timesteps (B,) in [0, 1000], text
+        (B, T, D) -> a 1-tuple of the prediction (B, C, F', h, w), each sample's from its own expert."""
         t = timestep.reshape(len(timestep), -1)[:, 0]  # (B,); per-token timesteps would all be equal
         high = t >= 1000.0 * self.boundary  # (B,)
         # Which expert runs is decided on the host, one sync per call: running both experts on every

@@ -106,7 +106,7 @@ def test_export_with_rank_weights_and_scales_is_the_delta_generate_merges(tmp_pa
 
 def test_diffusers_format_keys_for_a_toy_concept(tmp_path):
     cs = random_concept(tiny_backbone())
-    sd = load_file(export(cs, tmp_path / "toy.safetensors", "diffusers"))
+    sd = load_file(export(cs, tmp_path / "toy.safetensors", "diffusers")[0])
     assert len(sd) == 2 * len(cs.modules())
     m = cs.modules()[0]
     assert sd[f"transformer.{m}.lora_A.weight"].shape == cs.tensors[f"{m}.identity"].shape
@@ -210,7 +210,7 @@ def _transformer_output(transformer, kind, seed=0):
 def test_diffusers_export_loads_into_the_pipeline(tmp_path, kind, part):
     bb, cs, pipe = _diffusers_setup(kind)
     base = _transformer_output(pipe.transformer, kind)
-    path = export(cs, tmp_path / "c.safetensors", "diffusers", part=part, **SCALES)
+    [path] = export(cs, tmp_path / "c.safetensors", "diffusers", part=part, **SCALES)
     pipe.load_lora_weights(str(path))
     motion = SCALES["motion_scale"] if part == "full" else 0.0
     lora.set_scales(bb.transformer, identity=SCALES["identity_scale"], motion=motion)
@@ -232,12 +232,12 @@ def test_comfyui_export_converts_back_to_the_diffusers_export(tmp_path, kind):
         "wan": _convert_non_diffusers_wan_lora_to_diffusers,
         "ltx": _convert_non_diffusers_ltxv_lora_to_diffusers,
     }[kind]
-    comfy = load_file(export(cs, tmp_path / "comfy.safetensors", "comfyui", **SCALES))
+    comfy = load_file(export(cs, tmp_path / "comfy.safetensors", "comfyui", **SCALES)[0])
     assert all(k.startswith("diffusion_model.") for k in comfy)
     if kind == "wan":
         assert "diffusion_model.blocks.1.cross_attn.o.lora_B.weight" in comfy
         assert comfy["diffusion_model.blocks.0.ffn.2.alpha"].item() == 4
-    reference = load_file(export(cs, tmp_path / "diffusers.safetensors", "diffusers", **SCALES))
+    reference = load_file(export(cs, tmp_path / "diffusers.safetensors", "diffusers", **SCALES)[0])
     converted = convert(comfy)
     assert sorted(converted) == sorted(reference)
     assert all(torch.allclose(converted[k], reference[k]) for k in reference)

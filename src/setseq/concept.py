@@ -7,7 +7,9 @@ Tensors (R = rank):
     token.<token>             (D,)       concept-token embedding, e.g. token.[v]
 Metadata (safetensors header, strings): `format` = "setseq.concept", `format_version`, and
 `setseq`, a JSON object: base {name, fingerprint}, rank, scale, target_modules, concepts
-[{name, identity_token, motion_token, prompt, motion_prompt, video}], method, config, stage.
+[{name, identity_token, motion_token, prompt, motion_prompt, video}], method, config, stage, and for
+a base of two experts (Wan 2.2 T2V-A14B) experts {expert: {component, t: [from, to]}}: each module
+name then begins with the expert it belongs to (`high_noise.blocks.0.attn1.to_q`).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def run_metadata(
     from setseq import __version__
 
     uses_lora = any(s.train != "tokens" for s in cfg.stages)
-    return {
+    meta = {
         "setseq_version": __version__,
         "base": {"name": backbone.name, "fingerprint": backbone.fingerprint()},
         "rank": cfg.lora.rank if uses_lora else 0,
@@ -127,6 +129,10 @@ def run_metadata(
         "stage": stage,
         "losses": {k: [round(x, 6) for x in v] for k, v in losses.items()},
     }
+    experts = getattr(backbone, "experts", None)  # which expert each module-name prefix is, when there are two
+    if experts:
+        meta["experts"] = experts
+    return meta
 
 
 def load(path: str | Path) -> ConceptSet:
@@ -166,11 +172,12 @@ def validate(cs: ConceptSet, source: str = "the concept set") -> None:
     sentence instead of failing later.
 
     Checks: the metadata has a base {name, fingerprint}, an integer rank, a finite scale, a
-    geometry of positive sizes (when recorded) and a list of concepts
-    with name, identity_token and motion_token; every adapted module has a basis (out x R)
-    and identity coefficients (R x in) with R the recorded rank; motion coefficients (R x in) exist
-    for known concepts only, in every module or in none; token embeddings are 1-D, of one width, and
-    named after the concepts' tokens; nothing else is stored; every value is finite.
+    geometry of positive sizes (when recorded), a list of concepts with name, identity_token and
+    motion_token, and experts (when recorded) that every module name begins with; every adapted
+    module has a basis (out x R) and identity coefficients (R x in) with R the recorded rank; motion
+    coefficients (R x in) exist for known concepts only, in every module or in none; token
+    embeddings are 1-D, of one width, and named after the concepts' tokens; nothing else is stored;
+    every value is finite.
 
     Raises:
         SetseqError: naming ``source`` and the first inconsistency found.
@@ -234,6 +241,15 @@ def validate(cs: ConceptSet, source: str = "the concept set") -> None:
         widths[m] = tuple(identity.shape)
     if modules and "target_modules" in meta and sorted(meta["target_modules"]) != modules:
         refuse(f"its metadata adapts {len(meta['target_modules'])} modules but it holds tensors for {len(modules)}")
+    experts = meta.get("experts", {})
+    if not (
+        isinstance(experts, dict)
+        and all(isinstance(e, dict) and isinstance(e.get("t"), list) for e in experts.values())
+    ):
+        refuse(f"its metadata has experts {experts!r}, not a table of experts with their times")
+    strays = [m for m in modules if experts and m.partition(".")[0] not in experts]
+    if strays:
+        refuse(f"module {strays[0]} belongs to none of its experts {sorted(experts)}")
     motion: dict[str, set[str]] = {}
     token_widths = set()
     for key, t in tensors.items():

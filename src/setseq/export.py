@@ -19,6 +19,12 @@ The LoRA scale s is folded into `up`, so the files need alpha = R (scale 1). For
                LTX-Video: diffusion_model.<diffusers module name>.lora_A.weight ..., the original
                           LTX-Video names being the diffusers ones
 
+A concept of a two-expert base (Wan 2.2 T2V-A14B) is two LoRAs, one per expert, written beside each
+other as NAME_high_noise.safetensors and NAME_low_noise.safetensors with the keys above (in each,
+the module names of its own transformer). ComfyUI loads each onto its expert's model; diffusers
+loads the first with `pipe.load_lora_weights(...)` and the second with
+`pipe.load_lora_weights(..., load_into_transformer_2=True)`.
+
 Concept-token embeddings have no place in a LoRA file and are not exported; they are zero unless
 the concept was trained with --token-lr.
 """
@@ -116,6 +122,21 @@ def base_family(modules: list[str]) -> str:
     return "other"
 
 
+def by_expert(
+    cs: ConceptSet, pairs: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """The pairs of each expert under the module names of its own transformer ("high_noise.blocks.0..."
+    -> "blocks.0..."), by expert; a set of a one-transformer base is one expert named ""."""
+    experts = cs.meta.get("experts")
+    if not experts:
+        return {"": pairs}
+    out: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {e: {} for e in experts}
+    for m, pair in pairs.items():
+        expert, _, module = m.partition(".")  # concept.validate: every module begins with its expert
+        out[expert][module] = pair
+    return {e: p for e, p in out.items() if p}
+
+
 def state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str) -> dict[str, torch.Tensor]:
     """The LoRA tensors under the key names of `fmt` (see the module docstring)."""
     if fmt not in FORMATS:
@@ -148,23 +169,32 @@ def export(
     motion_scale: float | dict[str, float] = 1.0,
     dtype: torch.dtype = torch.float32,
     rank_weights: torch.Tensor | None = None,
-) -> Path:
-    """Write the concept set as a LoRA `.safetensors` file (atomically).
+) -> list[Path]:
+    """Write the concept set as a LoRA `.safetensors` file, or one per expert (atomically).
 
     Args:
         cs: the concept set, from `concept.load`.
-        out: the output path, ending in .safetensors.
+        out: the output path, NAME.safetensors; a set of a two-expert base is written as
+            NAME_high_noise.safetensors and NAME_low_noise.safetensors instead.
         fmt: "diffusers" or "comfyui".
         part, identity_scale, motion_scale, rank_weights: as in `lora_pairs`.
         dtype: dtype of the written tensors (float32, or bfloat16 / float16 for half the size).
 
+    Returns:
+        The paths written: [out], or one per expert, high noise first.
+
     Raises:
-        SetseqError: for a path not ending in .safetensors, and as `lora_pairs` and `state_dict`.
+        SetseqError: for a path not ending in .safetensors, and as `lora_pairs` and `state_dict`
+            (before anything is written).
     """
     out = Path(out)
     if out.suffix != ".safetensors":
         raise SetseqError(f"the export must be a .safetensors file, got {str(out)!r}.")
-    tensors = state_dict(lora_pairs(cs, part, identity_scale, motion_scale, rank_weights), fmt)
+    experts = by_expert(cs, lora_pairs(cs, part, identity_scale, motion_scale, rank_weights))
+    files = {
+        (out.with_name(f"{out.stem}_{e}{out.suffix}") if e else out, e): state_dict(pairs, fmt)
+        for e, pairs in experts.items()
+    }
     info = {
         "base": cs.meta.get("base", {}),
         "concepts": [c["name"] for c in cs.concepts],
@@ -175,10 +205,19 @@ def export(
     }
     if rank_weights is not None:
         info["rank_weights"] = [float(w) for w in rank_weights]
-    with atomic_path(out) as tmp:
-        save_file(
-            {k: v.to(dtype).contiguous() for k, v in tensors.items()},
-            str(tmp),
-            metadata={"format": f"setseq.lora.{fmt}", "setseq": json.dumps(info)},
-        )
-    return out
+    written: list[Path] = []
+    try:
+        for (path, expert), tensors in files.items():
+            meta = {**info, "expert": expert, **cs.meta["experts"][expert]} if expert else info
+            with atomic_path(path) as tmp:
+                save_file(
+                    {k: v.to(dtype).contiguous() for k, v in tensors.items()},
+                    str(tmp),
+                    metadata={"format": f"setseq.lora.{fmt}", "setseq": json.dumps(meta)},
+                )
+            written.append(path)
+    except BaseException:  # one expert's file without the other's is no model: remove it
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written

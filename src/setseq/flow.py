@@ -10,7 +10,9 @@ mixes the conditional and unconditional velocities.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from statistics import NormalDist
 
 import torch
 
@@ -58,6 +60,21 @@ def sample_timesteps(
     else:
         raise ValueError(f"unknown timestep sampling {kind!r}")
     return shift_time(t, shift)
+
+
+def fraction_at_least(
+    t: float, kind: str = "logit-normal", mean: float = 0.0, std: float = 1.0, shift: float = 1.0
+) -> float:
+    """The probability that `sample_timesteps` (same settings) draws a time >= t, in closed form.
+
+    The shift is increasing, so t' >= t exactly when the unshifted draw is >= `unshift_time(t)`.
+    """
+    if t <= 0.0 or t >= 1.0:
+        return float(t <= 0.0)
+    u = unshift_time(t, shift)
+    if kind == "uniform":
+        return 1.0 - u
+    return 1.0 - NormalDist(mean, std).cdf(math.log(u / (1.0 - u)))  # sigmoid(mean + std z) >= u
 
 
 def loss_per_sample(v_pred: torch.Tensor, v_target: torch.Tensor) -> torch.Tensor:

@@ -202,13 +202,17 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def blocks(transformer: nn.Module) -> nn.ModuleList:
-    """The transformer's stack of blocks: its largest nn.ModuleList child (Wan and the toy DiT:
-    `blocks`, LTX-Video: `transformer_blocks`)."""
+def blocks(transformer: nn.Module) -> list[nn.Module]:
+    """The transformer's blocks: those of its largest nn.ModuleList child (Wan and the toy DiT:
+    `blocks`, LTX-Video: `transformer_blocks`), or those of each child that is such a transformer
+    (Wan 2.2 T2V-A14B's two experts)."""
     lists = [m for m in transformer.children() if isinstance(m, nn.ModuleList)]
-    if not lists:
+    if lists:
+        return list(max(lists, key=lambda m: sum(p.numel() for p in m.parameters())))
+    parts = [c for c in transformer.children() if any(isinstance(m, nn.ModuleList) for m in c.children())]
+    if not parts:
         raise SetseqError(f"{type(transformer).__name__} has no list of blocks to shard or compile.")
-    return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+    return [block for part in parts for block in blocks(part)]
 
 
 def compile_blocks(transformer: nn.Module) -> None:
@@ -220,10 +224,21 @@ def compile_blocks(transformer: nn.Module) -> None:
 def shard(transformer: nn.Module) -> None:
     """FSDP2 over the ranks: each block is one unit, the rest of the transformer the root unit.
     Gradients are summed rather than averaged, as the trainer's loss is already divided by the
-    global batch."""
+    global batch.
+
+    Raises:
+        SetseqError: for a module of several transformers (Wan 2.2 T2V-A14B's experts): each process
+            runs the expert of its own samples' timesteps, but FSDP needs all to run the same blocks.
+    """
     from torch.distributed.fsdp import fully_shard
 
-    units = list(blocks(transformer))
+    if not any(isinstance(m, nn.ModuleList) for m in transformer.children()):
+        raise SetseqError(
+            "--shard does not support a model of two experts (Wan 2.2 T2V-A14B) yet: each process runs "
+            "the expert of its own samples' timesteps, and FSDP needs all to run the same blocks; "
+            "train it without --shard."
+        )
+    units = blocks(transformer)
     for block in units:
         fully_shard(block)
     fully_shard(transformer)

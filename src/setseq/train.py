@@ -24,7 +24,7 @@ from torch import nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from setseq import checkpoint, lora, parallel
+from setseq import checkpoint, flow, lora, parallel
 from setseq import concept as concept_io
 from setseq.backbones.base import Backbone, Geometry
 from setseq.batches import Batches, ConceptSpec, batch_loss
@@ -55,6 +55,7 @@ def check_run(backbone: Backbone, concepts: list[ConceptSpec], cfg: TrainConfig,
     check_concepts(concepts, cfg, geometry)
     if cfg.reg.self_conditioning and not backbone.supports_self_conditioning:
         warn(f"base {backbone.name!r} has no self-conditioning input; that regulariser is off for this run.")
+    warn_rare_experts(backbone, cfg)
     for c in concepts:
         unknown = backbone.unknown_words(c.full_prompt)
         if unknown:
@@ -128,6 +129,22 @@ def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geom
             raise SetseqError(
                 f"the video for {c.name!r} has {c.video.shape[0]} frames at {geometry.fps:g} fps, "
                 f"but a clip needs {geometry.frames}; use a longer video or pass --frames."
+            )
+
+
+def warn_rare_experts(backbone: Backbone, cfg: TrainConfig) -> None:
+    """For a base of experts by timestep (Wan 2.2 T2V-A14B), where a sample trains only the expert of
+    its time: warn when an expert's range draws under a tenth of the training samples."""
+    fc = cfg.flow
+    for name, expert in (getattr(backbone, "experts", None) or {}).items():
+        lo, hi = expert["t"]
+        share = flow.fraction_at_least(lo, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift)
+        share -= flow.fraction_at_least(hi, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift)
+        if share < 0.1:
+            warn(
+                f"the {name} expert serves t in [{lo:g}, {hi:g}], where {share:.1%} of training samples "
+                "fall with these timestep settings, so its adapters learn little; --timestep-shift moves "
+                "samples towards noise."
             )
 
 

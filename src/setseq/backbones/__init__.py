@@ -20,7 +20,8 @@ BASES = ("toy", "toy-tiny")
 
 
 def load_backbone(spec: str, **options) -> Backbone:
-    """`toy` (the embedded default), `toy-tiny` (tests), or a local diffusers folder (Wan, LTX-Video).
+    """`toy` (the embedded default), `toy-tiny` (tests), or a local diffusers folder (Wan 2.1, Wan 2.2,
+    LTX-Video).
 
     Args:
         spec: a name of BASES or the path of a local Diffusers-format folder.
@@ -43,17 +44,13 @@ def load_backbone(spec: str, **options) -> Backbone:
 
 
 def _load_local(path: str | Path, **options) -> Backbone:
-    """A backbone from a local diffusers folder, chosen by the pipeline class in model_index.json."""
+    """A backbone from a local diffusers folder, chosen by the pipeline class in model_index.json; the
+    backbone module tells the layouts of its pipeline apart (Wan 2.1, Wan 2.2 T2V-A14B, TI2V-5B)."""
     from setseq.backbones import diffusers_common, ltx, wan
 
     index = diffusers_common.read_model_index(path)
     diffusers_common.require_diffusers()
     kind = index.get("_class_name", "")
-    if index.get("transformer_2", [None])[0] is not None:
-        raise SetseqError(
-            f"{str(path)!r} is a two-expert model (transformer_2); setseq adapts single-transformer "
-            f"models such as Wan2.1-T2V-1.3B or LTX-Video."
-        )
     loaders = {module.PIPELINE: module.load for module in (wan, ltx)}
     if kind not in loaders:
         raise SetseqError(

@@ -441,6 +441,18 @@ def read_model_index(path: str | Path) -> dict:
         raise SetseqError(f"{str(index)!r} cannot be read ({e}).") from None
 
 
+def read_config(root: str | Path, subfolder: str) -> dict:
+    """`root/subfolder/config.json` of a local diffusers folder, read without loading any weight; a
+    missing or unreadable one becomes one sentence naming it."""
+    path = Path(root) / subfolder / "config.json"
+    if not path.is_file():
+        raise SetseqError(f"the model folder {str(root)!r} has no {subfolder}/config.json.")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SetseqError(f"{str(path)!r} cannot be read ({e}).") from None
+
+
 def load_part(load: Callable, root: Path, subfolder: str, **kwargs):
     """`load(root / subfolder, local_files_only=True, ...)`: never a download; a missing or broken
     part becomes one sentence naming it."""

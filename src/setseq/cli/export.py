@@ -31,7 +31,12 @@ def add_parser(sub) -> None:
     p.add_argument("--identity-scale", type=SCALE, default=1.0, help="scale of the identity coefficients (default 1)")
     p.add_argument("--motion-scale", type=SCALE, default=1.0, help="scale of every concept's motion (default 1)")
     p.add_argument("--rank-weights", help="R comma-separated weights on the identity basis components, as in generate")
-    p.add_argument("--out", required=True, help="output LoRA file, NAME.safetensors")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output LoRA file, NAME.safetensors (a Wan 2.2 T2V-A14B concept: NAME_high_noise.safetensors "
+        "and NAME_low_noise.safetensors, one per expert)",
+    )
     p.set_defaults(func=cmd_export)
 
 
@@ -42,7 +47,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     cs = concept_io.load(a.concept)
     weights = concept_io.rank_weights(cs, parse_numbers(a.rank_weights, "--rank-weights")) if a.rank_weights else None
-    out = export(
+    paths = export(
         cs,
         a.out,
         a.format,
@@ -51,5 +56,6 @@ def cmd_export(a: argparse.Namespace) -> int:
         motion_scale=a.motion_scale,
         rank_weights=weights,
     )
-    print(f"wrote {out}")
+    for path in paths:
+        print(f"wrote {path}")
     return 0

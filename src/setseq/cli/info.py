@@ -29,6 +29,9 @@ def cmd_info(a: argparse.Namespace) -> int:
         print("             stage 2 also trained the identity basis (--train-basis; not the paper's method)")
     print(f"base         {m['base']['name']} (weights {m['base']['fingerprint']})")
     print(f"rank         {m.get('rank')}, {len(cs.modules())} adapted modules")
+    for name, e in m.get("experts", {}).items():  # Wan 2.2 T2V-A14B
+        n = sum(mod.startswith(f"{name}.") for mod in cs.modules())
+        print(f"expert       {name} ({e.get('component')}): t in {e.get('t')}, {n} adapted modules")
     g = m.get("geometry", {})
     if g:
         print(f"geometry     {g.get('frames')} frames, {g.get('height')}x{g.get('width')} at {g.get('fps')} fps")

@@ -140,6 +140,9 @@ class Trainer:
             )
         if self.sharded and cfg.compile:
             raise SetseqError("--compile together with --shard is not supported yet; use one of them.")
+        for flag, on in (("--compile", cfg.compile), ("--shard", self.sharded)):  # before any set-up work
+            if on:
+                parallel.refuse_memory_flags(backbone.transformer, flag)
 
     # ---------------------------------------------------------------------------------------
     # Set-up

@@ -226,7 +226,7 @@ def peaks(device: torch.device) -> dict:
 
 
 def out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
 # --------------------------------------------------------------------------------------------

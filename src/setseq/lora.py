@@ -110,16 +110,22 @@ class SetSeqLinear(nn.Module):
         out_features, in_features = base_layer.weight.shape
         self.base_layer = base_layer
         self.rank, self.scale = rank, scale
+        # Beside the base weight and in its dtype, unless the base layer says it computes elsewhere or
+        # in another dtype (setseq.memory: a float8 weight, a block kept in CPU memory).
+        where = {
+            "device": getattr(base_layer, "compute_device", base_layer.weight.device),
+            "dtype": getattr(base_layer, "compute_dtype", base_layer.weight.dtype),
+        }
         # Init as PEFT does for (lora_B, lora_A): the basis is zero so the adapter starts as a no-op,
         # the coefficients are random so the basis receives a gradient at step 0.
-        self.basis = nn.Parameter(torch.zeros(out_features, rank))  # A: (out, R)
-        self.identity = nn.Parameter(torch.empty(rank, in_features))  # B_id: (R, in)
-        nn.init.kaiming_uniform_(self.identity, a=math.sqrt(5))
+        identity = nn.init.kaiming_uniform_(torch.empty(rank, in_features), a=math.sqrt(5))
+        self.basis = nn.Parameter(torch.zeros(out_features, rank, **where))  # A: (out, R)
+        self.identity = nn.Parameter(identity.to(**where))  # B_id: (R, in)
         self.motion = MotionCoefficients()  # B_mo[c]: (R, in) each, by concept name
         # Inference-time controls.
         self.identity_scale = 1.0
         self.motion_scales: dict[str, float] = {}
-        self.register_buffer("rank_weights", torch.ones(rank), persistent=False)  # g: (R,)
+        self.register_buffer("rank_weights", torch.ones(rank, **where), persistent=False)  # g: (R,)
         # Training-time dropout probabilities, set by the trainer per stage.
         self.identity_dropout = 0.0
         self.motion_dropout = 0.0
@@ -149,8 +155,10 @@ class SetSeqLinear(nn.Module):
         y = self.base_layer(x)
         if self.merged:
             return y
-        # Two thin matmuls, (.., in) -> (.., R) -> (.., out), never the full (out, in) delta.
-        return y + self.scale * F.linear(F.linear(x, self.coefficients()), self.basis)
+        # Two thin matmuls, (.., in) -> (.., R) -> (.., out), never the full (out, in) delta; the scale
+        # s goes on A (out x R), not on the (.., out) output, one pass over T x out values fewer.
+        basis = self.basis if self.scale == 1.0 else self.scale * self.basis
+        return y + F.linear(F.linear(x, self.coefficients()), basis)
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -158,6 +166,10 @@ class SetSeqLinear(nn.Module):
             return
         if self.training:
             raise SetseqError("cannot merge an adapter in training mode: dropout would be baked in.")
+        if self.base_layer.weight.element_size() == 1:
+            raise SetseqError(
+                "cannot merge an adapter into a float8 base weight (--fp8-base); load the base without it."
+            )
         self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
         self.merged = True
 
@@ -194,8 +206,7 @@ def inject(model: nn.Module, patterns: list[str], rank: int, scale: float = 1.0)
     for name in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        base = getattr(parent, child)
-        layer = SetSeqLinear(base, rank, scale).to(device=base.weight.device, dtype=base.weight.dtype)
+        layer = SetSeqLinear(getattr(parent, child), rank, scale)
         setattr(parent, child, layer)
         out[name] = layer
     return out

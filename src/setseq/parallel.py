@@ -217,8 +217,17 @@ def blocks(transformer: nn.Module) -> list[nn.Module]:
 
 def compile_blocks(transformer: nn.Module) -> None:
     """torch.compile each block in place (module names, and so concept files, stay the same)."""
+    refuse_memory_flags(transformer, "--compile")
     for block in blocks(transformer):
         block.compile()
+
+
+def refuse_memory_flags(transformer: nn.Module, flag: str) -> None:
+    """setseq.memory's swapped blocks and float8 weights are not made for FSDP or torch.compile."""
+    if any(hasattr(b, "setseq_swap_copies") for b in blocks(transformer)):
+        raise SetseqError(f"{flag} does not work with --blocks-to-swap yet; use one of them.")
+    if flag == "--shard" and any(p.element_size() == 1 for p in transformer.parameters()):
+        raise SetseqError("--shard does not work with --fp8-base yet; use one of them.")
 
 
 def shard(transformer: nn.Module) -> None:
@@ -238,7 +247,8 @@ def shard(transformer: nn.Module) -> None:
             "the expert of its own samples' timesteps, and FSDP needs all to run the same blocks; "
             "train it without --shard."
         )
-    units = blocks(transformer)
+    refuse_memory_flags(transformer, "--shard")
+    units = list(blocks(transformer))
     for block in units:
         fully_shard(block)
     fully_shard(transformer)

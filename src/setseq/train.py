@@ -277,6 +277,9 @@ class Trainer:
         # Under torchrun: join the process group; each rank trains on a share of every batch.
         self.world = parallel.setup(next(backbone.transformer.parameters()).device)
         self.sharded = check_sharding(cfg, self.world)
+        for flag, on in (("--compile", cfg.compile), ("--shard", self.sharded)):  # before any set-up work
+            if on:
+                parallel.refuse_memory_flags(backbone.transformer, flag)
 
     def run(self, resume: bool = False) -> concept_io.ConceptSet:
         """Train every stage, checkpointing as it goes; write `out` (and `NAME.stage1.safetensors`

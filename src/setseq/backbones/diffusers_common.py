@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from setseq import memory
 from setseq.backbones.base import TOKEN, Geometry, SamplingDefaults, Text
 from setseq.errors import SetseqError
 from setseq.fileio import atomic_path, cache_root
@@ -239,6 +240,8 @@ class DiffusersBackbone:
         device: torch.device | str | None = None,
         cache_dir: str | Path | None = None,
         gradient_checkpointing: bool = False,
+        fp8_base: bool = False,
+        blocks_to_swap: int = 0,
     ):
         """
         Args:
@@ -250,17 +253,24 @@ class DiffusersBackbone:
             cache_dir: keep VAE latents and text embeddings of frozen prompts on disk there (None: off).
             gradient_checkpointing: recompute each transformer block's activations in the backward
                 pass (less memory, about a third more compute).
+            fp8_base: store the transformer blocks' linear weights in float8 with a per-tensor scale,
+                computed in the model's dtype (`setseq.memory`; half the memory of bf16 weights).
+            blocks_to_swap: keep this many transformer blocks in CPU memory, copied to `device` as
+                they run (`setseq.memory`).
         """
         self.name, self.geometry, self.sampling, self.text_len = name, geometry, sampling, text_len
         self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
+        # of the weights as loaded: a concept trained on a float8 base fits the same base without it
+        self._fingerprint = weights_fingerprint({"transformer": transformer, "text_encoder": text_encoder, "vae": vae})
         for m in (transformer, vae, text_encoder):
-            if device is not None:
-                m.to(device)
             m.requires_grad_(False)
             m.eval()
+            if m is transformer and (fp8_base or blocks_to_swap):
+                memory.place(transformer, device, fp8_base=fp8_base, blocks_to_swap=blocks_to_swap)
+            elif device is not None:
+                m.to(device)
         if gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
-        self._fingerprint = weights_fingerprint({"transformer": transformer, "text_encoder": text_encoder, "vae": vae})
         self.concepts = ConceptEmbedding(text_encoder.get_input_embeddings())
         text_encoder.set_input_embeddings(self.concepts)
         self.cache = EncodingCache(cache_dir) if cache_dir is not None else None

@@ -159,6 +159,8 @@ def load(
     device: str | None = None,
     cache_dir: str | Path | None = None,
     gradient_checkpointing: bool = False,
+    fp8_base: bool = False,
+    blocks_to_swap: int = 0,
 ) -> LTXBackbone:
     """LTX-Video from a local Diffusers-format folder (e.g. LTX-Video 0.9.x); never downloads.
 
@@ -169,6 +171,8 @@ def load(
         device: where to run (default: the CPU).
         cache_dir: where latents and text embeddings are cached (default: $SETSEQ_CACHE/encodings).
         gradient_checkpointing: recompute block activations in the backward pass.
+        fp8_base: store the transformer blocks' linear weights in float8 x a per-tensor scale.
+        blocks_to_swap: keep this many transformer blocks in CPU memory, copied to `device` as they run.
     """
     require_diffusers()
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
@@ -184,6 +188,8 @@ def load(
         device=device,
         cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
         gradient_checkpointing=gradient_checkpointing,
+        fp8_base=fp8_base,
+        blocks_to_swap=blocks_to_swap,
     )
 
 

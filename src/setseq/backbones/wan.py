@@ -321,6 +321,8 @@ def load(
     device: str | None = None,
     cache_dir: str | Path | None = None,
     gradient_checkpointing: bool = False,
+    fp8_base: bool = False,
+    blocks_to_swap: int = 0,
 ) -> WanBackbone:
     """Wan from a local Diffusers-format folder (Wan2.1-T2V-1.3B-Diffusers, Wan2.2-T2V-A14B-Diffusers,
     Wan2.2-TI2V-5B-Diffusers, ...); never downloads. Its defaults are those of the layout it holds.
@@ -333,6 +335,8 @@ def load(
         device: where to run (default: the CPU).
         cache_dir: where latents and text embeddings are cached (default: $SETSEQ_CACHE/encodings).
         gradient_checkpointing: recompute block activations in the backward pass.
+        fp8_base: store the transformer blocks' linear weights in float8 x a per-tensor scale.
+        blocks_to_swap: keep this many transformer blocks in CPU memory, copied to `device` as they run.
 
     Raises:
         SetseqError: for a layout setseq does not know (`identify`), or a part that is missing or
@@ -358,6 +362,8 @@ def load(
         device=device,
         cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
         gradient_checkpointing=gradient_checkpointing,
+        fp8_base=fp8_base,
+        blocks_to_swap=blocks_to_swap,
     )
 
 

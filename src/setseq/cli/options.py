@@ -110,17 +110,35 @@ DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "flo
 
 
 def device_args(p: argparse.ArgumentParser) -> None:
-    """Add --device and --dtype to a command."""
+    """Add --device, --dtype and the memory flags (--fp8-base, --blocks-to-swap) to a command."""
     p.add_argument("--device", help="device for a local model folder, e.g. cuda or cuda:1 (default: cpu)")
     p.add_argument(
         "--dtype",
         choices=sorted(DTYPES),
         help="weights dtype for a local model folder (default float32; bfloat16 halves memory)",
     )
+    p.add_argument(
+        "--fp8-base",
+        action="store_true",
+        help="store the transformer blocks' frozen linear weights in float8 with a per-tensor scale, computed "
+        "in --dtype (half the memory of bf16 weights; adapters keep their dtype)",
+    )
+    p.add_argument(
+        "--blocks-to-swap",
+        type=STEPS,
+        metavar="N",
+        help="keep N transformer blocks in CPU memory and copy each to the GPU as it runs (forward and "
+        "backward; those blocks are gradient-checkpointed)",
+    )
 
 
 def device_options(a: argparse.Namespace) -> dict:
-    """{device, dtype} for ``load_backbone`` from --device and --dtype."""
+    """{device, dtype, fp8_base, blocks_to_swap} for ``load_backbone`` from the device flags."""
     import torch
 
-    return {"device": a.device, "dtype": getattr(torch, DTYPES[a.dtype]) if a.dtype else None}
+    return {
+        "device": a.device,
+        "dtype": getattr(torch, DTYPES[a.dtype]) if a.dtype else None,
+        "fp8_base": a.fp8_base or None,
+        "blocks_to_swap": a.blocks_to_swap or None,
+    }

@@ -207,7 +207,7 @@ def place(
             f"--blocks-to-swap must be between 0 and the transformer's {len(blocks)} blocks, got {blocks_to_swap}."
         )
     device = torch.device(device) if device is not None else next(transformer.parameters()).device
-    inside = {id(m) for m in blocks.modules()}
+    inside = {id(m) for block in blocks for m in block.modules()}
     for module in transformer.modules():  # all but the blocks, as a whole
         if id(module) not in inside:
             _move_own(module, device)

@@ -14,6 +14,10 @@ One adapted linear layer computes
 Stage 1 trains A and B_id (A starts at zero, so step 0 is the base model). Stage 2 freezes them
 and trains B_mo[c], which starts at zero, so step 0 is the stage-1 model. The layer knows nothing
 of any backbone: `inject` wraps whichever `nn.Linear` modules match the given name patterns.
+
+The adapter's tensors are float32 whatever the base's dtype, and so are their gradients and AdamW's
+moments; the forward casts them to the input's dtype, so a bf16 base computes in bf16. In bf16 (8
+bits of mantissa) an update of 1e-4 to a weight of 0.1 rounds away; in float32 it stays.
 """
 
 from __future__ import annotations
@@ -149,8 +153,11 @@ class SetSeqLinear(nn.Module):
         y = self.base_layer(x)
         if self.merged:
             return y
-        # Two thin matmuls, (.., in) -> (.., R) -> (.., out), never the full (out, in) delta.
-        return y + self.scale * F.linear(F.linear(x, self.coefficients()), self.basis)
+        # Two thin matmuls, (.., in) -> (.., R) -> (.., out), never the full (out, in) delta. The
+        # float32 weights are cast to the input's dtype (PEFT instead casts the input up to the
+        # adapter's float32): the matmuls run at the base's speed, the gradients reach float32.
+        coef, basis = self.coefficients().to(x.dtype), self.basis.to(x.dtype)
+        return y + self.scale * F.linear(F.linear(x, coef), basis)
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -184,7 +191,8 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
 def inject(model: nn.Module, patterns: list[str], rank: int, scale: float = 1.0) -> dict[str, SetSeqLinear]:
     """Wrap every `nn.Linear` of `model` whose qualified name matches a pattern (fnmatch, `*` any).
 
-    Returns the adapters by module name. Raises if nothing matches, with a few names that exist.
+    Returns the adapters by module name, on each base layer's device and in float32 whatever the
+    base's dtype (see the module docstring). Raises if nothing matches, with a few names that exist.
     """
     targets = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and matches(n, patterns)]
     if not targets:
@@ -195,7 +203,8 @@ def inject(model: nn.Module, patterns: list[str], rank: int, scale: float = 1.0)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         base = getattr(parent, child)
-        layer = SetSeqLinear(base, rank, scale).to(device=base.weight.device, dtype=base.weight.dtype)
+        layer = SetSeqLinear(base, rank, scale)  # the adapter's own tensors are float32 ...
+        layer.to(device=base.weight.device)  # ... and stay so: only the device changes
         setattr(parent, child, layer)
         out[name] = layer
     return out

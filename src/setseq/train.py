@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from setseq import checkpoint, flow, lora, parallel
 from setseq import concept as concept_io
 from setseq.backbones.base import Backbone, Geometry, Text
-from setseq.batches import Batch, Batches, ConceptSpec
+from setseq.batches import Batch, Batches, ConceptSpec, LatentCache
 from setseq.config import StageConfig, TrainConfig
 from setseq.errors import SetseqError
 from setseq.fileio import cache_root
@@ -147,10 +147,12 @@ class Trainer:
     def _setup(self) -> None:
         torch.manual_seed(self.cfg.seed)
         cfg = self.cfg
+        self.backbone.set_gradient_checkpointing(cfg.gradient_checkpointing)
         prior = None
         if cfg.reg.prior_preservation:
             prior = prior_videos(self.backbone, cfg.reg, self.geometry, cfg.seed, self.cache_dir, self.world)
-        self.batches = Batches(self.concepts, self.geometry.frames, self.cfg.reg, prior)
+        self.batches = Batches(self.concepts, self.geometry.frames, self.cfg.reg, prior, self.backbone.frame_step)
+        self.latents = LatentCache(self.backbone.encode_video)  # each window through the VAE once
         tokens = [t for c in self.concepts for t in (c.identity_token, c.motion_token)]
         self.backbone.add_concept_tokens(tokens)
         self.layers: dict[str, lora.SetSeqLinear] = {}
@@ -226,7 +228,7 @@ class Trainer:
         text.mask = self.batches.mask_tokens(text.mask)
         part = parallel.share(n, self.world)  # this rank's samples; all n when it runs alone
         text = Text(text.emb[part], text.mask[part])
-        x0 = bb.encode_video(batch.clips[part])
+        x0 = self.latents(batch.clips[part], batch.keys and batch.keys[part])
         noise = torch.randn((n, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)[part]
         t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=x0.device)[part]
         x_t = flow.interpolate(x0, noise, t)

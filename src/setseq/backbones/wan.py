@@ -69,6 +69,7 @@ class WanBackbone(DiffusersBackbone):
 
     model = "Wan"
     frame_step = 4
+    max_aspect = 832 / 480  # Wan 2.1's 480p shapes, 832x480 and 480x832: a wider clip is cropped to them
     lora_targets = [
         "blocks.*.attn[12].to_[qkv]",
         "blocks.*.attn[12].to_out.0",

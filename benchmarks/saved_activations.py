@@ -26,6 +26,9 @@ def saved_bytes(layers: int, tokens: int, dtype: torch.dtype) -> int:
 
     torch.manual_seed(0)
     model = WanTransformer3DModel(**{**WAN_1_3B, "num_layers": layers}).to(dtype).requires_grad_(False)
+    for name, module in model.named_modules():  # what from_pretrained(torch_dtype=...) keeps in float32
+        if any(k in name for k in model._keep_in_fp32_modules):
+            module.float()
     lora.inject(model, WanBackbone.lora_targets, rank=8)
     model.train()
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -63,9 +66,14 @@ def main() -> None:
     slope = (b2 - b1) / (t2 - t1)
     fixed = b1 - slope * t1
     print(f"per block: {slope:.0f} bytes a token + {fixed / 2**20:.2f} MiB")
+    size = torch.finfo(dtype).bits // 8
     for tokens in (9360, 32760):
-        block = slope * tokens + fixed
-        print(f"{tokens} tokens: {block / 2**30:.2f} GiB a block, {30 * block / 2**30:.1f} GiB for 30 blocks")
+        block, inputs = slope * tokens + fixed, tokens * WAN_1_3B["attention_head_dim"] * 12 * size
+        print(
+            f"{tokens} tokens: {block / 2**30:.2f} GiB a block, {30 * block / 2**30:.1f} GiB for 30 blocks; "
+            f"checkpointed: 30 block inputs of {inputs / 2**20:.0f} MiB + one block recomputed = "
+            f"{(30 * inputs + block) / 2**30:.1f} GiB"
+        )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 import json
 
+import av
+import numpy as np
 import pytest
 import torch
 
@@ -215,3 +217,104 @@ def test_fingerprint_follows_the_weights():
     with torch.no_grad():
         parts["transformer"].proj_out.weight.add_(1.0)
     assert weights_fingerprint(modules) != before
+
+
+def test_the_gradient_checkpointing_setting_reaches_the_model_and_changes_no_number(tmp_path):
+    """The run's setting switches diffusers' block checkpointing; losses and adapters come out the
+    same either way (dropout masks included: the recomputation redraws them from the same state)."""
+    results = []
+    for on in (True, False):
+        bb = wan.tiny(gradient_checkpointing=not on)  # the run's setting wins over the loader's
+        spec = ConceptSpec("sq", _clip(bb, 9), "a [v] red square on a blue background.", "it moves in [u] motion.")
+        cfg = tiny_config(steps=(2, 2), batch=1)
+        cfg.gradient_checkpointing = on
+        results.append(Trainer(bb, [spec], cfg, tmp_path / f"{on}.safetensors", progress=False).run())
+        assert bb.transformer.gradient_checkpointing is on
+    with_it, without = results
+    assert with_it.meta["losses"] == without.meta["losses"]
+    for key, t in with_it.tensors.items():
+        torch.testing.assert_close(t, without.tensors[key], rtol=1e-5, atol=1e-6)
+
+
+def test_stage_two_encodes_each_window_of_a_clip_once():
+    """14 frames, 5-frame windows on Wan's grid of 4: 4 distinct windows (0, 4, 8, 9), so 16 steps of
+    stage 2 at batch 2 send at most 4 clips through the VAE, not 32."""
+    bb = wan.tiny()
+    encodes = []
+    real = bb.vae.encode
+    bb.vae.encode = lambda x, *a, **k: (encodes.append(x.shape), real(x, *a, **k))[1]
+    spec = ConceptSpec("sq", _clip(bb, 14), "a [v] red square on a blue background.", "it moves in [u] motion.")
+    trainer = Trainer(bb, [spec], tiny_config(steps=(0, 16), batch=2), "unused.safetensors", progress=False)
+    trainer._setup()  # run the stage's steps alone, without writing files
+    stage = trainer.cfg.stages[1]
+    opt, params, tokens = trainer._begin_stage(stage)
+    for step in range(stage.steps):
+        trainer._step(stage, step, params, opt, tokens)
+    assert 1 < len(encodes) <= 4 and all(shape[2] == 5 for shape in encodes)  # (1, C, F, H, W)
+    assert len(encodes) == len(trainer.latents.latents)
+
+
+def test_the_clip_shape_sets_the_size_on_the_models_grid():
+    """At Wan's 480p budget (832 x 480 px, grid 16): the shapes of the issue, every one within budget."""
+    from setseq.backbones.diffusers_common import fit_geometry
+
+    default, wide = wan.GEOMETRY, wan.WanBackbone.max_aspect
+    shapes = {(1080, 1920): (480, 832), (1920, 1080): (832, 480), (720, 720): (624, 624), (480, 640): (544, 720)}
+    shapes[(1080, 2560)] = (480, 832)  # wider than the model's widest: cropped to it, as before
+    for shown, size in shapes.items():
+        g = fit_geometry(default, 16, 4, shown, None, wide)
+        assert (g.height, g.width) == size and g.height * g.width <= 480 * 832, shown
+        assert (g.frames, g.fps) == (81, 16.0)
+    assert fit_geometry(default, 16, 4, None, 48, wide).frames == 45  # 3 s at 16 fps: 4N+1 <= 48
+    assert fit_geometry(default, 16, 4, None, 400, wide).frames == 81
+
+
+def _phone_clip(path, frames, rotation=90, size=(36, 64), rate=16):
+    """A clip stored landscape (w x h = size[1] x size[0]) with a display rotation: shown portrait."""
+    from test_inputs import encode
+
+    images = np.zeros((frames, *size, 3), np.uint8)
+    images[..., 0] = np.linspace(0, 255, size[1], dtype=np.uint8)  # a gradient and a moving bar
+    for k in range(frames):
+        images[k, :, 2 * k % size[1]] = 255
+    return encode(path, images, rotation=rotation, rate=rate)
+
+
+def test_clip_geometry_follows_a_portrait_phone_clip_and_its_length(tmp_path):
+    from setseq.specs import ConceptSource, clip_geometry
+
+    bb = object.__new__(wan.WanBackbone)  # the real model's rules, without building one
+    bb.geometry, bb.size_step = wan.GEOMETRY, 16  # its default: 81 frames of 832 x 480 at 16 fps
+    clip = _phone_clip(tmp_path / "phone.mp4", 48)  # 3 s, shown 36 wide x 64 high
+    g = clip_geometry(bb, [ConceptSource(clip)])
+    assert (g.frames, g.height, g.width, g.fps) == (45, 832, 480, 16.0)
+    assert clip_geometry(bb, [ConceptSource(clip)], excerpt={"start": 1.0}).frames == 29  # 32 frames left
+    assert clip_geometry(bb, [ConceptSource(clip)], excerpt={"select": "head"}).frames == 81  # cut anyway
+
+
+def test_a_portrait_clip_trains_and_generates_portrait_and_a_square_one_square(tmp_path, monkeypatch, capsys):
+    """`setseq train` on a tiny Wan (default 32 x 32): the shape follows the clip and is stored in the
+    concept, which `generate` then samples at; --no-gradient-checkpointing reaches the model."""
+    import setseq.backbones
+    from setseq.cli import main
+
+    loaded = []
+    monkeypatch.setattr(setseq.backbones, "load_backbone", lambda spec, **o: (loaded.append(wan.tiny()), loaded[-1])[1])
+    flags = ["--stage1-steps", "1", "--stage2-steps", "1", "--batch-size", "1", "--no-prior", "--quiet"]
+    prompts = ["--prompt", "a [v] red square.", "--motion-prompt", "it moves in [u] motion."]
+    portrait = _phone_clip(tmp_path / "phone.mp4", 8)
+    out = tmp_path / "phone.safetensors"
+    assert main(["train", str(portrait), "--base", "wan-tiny", *prompts, *flags, "--no-gradient-checkpointing"]) == 0
+    assert "5 frames of 16 wide x 32 high (portrait)" in capsys.readouterr().err
+    assert cio.load(out).meta["geometry"] == {"frames": 5, "height": 32, "width": 16, "fps": 16.0}
+    assert loaded[-1].transformer.gradient_checkpointing is False
+    video = tmp_path / "gen.mp4"
+    assert main(["generate", str(out), "--prompt", PROMPT, "--out", str(video), "--steps", "1", "--upscale", "1"]) == 0
+    with av.open(str(video)) as c:
+        assert (c.streams.video[0].height, c.streams.video[0].width) == (32, 16)
+
+    square = _phone_clip(tmp_path / "square.mp4", 8, rotation=None, size=(48, 48))
+    assert main(["train", str(square), "--base", "wan-tiny", *prompts, *flags]) == 0
+    geometry = cio.load(tmp_path / "square.safetensors").meta["geometry"]
+    assert (geometry["height"], geometry["width"]) == (32, 32)
+    assert loaded[-1].transformer.gradient_checkpointing is True  # the default

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from setseq import flow
-from setseq.batches import Batches, ConceptSpec, batch_loss, mask_tokens
+from setseq.batches import Batches, ConceptSpec, LatentCache, batch_loss, mask_tokens
 from setseq.config import RegConfig, StageConfig
 from setseq.parallel import World
 
@@ -94,3 +94,32 @@ def test_the_ranks_shares_of_a_batch_loss_sum_to_the_whole_batch_loss():
     whole = loss(World())
     torch.testing.assert_close(loss(World(0, 2)) + loss(World(1, 2)), whole)
     assert loss(World(0, 2)) != loss(World(1, 2))  # two different shares, not the whole twice
+
+
+def test_clip_windows_start_on_the_grid_and_at_the_last_window():
+    """A 14-frame clip, windows of 5 on a grid of 4: starts 0, 4, 8 and 9 (the clip's end), each
+    sample keyed by where it was cut from."""
+    g = torch.Generator().manual_seed(0)
+    spec = ConceptSpec("a", torch.rand(14, 3, 8, 8, generator=g), "a [v] square.", "it moves in [u] motion.")
+    batches = Batches([spec], 5, RegConfig(prior_preservation=False, prompt_dropout=0.0), stride=4)
+    torch.manual_seed(0)
+    starts = []
+    for i in range(40):
+        batch = batches.draw(_stage(), 2, i)
+        for clip, key in zip(batch.clips, batch.keys):
+            kind, name, first, end = key
+            assert (kind, name, end - first) == ("concept", "a", 5) and torch.equal(clip, spec.video[first:end])
+            starts.append(first)
+    assert set(starts) == {0, 4, 8, 9}
+
+
+def test_the_latent_cache_encodes_each_window_once():
+    calls = []
+    cache = LatentCache(lambda clips: (calls.append(len(clips)), clips * 2)[1])
+    clips = torch.rand(3, 2, 3, 4, 4)
+    first = cache(clips, [("c", "a", 0, 2), None, ("c", "a", 4, 6)])
+    again = cache(clips[[2, 1, 0]], [("c", "a", 4, 6), None, ("c", "a", 0, 2)])
+    assert torch.equal(first, clips * 2) and torch.equal(again, clips[[2, 1, 0]] * 2)
+    assert calls == [3, 1] and cache.encoded == 4  # the second time only the stitched sample (no key)
+    cache(clips[[0, 0]], [("c", "b", 0, 2), ("c", "b", 0, 2)])  # twice in one batch: encoded once
+    assert calls == [3, 1, 1]

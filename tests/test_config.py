@@ -83,3 +83,13 @@ def test_dropout_flag_errors_exit_2_with_one_sentence(tmp_path, capsys):
     path = _toml(tmp_path, "[stages.sequnce]\ncoef_dropout = 0.3\n")
     assert main(["train", str(video), "--method", "setseq", "--config", str(path)]) == 2
     assert "has no stage 'sequnce'" in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_is_on_by_default_and_set_by_file_or_flag(tmp_path):
+    assert _config().gradient_checkpointing is True
+    path = _toml(tmp_path, "gradient_checkpointing = false\n")
+    assert _config("--config", str(path)).gradient_checkpointing is False
+    assert _config("--config", str(path), "--gradient-checkpointing").gradient_checkpointing is True
+    assert _config("--no-gradient-checkpointing").gradient_checkpointing is False
+    with pytest.raises(SetseqError, match="takes true or false"):
+        _config("--config", str(_toml(tmp_path, "gradient_checkpointing = 1\n")))

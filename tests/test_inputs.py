@@ -326,3 +326,19 @@ def test_large_frames_are_shrunk_first_with_the_same_geometry(tmp_path):
     images[:, :, :24] = 220
     wide = load_video(encode(tmp_path / "anamorphic.mp4", images, sar=Fraction(2, 1)), size=(8, 24)).frames[0].mean(0)
     assert wide.shape == (8, 24) and wide[:, :10].min() > 0 and wide[:, 14:].max() < 0  # 96 x 64 shown: no crop
+
+
+def test_probe_sees_the_displayed_shape_and_the_length_from_the_first_frame(tmp_path):
+    phone = encode(tmp_path / "phone.mp4", marked(24, 32, 48), rotation=90, rate=8)  # stored 48 x 32, shown 32 x 48
+    probe = data.probe_video(phone)
+    assert probe.size == (48, 32) and probe.duration == pytest.approx(3.0, abs=0.2)
+    anamorphic = encode(tmp_path / "dv.mp4", marked(2, 32, 48), sar=Fraction(2, 1))  # 48 stored, 96 shown
+    assert data.probe_video(anamorphic).size == (32, 96)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(6):
+        ctx = av.CodecContext.create("png", "w")
+        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 10, 20, "rgb24", Fraction(1, 1)
+        frame = av.VideoFrame.from_ndarray(marked(1, 20, 10)[0], format="rgb24")
+        (folder / f"{k}.png").write_bytes(b"".join(bytes(p) for p in [*ctx.encode(frame), *ctx.encode(None)]))
+    assert data.probe_video(folder, fps=3.0) == data.Probe((20, 10), 2.0)

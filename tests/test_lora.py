@@ -221,3 +221,33 @@ def test_concept_names_are_data_not_attributes():
     expected = base(x) + layer.scale * x @ (layer.basis @ (layer.identity + sum(b for b in layer.motion.values()))).T
     assert torch.allclose(layer(x), expected, atol=1e-5)
     assert len([n for n, _ in layer.named_parameters() if n.startswith("motion.")]) == len(names)
+
+
+def test_adapters_on_a_bf16_base_keep_float32_weights_and_a_small_adamw_step():
+    """Trainable tensors and AdamW's moments are float32 on a bf16 base, so one step at lr 1e-4
+    moves the identity coefficients; the same step on bf16 copies of them mostly rounds away."""
+    model = _model().to(torch.bfloat16)
+    layers = lora.inject(model, ["0", "2"], rank=4)
+    params = [p for layer in layers.values() for p in (layer.basis, layer.identity)]
+    assert all(p.dtype == torch.float32 for p in params)
+    _trained_like(layers, basis=True)
+    x = torch.randn(5, 12, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    assert model(x).dtype == torch.bfloat16  # the computation stays in the base's dtype
+
+    def one_step(tensors):
+        opt = torch.optim.AdamW(tensors, lr=1e-4, weight_decay=0.01)
+        for p in tensors:
+            p.grad = torch.ones_like(p)  # the same gradient for both, of the dtype of each
+        before = [p.detach().clone() for p in tensors]
+        opt.step()
+        assert all(s.dtype == p.dtype for p in tensors for s in opt.state[p].values() if s.ndim)
+        return sum(int((p != b).sum()) for p, b in zip(tensors, before)), sum(p.numel() for p in tensors)
+
+    model(x).float().pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in params)
+    identity = [layer.identity for layer in layers.values()]
+    changed, total = one_step(identity)
+    assert changed == total
+    as_bf16 = [nn.Parameter(p.detach().to(torch.bfloat16)) for p in identity]
+    changed, total = one_step(as_bf16)
+    assert changed < total / 2  # what the fp32 adapters avoid

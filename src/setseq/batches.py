@@ -8,6 +8,10 @@ prior-preservation videos, stitched pairs of concepts, prompt dropout and text-t
 concepts' motion scales and self-conditioning (sec. 3.4.3). Every random draw comes from torch's
 global generator, in a fixed order, so that a checkpointed generator state resumes a run
 bit-identically and every rank of a parallel run draws the same numbers.
+
+Clip windows start on a grid of `stride` frames (the VAE's temporal compression: 4 for Wan), so a
+clip of N frames has at most (N - F) / stride + 2 distinct windows of F frames, and `LatentCache`
+encodes each of them once per run instead of on most steps.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class Batch:
     prompts: list[str]  # n prompts, "" where prompt dropout struck
     weights: torch.Tensor  # (n,) loss weights (prior videos weigh reg.prior_weight)
     motion: dict[str, float] | float | None = None  # for lora.scales; None: leave the scales as they are
+    # where each sample was cut from, e.g. ("concept", name, first, end), for LatentCache; None for a
+    # stitched sample, which is made afresh each time
+    keys: list[tuple | None] | None = None
 
 
 def _randint(n: int) -> int:
@@ -64,6 +71,7 @@ class Batches:
         frames: frames per clip (the geometry's).
         reg: the regulariser settings (prior ratio and weight, stitching, prompt dropout, token masking).
         prior: prior-preservation videos (N, F, C, H, W) and their (appearance, motion) prompts, or None.
+        stride: clip windows start every `stride` frames, and at the clip's last window (1: anywhere).
     """
 
     def __init__(
@@ -72,8 +80,9 @@ class Batches:
         frames: int,
         reg: RegConfig,
         prior: tuple[torch.Tensor, list[tuple[str, str]]] | None = None,
+        stride: int = 1,
     ):
-        self.concepts, self.frames, self.reg, self.prior = concepts, frames, reg, prior
+        self.concepts, self.frames, self.reg, self.prior, self.stride = concepts, frames, reg, prior, stride
 
     def draw(self, stage: StageConfig, n: int, micro_index: int) -> Batch:
         """The micro-batch `micro_index` of a step: n samples of one shape.
@@ -88,14 +97,15 @@ class Batches:
             if stage.train == "motion":  # both concepts move: both residuals on
                 motion = 1.0
             clips, prompts, weights = self._stitched(stage, n)
+            keys = [None] * n
         elif stage.train == "motion" and several:
             concept = self.concepts[micro_index % len(self.concepts)]
             motion = {c.name: float(c is concept) for c in self.concepts}
-            clips, prompts, weights = self._sample(stage, n, [concept])
+            clips, prompts, weights, keys = self._sample(stage, n, [concept])
         else:  # batches mix concepts
-            clips, prompts, weights = self._sample(stage, n, self.concepts)
+            clips, prompts, weights, keys = self._sample(stage, n, self.concepts)
         prompts = [("" if torch.rand(()).item() < self.reg.prompt_dropout else p) for p in prompts]
-        return Batch(clips, prompts, weights, motion)
+        return Batch(clips, prompts, weights, motion, keys)
 
     def micro_sizes(self, stage: StageConfig, batch_size: int, micro_batch: int | None, ranks: int) -> list[int]:
         """Sizes of one step's micro-batches (gradient accumulation), counted over all `ranks`: each
@@ -121,33 +131,38 @@ class Batches:
         f = self.frames  # the whole clip, or a random window of a longer one
         if windows:  # a clip loaded as separate windows: one of them, never across two
             start = windows[_randint(len(windows))]
-        else:
-            start = _randint(count - f + 1)
+        else:  # on the grid, and the last window so that the clip's end is trained too
+            starts = list(range(0, count - f + 1, self.stride))
+            if starts[-1] != count - f:
+                starts.append(count - f)
+            start = starts[_randint(len(starts))]
         return slice(start, start + f)
 
     def _sample(
         self, stage: StageConfig, n: int, concepts: list[ConceptSpec]
-    ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    ) -> tuple[torch.Tensor, list[str], torch.Tensor, list[tuple]]:
         """n samples, each of a random concept of `concepts` or a prior video: clips (n, F', C, H, W),
-        prompts and loss weights (n,)."""
+        prompts, loss weights (n,) and where each was cut from."""
         reg = self.reg
         as_frames = self._as_frames(stage)
-        clips, prompts, weights = [], [], []
+        clips, prompts, weights, keys = [], [], [], []
         for _ in range(n):
             if self.prior is not None and torch.rand(()).item() < reg.prior_ratio:
                 videos, texts = self.prior
                 j = _randint(len(texts))
                 video, (static, dynamic), w = videos[j], texts[j], reg.prior_weight
-                windows = None
+                windows, source = None, ("prior", j)
             else:
                 c = concepts[_randint(len(concepts))]
                 video, static, dynamic, w = c.video, c.prompt, c.motion_prompt or "", 1.0
-                windows = c.windows
-            clips.append(video[self._window(video.shape[0], as_frames, windows)])
+                windows, source = c.windows, ("concept", c.name)
+            window = self._window(video.shape[0], as_frames, windows)
+            clips.append(video[window])
+            keys.append((*source, window.start, window.stop))
             full = not as_frames and stage.prompt == "full"
             prompts.append(f"{static} {dynamic}".strip() if full else static)
             weights.append(w)
-        return torch.stack(clips), prompts, torch.tensor(weights)
+        return torch.stack(clips), prompts, torch.tensor(weights), keys
 
     def _stitched(self, stage: StageConfig, n: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         """n samples of two different concepts side by side (or stacked), each squeezed into half
@@ -172,6 +187,37 @@ class Batches:
         return torch.stack(clips), prompts, torch.ones(n)
 
 
+class LatentCache:
+    """The latents of every window a run draws, each encoded once: the key of a sample says where it
+    was cut from (`Batch.keys`), so a window drawn again is not sent through the VAE again (nor
+    hashed, as the backbone's disk cache would). Latents stay where `encode` puts them (an 81-frame
+    480x832 Wan window: 16 x 21 x 60 x 104 float32, 8.4 MB). Stitched samples (key None) are encoded
+    each time.
+
+    Args:
+        encode: the backbone's `encode_video`, (B, F, C, H, W) -> latents (B, ...).
+    """
+
+    def __init__(self, encode):
+        self.encode = encode
+        self.latents: dict[tuple, torch.Tensor] = {}
+        self.encoded = 0  # samples sent to `encode`
+
+    def __call__(self, clips: torch.Tensor, keys: list[tuple | None] | None) -> torch.Tensor:
+        """Latents (B, ...) of clips (B, F, C, H, W), from the cache where their key is known."""
+        keys = keys or [None] * len(clips)
+        new = {}  # index of each sample to encode: stitched ones, and the first of each unknown key
+        for i, k in enumerate(keys):
+            if k is None or (k not in self.latents and k not in new.values()):
+                new[i] = k
+        fresh = {}
+        if new:
+            fresh = dict(zip(new, self.encode(clips if len(new) == len(keys) else clips[list(new)])))
+            self.encoded += len(new)
+            self.latents.update({k: fresh[i] for i, k in new.items() if k is not None})
+        return torch.stack([fresh[i] if k is None else self.latents[k] for i, k in enumerate(keys)])
+
+
 # ============================================================================================
 # the loss taken on a batch
 # ============================================================================================
@@ -188,7 +234,12 @@ def mask_tokens(mask: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def batch_loss(
-    backbone: Backbone, batch: Batch, cfg: TrainConfig, world: parallel.World, train_tokens: bool = False
+    backbone: Backbone,
+    batch: Batch,
+    cfg: TrainConfig,
+    world: parallel.World,
+    train_tokens: bool = False,
+    latents: LatentCache | None = None,
 ) -> torch.Tensor:
     """The summed, weighted loss of this rank's share of `batch`, taken with the batch's motion scales.
     Every rank draws the random numbers of all n samples, so all ranks stay on one random stream (see
@@ -200,6 +251,7 @@ def batch_loss(
         cfg: the run's settings: timesteps (cfg.flow), token masking and self-conditioning (cfg.reg).
         world: this process among the training processes; n is a multiple of its size.
         train_tokens: whether the concept-token embeddings train (the text encoding keeps its graph).
+        latents: the run's cache of window latents (None: every clip through the VAE).
 
     Returns:
         sum_i w_i L_i over this rank's samples, L_i flow matching's loss (eq. 1; `flow.training_loss`).
@@ -211,7 +263,8 @@ def batch_loss(
         text.mask = mask_tokens(text.mask, reg.token_mask_prob)
         part = parallel.share(n, world)  # this rank's samples; all n when it runs alone
         text = Text(text.emb[part], text.mask[part])
-        x0 = bb.encode_video(batch.clips[part])
+        clips = batch.clips[part]
+        x0 = latents(clips, batch.keys and batch.keys[part]) if latents is not None else bb.encode_video(clips)
         noise = torch.randn((n, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)[part]
         t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=x0.device)[part]
         x_t = flow.interpolate(x0, noise, t)

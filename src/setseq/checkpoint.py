@@ -26,11 +26,12 @@ VERSION = 1
 
 
 def learning(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A run's settings less those a checkpoint resumes across: hardware (compile, shard) and the
-    learning rates (after a non-finite loss, resume with a lower --lr); whether tokens train stays."""
+    """A run's settings less those a checkpoint resumes across: hardware (compile, shard, gradient
+    checkpointing) and the learning rates (after a non-finite loss, resume with a lower --lr);
+    whether tokens train stays."""
     if config is None:
         return None
-    out = {k: v for k, v in config.items() if k not in ("compile", "shard")}
+    out = {k: v for k, v in config.items() if k not in ("compile", "shard", "gradient_checkpointing")}
     if isinstance(out.get("optim"), dict):
         optim = dict(out["optim"])
         optim.pop("lr", None)

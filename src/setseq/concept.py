@@ -5,6 +5,7 @@ Tensors (R = rank):
     <module>.identity         (R x in)   identity coefficients B_id
     <module>.motion.<concept> (R x in)   motion coefficients B_mo of one concept
     token.<token>             (D,)       concept-token embedding, e.g. token.[v]
+All float32, whatever dtype the base trained in (older files may hold the base's dtype; they load).
 Metadata (safetensors header, strings): `format` = "setseq.concept", `format_version`, and
 `setseq`, a JSON object: base {name, fingerprint}, rank, scale, target_modules, concepts
 [{name, identity_token, motion_token, prompt, motion_prompt, video}], method, config, stage, and for

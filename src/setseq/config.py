@@ -102,6 +102,9 @@ class TrainConfig:
     # How the run uses its hardware, not what it learns: a checkpoint resumes with either setting.
     compile: bool = False  # torch.compile each transformer block
     shard: bool = False  # under torchrun: FSDP2-shard the transformer's blocks across the processes
+    # Recompute each transformer block's activations in the backward pass instead of keeping them:
+    # a diffusers base at full geometry does not fit otherwise (docs/benchmarks.md). The toy ignores it.
+    gradient_checkpointing: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -234,6 +234,50 @@ def load_video(
     )
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What a clip looks like before it is decoded: the size it is shown at and how long it lasts.
+
+    Attributes:
+        size: (height, width) of its first frame as a player shows it (rotation, mirroring and the
+            pixel aspect ratio applied), in square pixels; not rounded.
+        duration: seconds the container declares (for a folder of frames: their number over the
+            frame rate); None when it does not say.
+    """
+
+    size: tuple[float, float]
+    duration: float | None
+
+
+def probe_video(path: str | os.PathLike, fps: float | None = None) -> Probe:
+    """Decode only the first frame of a clip (or folder of frames) to see its displayed size.
+
+    Args:
+        path: as for ``load_video``.
+        fps: the rate a folder of frames is read at (as ``load_video``'s); ignored for a file.
+
+    Raises:
+        SetseqError: a missing or unreadable input, or one without frames.
+    """
+    path = Path(path)
+    _check_load_args(path, fps, None, 1, None)
+    with _timed_frames(path, fps) as (timed, rate, declared, _):
+        first = next(iter(timed), None)
+    if first is None:
+        raise SetseqError(f"{path} holds no frames; pass a video with at least one frame.")
+    frame, view = first[2]
+    if path.is_dir():
+        images = [f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
+        declared = len(images) / rate
+    return Probe(_shown_size(frame, view), declared)
+
+
+def _shown_size(frame: av.VideoFrame, view: _View) -> tuple[float, float]:
+    """(height, width) at which a stored frame is shown, in square pixels."""
+    h, w = (frame.width, frame.height) if view.transpose else (frame.height, frame.width)  # displayed axes
+    return (h * view.sar, w) if view.transpose else (h, w * view.sar)
+
+
 def _check_load_args(path: Path, fps, size, min_frames: int, max_frames: int | None) -> None:
     if not path.exists():
         raise SetseqError(f"Video path {path} does not exist; check the path.")
@@ -602,8 +646,7 @@ def _preshrink(frame: av.VideoFrame, view: _View, size: tuple[int, int]) -> tupl
     """A frame more than twice the size it will be resized to (1080p for 480 x 832) is first shrunk
     by libswscale (area averaging) to twice that size, with square pixels, so that the float copy
     of a large frame never exists: memory and time go with the output size, not the source's."""
-    h, w = (frame.width, frame.height) if view.transpose else (frame.height, frame.width)  # displayed axes
-    shown = (h * view.sar, w) if view.transpose else (h, w * view.sar)
+    shown = _shown_size(frame, view)
     scale = max(size[0] / shown[0], size[1] / shown[1])
     if scale >= 0.5:
         return frame, view

@@ -14,6 +14,10 @@ One adapted linear layer computes
 Stage 1 trains A and B_id (A starts at zero, so step 0 is the base model). Stage 2 freezes them
 and trains B_mo[c], which starts at zero, so step 0 is the stage-1 model. The layer knows nothing
 of any backbone: `inject` wraps whichever `nn.Linear` modules match the given name patterns.
+
+The adapter's tensors are float32 whatever the base's dtype, and so are their gradients and AdamW's
+moments; the forward casts them to the input's dtype, so a bf16 base computes in bf16. In bf16 (8
+bits of mantissa) an update of 1e-4 to a weight of 0.1 rounds away; in float32 it stays.
 """
 
 from __future__ import annotations
@@ -110,12 +114,9 @@ class SetSeqLinear(nn.Module):
         out_features, in_features = base_layer.weight.shape
         self.base_layer = base_layer
         self.rank, self.scale = rank, scale
-        # Beside the base weight and in its dtype, unless the base layer says it computes elsewhere or
-        # in another dtype (setseq.memory: a float8 weight, a block kept in CPU memory).
-        where = {
-            "device": getattr(base_layer, "compute_device", base_layer.weight.device),
-            "dtype": getattr(base_layer, "compute_dtype", base_layer.weight.dtype),
-        }
+        # Beside the base weight, unless the base layer says it computes elsewhere (setseq.memory: a
+        # block kept in CPU memory), and float32 whatever the base's dtype (module docstring).
+        where = {"device": getattr(base_layer, "compute_device", base_layer.weight.device), "dtype": torch.float32}
         # Init as PEFT does for (lora_B, lora_A): the basis is zero so the adapter starts as a no-op,
         # the coefficients are random so the basis receives a gradient at step 0.
         identity = nn.init.kaiming_uniform_(torch.empty(rank, in_features), a=math.sqrt(5))
@@ -155,10 +156,14 @@ class SetSeqLinear(nn.Module):
         y = self.base_layer(x)
         if self.merged:
             return y
-        # Two thin matmuls, (.., in) -> (.., R) -> (.., out), never the full (out, in) delta; the scale
-        # s goes on A (out x R), not on the (.., out) output, one pass over T x out values fewer.
-        basis = self.basis if self.scale == 1.0 else self.scale * self.basis
-        return y + F.linear(F.linear(x, self.coefficients()), basis)
+        # Two thin matmuls, (.., in) -> (.., R) -> (.., out), never the full (out, in) delta. The
+        # float32 weights are cast to the input's dtype (PEFT instead casts the input up to the
+        # adapter's float32): the matmuls run at the base's speed, the gradients reach float32. The
+        # scale s goes on A (out x R), not on the (.., out) output, one pass over T x out values fewer.
+        coef, basis = self.coefficients().to(x.dtype), self.basis.to(x.dtype)
+        if self.scale != 1.0:
+            basis = self.scale * basis
+        return y + F.linear(F.linear(x, coef), basis)
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -196,7 +201,8 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
 def inject(model: nn.Module, patterns: list[str], rank: int, scale: float = 1.0) -> dict[str, SetSeqLinear]:
     """Wrap every `nn.Linear` of `model` whose qualified name matches a pattern (fnmatch, `*` any).
 
-    Returns the adapters by module name. Raises if nothing matches, with a few names that exist.
+    Returns the adapters by module name, on each base layer's device and in float32 whatever the
+    base's dtype (see the module docstring). Raises if nothing matches, with a few names that exist.
     """
     targets = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and matches(n, patterns)]
     if not targets:

@@ -17,14 +17,15 @@ The CLI's `train`, the demo, the benches and users' scripts share it.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from setseq import data
-from setseq.backbones.base import Geometry
+from setseq.backbones.base import Backbone, Geometry
 from setseq.batches import ConceptSpec
 from setseq.errors import SetseqError
 from setseq.log import note, warn
@@ -159,12 +160,7 @@ def _spec(
     if number_prompts and tokens != ("[v]", "[u]"):
         static = static.replace("[v]", tokens[0])
         motion = motion and motion.replace("[u]", tokens[1])
-    settings = {
-        **data.excerpt_settings(txt_settings, f"the .txt of {str(v)!r}"),
-        **data.excerpt_settings(s.excerpt, s.origin),
-        **flags,
-    }
-    excerpt = data.Excerpt(frames=g.frames, **settings)
+    excerpt = data.Excerpt(frames=g.frames, **_excerpt_settings(s, txt_settings, flags))
     video = data.load_video(
         v, fps=g.fps, size=(g.height, g.width), min_frames=g.frames if needs_clip else 1, excerpt=excerpt
     )
@@ -185,6 +181,52 @@ def _spec(
         mask=mask,
         windows=video.windows,
     )
+
+
+def _excerpt_settings(s: ConceptSource, txt_settings: dict, flags: dict) -> dict:
+    """The excerpt settings of a source: its .txt's, then its own, then those given for all."""
+    return {
+        **data.excerpt_settings(txt_settings, f"the .txt of {str(s.video)!r}"),
+        **data.excerpt_settings(s.excerpt, s.origin),
+        **flags,
+    }
+
+
+def clip_geometry(
+    backbone: Backbone, sources: list[ConceptSource], *, excerpt: dict | None = None, fps: float | None = None
+) -> Geometry:
+    """The geometry that follows the clips (`Backbone.fit_geometry`): the first video's displayed
+    shape at the model's pixel budget, and the frames of the shortest one, up to the model's.
+
+    Only the first frame of each video is decoded. A video excerpted with ``select`` head, uniform or
+    windows is cut to the model's frame count anyway, and one whose container does not declare its
+    duration says nothing of its length: both leave the frame count as it is. The toy base keeps its
+    fixed geometry.
+
+    Args:
+        backbone: the base model.
+        sources: the concepts' videos, in order.
+        excerpt: excerpt settings for every video (command-line flags), as for `concept_specs`.
+        fps: the frame rate the videos will be read at (None: the model's).
+
+    Returns:
+        The geometry, at that frame rate.
+
+    Raises:
+        SetseqError: a video is missing or unreadable, or an excerpt setting is out of range.
+    """
+    g = backbone.geometry
+    rate = fps or g.fps
+    shown, counts = None, []
+    for s in sources:
+        probe = data.probe_video(s.video, rate)
+        shown = shown or probe.size
+        cut = data.Excerpt(frames=g.frames, **_excerpt_settings(s, data.read_clip_file(s.video)[2], excerpt or {}))
+        if cut.select == "all" and probe.duration is not None:
+            span = probe.duration - cut.start
+            span = span if cut.duration is None else min(span, cut.duration)
+            counts.append(max(0, math.floor(span * rate + 1e-6)))  # frames wholly inside the excerpt
+    return replace(backbone.fit_geometry(shown, min(counts) if counts else None), fps=rate)
 
 
 def concept_name(path: Path, taken: set[str]) -> str:

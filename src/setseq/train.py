@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from setseq import checkpoint, flow, lora, parallel
 from setseq import concept as concept_io
 from setseq.backbones.base import Backbone, Geometry
-from setseq.batches import Batches, ConceptSpec, batch_loss
+from setseq.batches import Batches, ConceptSpec, LatentCache, batch_loss
 from setseq.config import OptimConfig, StageConfig, TrainConfig
 from setseq.errors import SetseqError
 from setseq.fileio import cache_root
@@ -322,10 +322,12 @@ class Trainer:
         """Set up the data and the adapters; with `resume`, load the checkpoint (its state, or None); compile, shard."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
+        self.backbone.set_gradient_checkpointing(cfg.gradient_checkpointing)
         prior = None
         if cfg.reg.prior_preservation:
             prior = prior_videos(self.backbone, cfg.reg, self.geometry, cfg.seed, self.cache_dir, self.world)
-        self.batches = Batches(self.concepts, self.geometry.frames, cfg.reg, prior)
+        self.batches = Batches(self.concepts, self.geometry.frames, cfg.reg, prior, self.backbone.frame_step)
+        self.latents = LatentCache(self.backbone.encode_video)  # each window through the VAE once
         self.layers = add_adapters(self.backbone, self.concepts, cfg)
         freeze(self.backbone)
         state = checkpoint.start_run(self.ckpt_path, self.backbone, self.layers, cfg.to_dict(), self.world, resume)
@@ -348,7 +350,7 @@ class Trainer:
         total = 0.0
         for m, size in enumerate(sizes):  # gradient accumulation
             batch = self.batches.draw(stage, size, step * len(sizes) + m)
-            loss = batch_loss(self.backbone, batch, self.cfg, self.world, train_tokens) / o.batch_size
+            loss = batch_loss(self.backbone, batch, self.cfg, self.world, train_tokens, self.latents) / o.batch_size
             loss.backward()
             total = total + loss.detach()
         if self.world.size > 1:  # DDP's all-reduce: from the gradient of its own share to that of the batch

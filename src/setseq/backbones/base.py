@@ -62,6 +62,7 @@ class Backbone(Protocol):
     geometry: Geometry  # default clip geometry
     transformer: nn.Module  # the network whose linear layers receive adapters
     lora_targets: list[str]  # default module-name patterns (fnmatch) to adapt
+    frame_step: int  # frames per latent frame after the first (the VAE's temporal compression; 1 in pixels)
     supports_self_conditioning: bool
     # The space the training loss is taken in: "velocity" (flow matching's v = noise - x0, what
     # real video DiTs predict) or "x0" (the clean clip implied by the velocity, x_t - t v: for
@@ -72,8 +73,16 @@ class Backbone(Protocol):
     def fingerprint(self) -> str:
         """A stable hash of the base weights, so a concept can refuse a different base."""
 
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Recompute the transformer's block activations in the backward pass (on) or keep them (off);
+        a backbone for which it does not pay may ignore it."""
+
     def check_geometry(self, geometry: Geometry) -> None:
         """Raise SetseqError if the backbone cannot model clips of this geometry."""
+
+    def fit_geometry(self, shown: tuple[float, float] | None, frames: int | None = None) -> Geometry:
+        """The geometry to train a clip shown at (height, width) `shown` and holding `frames` frames at
+        the default frame rate (None: unknown) at; a backbone of one fixed geometry returns it."""
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """(B, F, C, H, W) in [-1, 1] -> latents."""

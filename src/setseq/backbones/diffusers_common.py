@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -167,6 +168,46 @@ def check_frames_and_size(g: Geometry, model: str, frame_step: int, size_step: i
     )
 
 
+def fit_geometry(
+    default: Geometry,
+    size_step: int,
+    frame_step: int,
+    shown: tuple[float, float] | None = None,
+    frames: int | None = None,
+    max_aspect: float | None = None,
+) -> Geometry:
+    """The geometry that follows a clip: its shape at the model's pixel budget, its length up to the model's.
+
+    Size: the clip's displayed aspect ratio r = height / width, held within [1 / max_aspect,
+    max_aspect], at the area of the default geometry: height = sqrt(area r), width = sqrt(area / r),
+    each rounded to a whole pixel and then down to the size grid (the rule of diffusers' Wan
+    image-to-video example), so the area never exceeds the budget. For Wan at 480p (area 832 x 480,
+    grid 16, max_aspect 832 / 480): 16:9 -> 832 wide x 480 high, 9:16 -> 480 x 832, square -> 624 x
+    624, 4:3 -> 720 x 544.
+    Frames: the default, or when the clip holds fewer, the most of frame_step N + 1 it holds.
+
+    Args:
+        default: the model's default geometry (its area, frame count and frame rate).
+        size_step, frame_step: the model's size grid and temporal compression.
+        shown: (height, width) the clip is shown at; None keeps the default size.
+        frames: frames the clip holds at the default frame rate; None keeps the default count.
+        max_aspect: the most elongated shape, long side over short (None: the default geometry's own).
+
+    Returns:
+        The geometry, with the default's frame rate.
+    """
+    height, width, count = default.height, default.width, default.frames
+    if shown is not None and min(shown) > 0:
+        widest = max_aspect or max(height / width, width / height)
+        r = min(max(shown[0] / shown[1], 1 / widest), widest)
+        area = height * width
+        height = max(size_step, round(math.sqrt(area * r)) // size_step * size_step)
+        width = max(size_step, round(math.sqrt(area / r)) // size_step * size_step)
+    if frames is not None and 1 <= frames < count:
+        count = (frames - 1) // frame_step * frame_step + 1
+    return Geometry(count, height, width, default.fps)
+
+
 # --------------------------------------------------------------------------------------------
 # Prior-preservation prompts
 # --------------------------------------------------------------------------------------------
@@ -225,6 +266,7 @@ class DiffusersBackbone:
     loss_space = "velocity"
     frame_step = 1  # frames must be frame_step * N + 1 (the VAE's temporal compression)
     size_step = 1  # height and width must be multiples of this (VAE stride x patch size)
+    max_aspect: float | None = None  # the most elongated clip shape (None: the default geometry's)
 
     def __init__(
         self,
@@ -269,8 +311,7 @@ class DiffusersBackbone:
                 memory.place(transformer, device, fp8_base=fp8_base, blocks_to_swap=blocks_to_swap)
             elif device is not None:
                 m.to(device)
-        if gradient_checkpointing:
-            transformer.enable_gradient_checkpointing()
+        self.set_gradient_checkpointing(gradient_checkpointing)
         self.concepts = ConceptEmbedding(text_encoder.get_input_embeddings())
         text_encoder.set_input_embeddings(self.concepts)
         self.cache = EncodingCache(cache_dir) if cache_dir is not None else None
@@ -282,9 +323,21 @@ class DiffusersBackbone:
     def fingerprint(self) -> str:
         return self._fingerprint
 
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """diffusers' own block checkpointing (non-reentrant, RNG state preserved, so dropout masks
+        are redrawn the same in the recomputation); it acts only while gradients are computed."""
+        if on:
+            self.transformer.enable_gradient_checkpointing()
+        else:
+            self.transformer.disable_gradient_checkpointing()
+
     # -- geometry and video ----------------------------------------------------------------
     def check_geometry(self, g: Geometry) -> None:
         check_frames_and_size(g, self.model, self.frame_step, self.size_step)
+
+    def fit_geometry(self, shown: tuple[float, float] | None, frames: int | None = None) -> Geometry:
+        """The clip's shape at this model's pixel budget and its length up to the default (`fit_geometry`)."""
+        return fit_geometry(self.geometry, self.size_step, self.frame_step, shown, frames, self.max_aspect)
 
     def latent_shape(self, g: Geometry) -> tuple[int, ...]:
         s = self.vae_stride

@@ -42,6 +42,7 @@ class ToyBackbone:
     """The toy DiT and its text encoder behind the `Backbone` protocol."""
 
     supports_self_conditioning = True
+    frame_step = 1  # pixel space: every frame is its own latent frame
     lora_targets = ["blocks.*.attn.[qkvo]", "blocks.*.cross.[qkvo]", "blocks.*.mlp.fc[12]"]
 
     def __init__(
@@ -98,6 +99,9 @@ class ToyBackbone:
     def fingerprint(self) -> str:
         return self._fingerprint
 
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Ignored: the toy's activations fit without it, so recomputing them would only cost time."""
+
     def parameters(self):
         return [*self.transformer.parameters(), *self.text_encoder.parameters()]
 
@@ -110,6 +114,10 @@ class ToyBackbone:
             )
         if g.frames < 1:
             raise SetseqError(f"the clip needs at least one frame, got {g.frames}.")
+
+    def fit_geometry(self, shown: tuple[float, float] | None, frames: int | None = None) -> Geometry:
+        """The toy's fixed geometry, whatever the clip: it was pretrained on square clips of one size."""
+        return self.geometry
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         return video  # pixel space: (B, F, C, H, W)

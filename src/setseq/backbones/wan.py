@@ -198,6 +198,10 @@ class Experts(nn.Module):
         self.high_noise.enable_gradient_checkpointing()
         self.low_noise.enable_gradient_checkpointing()
 
+    def disable_gradient_checkpointing(self) -> None:
+        self.high_noise.disable_gradient_checkpointing()
+        self.low_noise.disable_gradient_checkpointing()
+
     def describe(self) -> dict[str, dict]:
         """Which folder component each expert is and the times t in [0, 1] it serves (for concept files)."""
         b = self.boundary

@@ -147,6 +147,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help="torch.compile each transformer block (the first steps compile; any speed-up is unmeasured)",
     )
     p.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        help="recompute each transformer block's activations in the backward pass: far less memory, "
+        "about a third more compute (default: on; the toy base ignores it)",
+    )
+    p.add_argument(
         "--shard",
         action="store_true",
         help="under torchrun: shard the transformer's blocks across "
@@ -196,6 +202,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     if a.optimizer is not None:
         cfg.optim.optimizer = a.optimizer
     cfg.compile = cfg.compile or a.compile
+    if a.gradient_checkpointing is not None:
+        cfg.gradient_checkpointing = a.gradient_checkpointing
     cfg.shard = cfg.shard or a.shard
     cfg.validate()
     return cfg
@@ -279,7 +287,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     from setseq import data, parallel
     from setseq.backbones import load_backbone
-    from setseq.specs import concept_specs
+    from setseq.log import note
+    from setseq.specs import clip_geometry, concept_specs
     from setseq.train import Trainer, optimizer_class
 
     sources = _sources(a)
@@ -291,11 +300,13 @@ def cmd_train(a: argparse.Namespace) -> int:
     options = device_options(a)
     options["device"] = parallel.device_for(options["device"])
     backbone = load_backbone(a.base, **options)
-    g = backbone.geometry
+    flags = {k: getattr(a, k) for k in data.EXCERPT_KEYS if getattr(a, k) is not None}
+    g = clip_geometry(backbone, sources, excerpt=flags, fps=a.fps)  # the first clip's shape, the shortest's length
     given = {"frames": a.frames, "height": a.height, "width": a.width, "fps": a.fps}
     g = replace(g, **{k: v for k, v in given.items() if v is not None})
     backbone.check_geometry(g)
-    flags = {k: getattr(a, k) for k in data.EXCERPT_KEYS if getattr(a, k) is not None}
+    shape = "square" if g.width == g.height else ("landscape" if g.width > g.height else "portrait")
+    note(f"training clips: {g.frames} frames of {g.width} wide x {g.height} high ({shape}) at {g.fps:g} fps")
     needs_clip = any(s.data != "frames" for s in cfg.stages)
     specs = concept_specs(sources, g, excerpt=flags, needs_clip=needs_clip)
     try:

@@ -17,7 +17,7 @@ from setseq.backbones import Geometry, load_backbone, ltx, wan  # noqa: E402  # 
 from setseq.backbones.diffusers_common import weights_fingerprint  # noqa: E402
 from setseq.errors import SetseqError  # noqa: E402
 from setseq.generate import generate  # noqa: E402
-from setseq.train import ConceptSpec, Trainer  # noqa: E402
+from setseq.train import ConceptSpec, Trainer, begin_stage  # noqa: E402
 
 MODULES = {"wan": wan, "ltx": ltx}
 PROMPT = "a [v] red square on a blue background. it moves in [u] motion."
@@ -245,9 +245,9 @@ def test_stage_two_encodes_each_window_of_a_clip_once():
     bb.vae.encode = lambda x, *a, **k: (encodes.append(x.shape), real(x, *a, **k))[1]
     spec = ConceptSpec("sq", _clip(bb, 14), "a [v] red square on a blue background.", "it moves in [u] motion.")
     trainer = Trainer(bb, [spec], tiny_config(steps=(0, 16), batch=2), "unused.safetensors", progress=False)
-    trainer._setup()  # run the stage's steps alone, without writing files
+    trainer._start(resume=False)  # run the stage's steps alone, without writing files
     stage = trainer.cfg.stages[1]
-    opt, params, tokens = trainer._begin_stage(stage)
+    opt, params, tokens = begin_stage(trainer.backbone, trainer.layers, stage, trainer.cfg.optim)
     for step in range(stage.steps):
         trainer._step(stage, step, params, opt, tokens)
     assert 1 < len(encodes) <= 4 and all(shape[2] == 5 for shape in encodes)  # (1, C, F, H, W)

@@ -63,12 +63,14 @@ def check_run(backbone: Backbone, concepts: list[ConceptSpec], cfg: TrainConfig,
     optimizer_class(cfg.optim.optimizer)  # a missing package fails now, not after the set-up
 
 
-def check_sharding(cfg: TrainConfig, world: parallel.World) -> bool:
+def check_sharding(cfg: TrainConfig, world: parallel.World, backbone: Backbone) -> bool:
     """Whether the run shards its model (--shard over several processes); checks that the batch
-    splits over the processes and that --compile is not asked for with sharding.
+    splits over the processes, that --compile is not asked for with sharding, and that neither
+    meets a base kept in float8 or in CPU memory (`parallel.refuse_memory_flags`).
 
     Raises:
-        SetseqError: a batch the processes cannot share evenly, or --compile with --shard.
+        SetseqError: a batch the processes cannot share evenly, --compile with --shard, or either
+            with --fp8-base / --blocks-to-swap where that is not supported.
     """
     parallel.check_batch(cfg.optim, world.size)
     if cfg.shard and world.size == 1:
@@ -78,6 +80,9 @@ def check_sharding(cfg: TrainConfig, world: parallel.World) -> bool:
     sharded = cfg.shard and world.size > 1
     if sharded and cfg.compile:
         raise SetseqError("--compile together with --shard is not supported yet; use one of them.")
+    for flag, on in (("--compile", cfg.compile), ("--shard", sharded)):  # before any set-up work
+        if on:
+            parallel.refuse_memory_flags(backbone.transformer, flag)
     return sharded
 
 
@@ -276,10 +281,7 @@ class Trainer:
         self.layers: dict[str, lora.SetSeqLinear] = {}
         # Under torchrun: join the process group; each rank trains on a share of every batch.
         self.world = parallel.setup(next(backbone.transformer.parameters()).device)
-        self.sharded = check_sharding(cfg, self.world)
-        for flag, on in (("--compile", cfg.compile), ("--shard", self.sharded)):  # before any set-up work
-            if on:
-                parallel.refuse_memory_flags(backbone.transformer, flag)
+        self.sharded = check_sharding(cfg, self.world, backbone)
 
     def run(self, resume: bool = False) -> concept_io.ConceptSet:
         """Train every stage, checkpointing as it goes; write `out` (and `NAME.stage1.safetensors`

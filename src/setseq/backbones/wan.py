@@ -269,6 +269,10 @@ class WanBackbone(DiffusersBackbone):
         if (transformer_2 is not None and boundary is not None) != layout.experts:
             raise SetseqError(f"{layout.name} needs {'a' if layout.experts else 'no'} transformer_2 and boundary.")
         self.layout, self.model, self.experts = layout, layout.name, None
+        # The most elongated clip shape: the layout's own (Wan 2.1 480p: 832 x 480), also for a tiny
+        # instance with a square default geometry; a wider clip is cropped to it.
+        lg = layout.geometry
+        self.max_aspect = max(lg.width / lg.height, lg.height / lg.width)
         if layout.experts:
             transformer = Experts(transformer, transformer_2, boundary)
             self.lora_targets = [f"{e}.{p}" for e in Experts.NAMES for p in TARGETS]

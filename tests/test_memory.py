@@ -1,5 +1,8 @@
 """Memory flags on the CPU: a float8 base stays near the bf16 one; swapped blocks change no number."""
 
+import json
+import sys
+
 import pytest
 import torch
 
@@ -135,3 +138,33 @@ def test_cli_flags_reach_the_loader(tmp_path, capsys):
         == 2
     )
     assert "needs no --fp8-base" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_gpu_benchmark_runs_its_cpu_path(tmp_path, monkeypatch, capsys):
+    """benchmarks/gpu.py end to end on a tiny configuration: all three tables and the ratio."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "gpu.py"
+    spec = importlib.util.spec_from_file_location("gpu_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_bench", bench)  # its dataclass looks itself up there
+    spec.loader.exec_module(bench)
+    tiny = dict(wan.WAN_TINY, text_dim=32)
+    setup = bench.Setup(
+        torch.device("cpu"),
+        torch.float32,
+        tiny,
+        dict(tiny, num_layers=3),
+        ["32x32x5"],
+        "32x32x5",
+        [(True, 2), (False, 0)],
+    )
+    setup.text_len, setup.warmup, setup.steps, setup.rounds, setup.round_steps = 8, 0, 1, 2, 1
+    monkeypatch.setattr(bench, "cpu_small_setup", lambda: setup)
+    assert bench.main(["--cpu-small", "--out", str(tmp_path / "b")]) == 0
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert [len(result[k]) for k in ("steps", "peft", "big")] == [2, 1, 2]
+    assert result["peft"][0]["start_difference"] == 0 and result["peft"][0]["ratio_median"] > 0
+    assert "setseq / PEFT step time at 32x32x5" in capsys.readouterr().out
+    assert "| 32x32x5 | float8 | 2 |" in (tmp_path / "b.md").read_text()

@@ -168,3 +168,27 @@ def test_gpu_benchmark_runs_its_cpu_path(tmp_path, monkeypatch, capsys):
     assert result["peft"][0]["start_difference"] == 0 and result["peft"][0]["ratio_median"] > 0
     assert "setseq / PEFT step time at 32x32x5" in capsys.readouterr().out
     assert "| 32x32x5 | float8 | 2 |" in (tmp_path / "b.md").read_text()
+
+
+def test_the_two_experts_of_wan_2_2_swap_and_take_a_float8_base_too():
+    """T2V-A14B's two transformers: swapping the last blocks (of the low-noise expert) changes no
+    number, and a float8 base stays within the tolerance; one sample at each expert's time."""
+    expert_layout = next(layout for layout in wan.LAYOUTS if layout.experts)
+    out = {}
+    for name, options in (("plain", {}), ("swap", {"blocks_to_swap": 2}), ("fp8", {"fp8_base": True})):
+        bb = wan.tiny(layout=expert_layout, **options)
+        torch.manual_seed(0)
+        layers = lora.inject(bb.transformer, bb.lora_targets, rank=2)
+        for layer in layers.values():
+            torch.nn.init.normal_(layer.basis)
+        x = torch.randn(2, *bb.latent_shape(bb.geometry), generator=torch.Generator().manual_seed(1))
+        t = torch.tensor([0.95, 0.3])  # the high-noise expert, then the low-noise one
+        v = bb.velocity(x, t, bb.encode_text(["a dog", "a cat"]))
+        v.pow(2).mean().backward()
+        grads = {e: sum(float(p.grad.abs().sum()) for n, l in layers.items() if n.startswith(e) for p in (l.basis,))
+                 for e in ("high_noise", "low_noise")}  # fmt: skip
+        out[name] = v.detach(), grads
+    assert torch.equal(out["plain"][0], out["swap"][0]) and out["plain"][1] == out["swap"][1]
+    assert all(g > 0 for g in out["plain"][1].values())  # both experts' adapters learn
+    a, b = out["plain"][0], out["fp8"][0]
+    assert float((a - b).norm() / a.norm()) < FP8_TOLERANCE

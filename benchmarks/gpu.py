@@ -147,12 +147,14 @@ def setseq_adapters(model: torch.nn.Module, rank: int) -> list[torch.nn.Paramete
 
 
 def peft_adapters(model: torch.nn.Module, rank: int, dtype: torch.dtype) -> list[torch.nn.Parameter]:
-    """PEFT's LoRA on the same modules, scale alpha / r = 1 as setseq's, in the base's dtype."""
+    """PEFT's LoRA on the same modules, scale alpha / r = 1 as setseq's, its weights in the base's
+    dtype: both compute in that dtype (setseq keeps float32 adapter tensors and casts them to it in
+    each forward; PEFT's `get_peft_model` would keep float32 weights and cast the input up instead)."""
     from peft import LoraConfig, inject_adapter_in_model
 
     inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=PEFT_TARGETS), model)
     params = [p for n, p in model.named_parameters() if "lora_" in n]
-    for p in params:  # like setseq's adapter, in the base's dtype (PEFT may keep float32 adapters)
+    for p in params:
         p.data = p.data.to(dtype)
     return [p.requires_grad_(True) for p in params]
 
@@ -382,7 +384,7 @@ def markdown(result: dict) -> str:
         )
     lines += [
         "",
-        f"setseq against PEFT (same base weights, rank, targets and dtype; checkpointing; {cfg['rounds']} "
+        f"setseq against PEFT (same base weights, rank, targets and compute dtype; checkpointing; {cfg['rounds']} "
         f"alternating rounds of {cfg['round_steps']} steps):",
         "",
         "| geometry | setseq s/step | PEFT s/step | setseq / PEFT: median (range) |",

@@ -75,9 +75,9 @@ class _Float8Matmul(torch.autograd.Function):
 
 
 class Float8Linear(nn.Linear):
-    """A frozen `nn.Linear` whose weight is float8 e4m3 times a per-tensor scale; it computes in
-    `compute_dtype`, the dtype the weight had. Still an `nn.Linear`, so `lora.inject` wraps it like
-    any other; `compute_dtype` tells it to make the adapter in that dtype rather than in float8."""
+    """A frozen `nn.Linear` whose weight is float8 e4m3 times a per-tensor scale; it computes in its
+    input's dtype, which is `compute_dtype`, the dtype the weight had, in a model loaded in one dtype.
+    Still an `nn.Linear`, so `lora.inject` wraps it like any other (its adapter is float32)."""
 
     def __init__(self, linear: nn.Linear):
         nn.Module.__init__(self)  # not nn.Linear's: it would allocate a full-precision weight

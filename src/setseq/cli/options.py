@@ -121,7 +121,7 @@ def device_args(p: argparse.ArgumentParser) -> None:
         "--fp8-base",
         action="store_true",
         help="store the transformer blocks' frozen linear weights in float8 with a per-tensor scale, computed "
-        "in --dtype (half the memory of bf16 weights; adapters keep their dtype)",
+        "in --dtype (half the memory of bf16 weights; the adapters stay float32)",
     )
     p.add_argument(
         "--blocks-to-swap",

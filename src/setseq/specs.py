@@ -95,6 +95,22 @@ def read_concept_list(path: str | Path) -> list[ConceptSource]:
     return sources
 
 
+def check_videos(videos: list[str | Path]) -> None:
+    """Refuse a video path that does not exist or is named like a mask (NAME.mask.*).
+
+    Raises:
+        SetseqError: for the first such path.
+    """
+    for v in map(Path, videos):
+        if not v.exists():
+            raise SetseqError(f"video {str(v)!r} does not exist.")
+        if data.is_mask_path(v):
+            raise SetseqError(
+                f"{str(v)!r} is named like a mask (NAME.mask.*), which is read with its clip NAME; "
+                f"pass the clip only, or rename it."
+            )
+
+
 def concept_specs(
     sources: list[ConceptSource],
     geometry: Geometry,
@@ -121,15 +137,7 @@ def concept_specs(
         SetseqError: a video is missing or named like a mask, has no prompt, or a setting, mask or
             video cannot be read.
     """
-    for s in sources:
-        v = Path(s.video)
-        if not v.exists():
-            raise SetseqError(f"video {str(v)!r} does not exist.")
-        if data.is_mask_path(v):
-            raise SetseqError(
-                f"{str(v)!r} is named like a mask (NAME.mask.*), which is read with its clip NAME; "
-                f"pass the clip only, or rename it."
-            )
+    check_videos([s.video for s in sources])
     taken: set[str] = set()
     specs = []
     for i, s in enumerate(sources):

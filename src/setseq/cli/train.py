@@ -240,8 +240,7 @@ def _stage_flags(a: argparse.Namespace, cfg: TrainConfig) -> None:
 
 def _sources(a: argparse.Namespace) -> list:
     """The concepts to learn, from VIDEO arguments with --prompt, --motion-prompt, --mask, or --concepts FILE."""
-    from setseq import data
-    from setseq.specs import ConceptSource, read_concept_list
+    from setseq.specs import ConceptSource, check_videos, read_concept_list
 
     listed = read_concept_list(a.concepts) if a.concepts else []
     if listed and (a.videos or a.prompt or a.motion_prompt or a.mask):
@@ -249,14 +248,7 @@ def _sources(a: argparse.Namespace) -> list:
     if not listed and not a.videos:
         raise SetseqError("no video given: pass VIDEO arguments or --concepts FILE.")
     videos = [Path(s.video) for s in listed] or [Path(v) for v in a.videos]
-    for v in videos:  # before the model loads (concept_specs checks again)
-        if not v.exists():
-            raise SetseqError(f"video {str(v)!r} does not exist.")
-        if data.is_mask_path(v):
-            raise SetseqError(
-                f"{str(v)!r} is named like a mask (NAME.mask.*), which is read with its clip NAME; "
-                f"pass the clip only, or rename it."
-            )
+    check_videos(videos)  # before the model loads (concept_specs checks again)
     if listed:
         return listed
     n = len(videos)

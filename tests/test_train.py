@@ -251,8 +251,8 @@ def test_validation_samples_are_written_every_n_steps(tmp_path):
 
 
 def test_toy_preset_is_the_papers_method_at_toy_scale():
-    """Only the numbers that suit a small model change: lr, clip, steps, batch, timesteps; the
-    stages, dropout and regularisers are the setseq preset's."""
+    """Only the numbers that suit a small model change: rank, lr, clip, steps, batch, timesteps; the
+    stages, dropout, regularisers and adapted layers are the setseq preset's."""
     from setseq.config import preset
 
     toy, paper = preset("toy"), preset("setseq")
@@ -265,7 +265,8 @@ def test_toy_preset_is_the_papers_method_at_toy_scale():
             b.coef_dropout,
             b.train_basis,
         )
-    assert toy.reg == paper.reg and toy.lora == paper.lora
+    assert toy.reg == paper.reg and toy.lora.targets == paper.lora.targets and toy.lora.scale == paper.lora.scale
+    assert toy.lora.rank >= paper.lora.rank  # high rank, with the same dropout on the coefficients
     assert toy.optim.lr == 10 * paper.optim.lr
     assert sum(s.steps for s in toy.stages) < sum(s.steps for s in paper.stages)
     toy.validate()

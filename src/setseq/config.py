@@ -216,18 +216,23 @@ def preset_toy() -> TrainConfig:
 
     The method is the paper's: stage 1 trains A1, B1 on the frame set with the static prompt, stage
     2 trains only the motion coefficients B2 on the clip (A1, B1 frozen), every regulariser on, the
-    same dropout. What changes is what suits a small model: a 10x learning rate with a looser
-    gradient clip, fewer steps at batch 4 (so the full demo fits 10 minutes on 2 CPU cores), and
-    uniform timesteps, the base's own pretraining distribution (logit-normal rarely draws the high
-    noise levels at which a path is decided). Numbers measured in docs/toy-model.md.
+    same dropout. What changes is what suits a small model:
+    - rank 64, half the toy's width of 128: stage 2's motion lives in span(A1), and at rank 8 or 32
+      that span, learned from single frames, cannot hold the concept's path (sec. 3.4.2's "high
+      rank", read at this width; measured in docs/toy-model.md);
+    - a 10x learning rate with a looser gradient clip, 200 + 450 steps at batch 4 (the full demo
+      fits 10 minutes on 2 CPU cores);
+    - uniform timesteps, the base's own pretraining distribution (logit-normal rarely draws the high
+      noise levels at which a path is decided).
     """
     cfg = TrainConfig(
         method="toy",
         stages=[
             StageConfig("set", data="frames", prompt="static", train="identity", steps=200, coef_dropout=0.8),
-            StageConfig("sequence", data="clip", prompt="full", train="motion", steps=300, coef_dropout=0.5),
+            StageConfig("sequence", data="clip", prompt="full", train="motion", steps=450, coef_dropout=0.5),
         ],
     )
+    cfg.lora.rank = 64
     cfg.optim.lr, cfg.optim.grad_clip, cfg.optim.batch_size = 1e-3, 1.0, 4
     cfg.flow.timesteps = "uniform"
     return cfg

@@ -179,8 +179,9 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     cfg = load_config(a.config, a.method, default)
     if cfg.method == "toy" and default == "toy" and a.method is None:
         note(
-            "--base toy trains with the 'toy' preset (the paper's method at the toy base's scale: lr 1e-3, "
-            f"{cfg.stages[0].steps} + {cfg.stages[1].steps} steps); --method setseq gives the paper's numbers."
+            "--base toy trains with the 'toy' preset (the paper's method at the toy base's scale: "
+            f"rank {cfg.lora.rank}, lr {cfg.optim.lr:g}, {cfg.stages[0].steps} + {cfg.stages[1].steps} steps); "
+            "--method setseq gives the paper's numbers."
         )
     if a.rank is not None:
         cfg.lora.rank = a.rank

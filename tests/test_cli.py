@@ -201,6 +201,7 @@ def _bad_inputs(tmp: Path, trained: Path):
         "--start -2": ["train", str(video), *PROMPT, *TRAIN, *out, "--start", "-2"],
         "--steps 0 to generate": ["generate", str(trained), *gen, "--steps", "0"],
         "--guidance inf to generate": ["generate", str(trained), *gen, "--guidance", "inf"],
+        "--guidance-interval 0.7,0.2 to generate": ["generate", str(trained), *gen, "--guidance-interval", "0.7,0.2"],
         "concept name with a dot": ["train", "--concepts", str(tmp / "named.toml"), *TRAIN, *out],
     }
 
@@ -277,6 +278,7 @@ BAD_CASES = [
     "--start -2",
     "--steps 0 to generate",
     "--guidance inf to generate",
+    "--guidance-interval 0.7,0.2 to generate",
     "concept name with a dot",
 ]
 

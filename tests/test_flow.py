@@ -80,6 +80,35 @@ def test_guidance_formula():
     assert flow.guide(vc, vu, 8.0).item() == 9.0
 
 
+def test_guidance_interval_guides_inside_it_only_with_one_pass_outside():
+    from setseq.errors import SetseqError
+    from setseq.generate import generate
+
+    bb = tiny_backbone()
+    batches = []  # the batch size of every forward pass: 2 when guided (cond + uncond), 1 when not
+    velocity = bb.velocity
+    bb.velocity = lambda x, t, text, sc: batches.append(len(x)) or velocity(x, t, text, sc)
+    prompt, steps = ["a red square."], 4
+
+    def run(interval, guidance=3.0):
+        batches.clear()
+        out = generate(bb, prompt, steps=steps, guidance=guidance, guidance_interval=interval, seed=0)
+        return out, list(batches)
+
+    every, every_batches = run((0.0, 1.0))
+    none, none_batches = run((0.0, 1e-6))  # no step's noise level lies in (0, 1e-6]
+    plain, _ = run((0.0, 1.0), guidance=1.0)
+    part, part_batches = run((0.6, 1.0))
+    ts = flow.schedule(steps, bb.sampling.shift)[:-1]
+    assert every_batches == [2] * steps and none_batches == [1] * steps
+    assert part_batches == [2 if t > 0.6 else 1 for t in ts.tolist()] and 1 in part_batches and 2 in part_batches
+    assert torch.equal(none, plain)  # outside the interval: exactly the conditional velocity
+    assert not torch.allclose(part, every) and not torch.allclose(part, none)
+    for bad in ((0.5, 0.5), (-0.1, 1.0), (0.2, 1.5)):
+        with pytest.raises(SetseqError):
+            generate(bb, prompt, steps=2, guidance=3.0, guidance_interval=bad)
+
+
 def test_generate_from_init_keeps_what_survives_the_noise():
     from setseq.errors import SetseqError
     from setseq.generate import generate

@@ -4,6 +4,7 @@ so that the concept does not overwrite what the base already draws."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -41,7 +42,16 @@ def prior_videos(
         (videos (N, F, C, H, W) in [-1, 1], the N (appearance, motion) prompts).
     """
     prompts = backbone.prior_prompts(reg.prior_videos, seed)
-    key = json.dumps([backbone.fingerprint(), prompts, geometry.__dict__, reg.prior_steps, seed])
+    key = json.dumps(
+        [
+            backbone.fingerprint(),
+            prompts,
+            geometry.__dict__,
+            reg.prior_steps,
+            seed,
+            dataclasses.asdict(backbone.sampling),
+        ]
+    )
     path = Path(cache_dir) / "prior" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
     # All ranks load, or all generate (sharded, generating is collective): never some of each.
     if parallel.on_every_rank(world, path.is_file()):

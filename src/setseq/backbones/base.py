@@ -52,6 +52,9 @@ class SamplingDefaults:
     steps: int = 30
     guidance: float = 8.0  # the paper samples with cfg 8
     shift: float = 1.0
+    # Noise levels (lo, hi] at which guidance applies; elsewhere the conditional velocity alone
+    # (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"). (0, 1): every step.
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
 
 
 @runtime_checkable

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from setseq.cli.options import COUNT, GUIDANCE, SCALE, SEED, device_args, device_options, parse_numbers, parse_scales
+from setseq.cli.options import (
+    COUNT,
+    GUIDANCE,
+    SCALE,
+    SEED,
+    device_args,
+    device_options,
+    interval,
+    parse_numbers,
+    parse_scales,
+)
 from setseq.errors import SetseqError
 
 
@@ -38,6 +48,12 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=SEED, default=0, help="noise seed (default 0)")
     p.add_argument("--steps", type=COUNT, help="sampling steps (default: the base model's)")
     p.add_argument("--guidance", type=GUIDANCE, help="classifier-free guidance (paper: 8; default: the base model's)")
+    p.add_argument(
+        "--guidance-interval",
+        type=interval,
+        metavar="LO,HI",
+        help="LO,HI: guide only at noise levels in (LO, HI], 1 = pure noise (default: the base model's; toy: 0.5,1)",
+    )
     p.add_argument("--negative", default="", help="negative prompt for guidance (default empty)")
     p.add_argument("--frames", type=COUNT, help="frames to generate (default: the concept's)")
     p.add_argument("--upscale", type=COUNT, help="integer upscaling of the written video (default: to at least 256 px)")
@@ -87,6 +103,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
             geometry=g,
             steps=a.steps,
             guidance=a.guidance,
+            guidance_interval=a.guidance_interval,
             seed=a.seed,
             negative=a.negative,
             progress=True,

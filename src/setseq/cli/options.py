@@ -65,6 +65,20 @@ def dropouts(text: str) -> list[float]:
 dropouts.__name__ = "dropout"
 
 
+def interval(text: str) -> tuple[float, float]:
+    """An argparse ``type=`` for --guidance-interval: "LO,HI" with 0 <= LO < HI <= 1."""
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        lo, hi = 1.0, 0.0
+    if not 0.0 <= lo < hi <= 1.0:
+        raise argparse.ArgumentTypeError(f"takes two noise levels LO,HI with 0 <= LO < HI <= 1, got {text!r}")
+    return lo, hi
+
+
+interval.__name__ = "guidance interval"
+
+
 # ============================================================================================
 # list-valued flags read inside a command (their errors name the flag)
 # ============================================================================================

@@ -52,8 +52,40 @@ def test_quick_leakage_compares_no_stitching_stitching_and_one_background(tmp_pa
     assert main(["bench", "leakage", "--quick", "--base", "toy-tiny", "--out", str(out)]) == 0
     result = json.loads((out / "leakage.json").read_text())
     summary = result["summary"]
+    assert result["scale"] == "paper"  # not the toy base: the paper's presets
     assert [s["arm"] for s in summary] == ["no stitching", "stitched", "stitched + background removed"]
     assert [(s["stitch_prob"], s["background_removed"]) for s in summary] == [(0.0, False), (0.2, False), (0.2, True)]
     # each of 3 outputs (waves alone, flicker alone, both) scored against both concepts, per arm
     assert len(result["records"]) == 3 * 3 * 2
     assert (out / "pair-stitch0.2-s0.safetensors").is_file() and (out / "pair-stitch0.2-nobg-s0.safetensors").is_file()
+
+
+def test_toy_scale_rows_name_their_ranks_and_train_the_toy_presets_numbers():
+    from setseq.bench import _config, row_label
+    from setseq.config import preset
+
+    assert [row_label(r, "toy") for r in ROWS][:2] == ["LoRA-1 (rank 8)", "LoRA-8 (rank 64)"]
+    assert [row_label(r, "toy") for r in ROWS][2:] == [r.label for r in ROWS[2:]]
+    assert [row_label(r, "paper") for r in ROWS] == [r.label for r in ROWS]
+    # the Set-and-Sequence row at toy scale trains what `setseq train --base toy` does
+    assert _config("setseq", 8, "toy").to_dict() == {**preset("toy").to_dict(), "method": "setseq"}
+    paper = _config("lora", 1, "paper")
+    assert paper.lora.rank == 1 and [s.steps for s in paper.stages] == [550]
+
+
+def test_bench_scale_defaults_to_toy_on_the_toy_base_and_refuses_unknown_scales(capsys):
+    import argparse
+
+    from setseq.bench import run_leakage
+    from setseq.cli.bench import _scales
+    from setseq.errors import SetseqError
+
+    ns = lambda **kw: argparse.Namespace(**{"scale": None, "step_scale": None, **kw})
+    assert _scales(ns(base="toy")) == ("toy", 1.0)
+    assert _scales(ns(base="toy-tiny")) == ("paper", 0.25)
+    assert _scales(ns(base="toy", scale="paper", step_scale=0.5)) == ("paper", 0.5)
+    with pytest.raises(SetseqError, match="unknown scale"):
+        run_leakage("unused", scale="huge")
+    with pytest.raises(SystemExit) as exit:  # argparse: usage and one sentence, exit code 2
+        main(["bench", "ablation", "--scale", "huge", "--out", "unused"])
+    assert exit.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """Trainer properties: what changes, what stays bit-identical, resume, regularisers, presets."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -250,23 +252,37 @@ def test_validation_samples_are_written_every_n_steps(tmp_path):
     _assert_same(full, plain)
 
 
-def test_toy_preset_is_the_papers_method_at_toy_scale():
+@pytest.mark.parametrize("method", ["setseq", "two-stage", "lora", "dreammix", "textual-inversion"])
+def test_toy_scale_keeps_each_method_and_changes_only_its_numbers(method):
     """Only the numbers that suit a small model change: rank, lr, clip, steps, batch, timesteps; the
-    stages, dropout, regularisers and adapted layers are the setseq preset's."""
-    from setseq.config import preset
+    stages, dropout, regularisers, adapted layers and concept-token rate are the preset's."""
+    from setseq.config import TOY_STEPS, preset, toy_scale
 
-    toy, paper = preset("toy"), preset("setseq")
-    for a, b in zip(toy.stages, paper.stages):
-        assert (a.name, a.data, a.prompt, a.train, a.coef_dropout, a.train_basis) == (
-            b.name,
-            b.data,
-            b.prompt,
-            b.train,
-            b.coef_dropout,
-            b.train_basis,
-        )
-    assert toy.reg == paper.reg and toy.lora.targets == paper.lora.targets and toy.lora.scale == paper.lora.scale
-    assert toy.lora.rank >= paper.lora.rank  # high rank, with the same dropout on the coefficients
-    assert toy.optim.lr == 10 * paper.optim.lr
-    assert sum(s.steps for s in toy.stages) < sum(s.steps for s in paper.stages)
+    toy, paper = toy_scale(preset(method)), preset(method)
+    assert [(s.name, s.data, s.prompt, s.train, s.coef_dropout, s.train_basis) for s in toy.stages] == [
+        (s.name, s.data, s.prompt, s.train, s.coef_dropout, s.train_basis) for s in paper.stages
+    ]
+    assert toy.reg == dataclasses.replace(paper.reg, prompt_dropout=2 * paper.reg.prompt_dropout)
+    assert toy.lora.targets == paper.lora.targets and toy.lora.scale == paper.lora.scale
+    assert toy.lora.rank == 8 * paper.lora.rank  # high rank, with the same dropout on the coefficients
+    assert toy.optim.lr == pytest.approx(10 * paper.optim.lr) and toy.optim.token_lr == paper.optim.token_lr
+    # every method gets the same budget: TOY_STEPS for two stages, their sum for one
+    assert [s.steps for s in toy.stages] == (list(TOY_STEPS) if len(paper.stages) == 2 else [sum(TOY_STEPS)])
     toy.validate()
+
+
+def test_toy_preset_is_set_and_sequence_at_toy_scale():
+    from setseq.config import preset, toy_scale
+
+    toy, scaled = preset("toy"), toy_scale(preset("setseq"))
+    assert toy.method == "toy" and toy.to_dict() == {**scaled.to_dict(), "method": "toy"}
+    assert [s.steps for s in toy.stages] == [200, 550] and toy.lora.rank == 64 and toy.reg.prompt_dropout == 0.2
+
+
+def test_toy_scale_refuses_a_method_it_cannot_map():
+    from setseq.config import StageConfig, preset, toy_scale
+
+    cfg = preset("setseq")
+    cfg.stages.append(StageConfig("extra", data="clip", prompt="full", train="motion", steps=10))
+    with pytest.raises(SetseqError, match="one- and two-stage"):
+        toy_scale(cfg)

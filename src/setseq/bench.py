@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from setseq import data
 from setseq.backbones import load_backbone
-from setseq.config import preset
+from setseq.config import preset, toy_scale
+from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
 from setseq.generate import generate
 from setseq.metrics.toy import toy_metrics
@@ -48,11 +49,33 @@ ROWS = [
 COLUMNS = ["recon_mse", "identity", "motion", "edit", "tc"]
 
 
-def _train(row: Row, concept: str, seed: int, base: str, step_scale: float, batch: int, out: Path):
+SCALES = ("paper", "toy")
+
+
+def _check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise SetseqError(f"unknown scale {scale!r}; choose paper or toy.")
+
+
+def _config(method: str, rank: int | None, scale: str):
+    """A row's training config: the method's preset with the row's rank, moved to the toy base's
+    scale (`config.toy_scale`: rank x 8, lr x 10, 200 + 550 or 750 steps) when scale is "toy"."""
+    cfg = preset(method)
+    if rank is not None:
+        cfg.lora.rank = rank
+    return toy_scale(cfg) if scale == "toy" else cfg
+
+
+def row_label(row: Row, scale: str) -> str:
+    """The row's name in the paper, with the rank it trains at when the toy scale changes it."""
+    return f"{row.label} (rank {row.rank * 8})" if scale == "toy" and row.method == "lora" else row.label
+
+
+def _train(row: Row, concept: str, seed: int, base: str, step_scale: float, batch: int, out: Path, scale: str):
     bb = load_backbone(base)
     spec = example_spec(concept, bb.geometry)
-    cfg = preset(row.method)
-    cfg.lora.rank, cfg.seed, cfg.optim.batch_size = row.rank, seed, batch
+    cfg = _config(row.method, row.rank, scale)
+    cfg.seed, cfg.optim.batch_size = seed, batch
     for s in cfg.stages:
         s.steps = max(1, round(s.steps * step_scale))
     Trainer(bb, [spec], cfg, out / f"{concept}-{row.method}-r{row.rank}-s{seed}.safetensors", progress=False).run()
@@ -70,6 +93,7 @@ def run_ablation(
     edits: int = 4,
     rows=ROWS,
     progress: bool = True,
+    scale: str = "paper",
 ) -> dict:
     """Train and evaluate every row on every concept and seed; write the table, plot and page.
 
@@ -77,18 +101,26 @@ def run_ablation(
         out: output folder.
         concepts, seeds: example concepts and seeds to run.
         base: base model.
-        step_scale: training steps as a share of each method's paper steps (1.0 = 600 + 900 ...).
+        step_scale: training steps as a share of each method's steps at `scale` (paper: 1.0 = 600
+            + 900 for Set-and-Sequence, 550 for the one-stage rows; toy: 200 + 550 and 750).
         batch_size: training batch.
         sample_steps: sampler steps for the evaluated videos.
         edits: how many of the four edit prompts to use.
         rows: the methods to compare.
+        scale: "paper" trains each row with its paper preset; "toy" moves every row to the toy
+            base's scale with `config.toy_scale` (the same change that makes the toy preset).
+
+    Raises:
+        SetseqError: for an unknown scale.
     """
+    _check_scale(scale)
+    rows = [Row(row_label(r, scale), r.method, r.rank) for r in rows]
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     t0, records, cells = time.time(), [], {}
     jobs = [(c, s, r) for c in concepts for s in seeds for r in rows]
     for concept, seed, row in tqdm(jobs, desc="ablation", disable=not progress):
-        bb, reference = _train(row, concept, seed, base, step_scale, batch_size, out / "concepts")
+        bb, reference = _train(row, concept, seed, base, step_scale, batch_size, out / "concepts", scale)
         prompts = edit_prompts(concept)[: 1 + edits]
         clips = generate(bb, [p for _, p, _ in prompts], steps=sample_steps, seed=seed)
         for (label, prompt, _), clip in zip(prompts, clips):
@@ -116,6 +148,7 @@ def run_ablation(
         "concepts": list(concepts),
         "seeds": list(seeds),
         "base": base,
+        "scale": scale,
         "step_scale": step_scale,
         "batch_size": batch_size,
         "sample_steps": sample_steps,
@@ -271,6 +304,7 @@ def run_leakage(
     batch_size: int = 4,
     sample_steps: int = 20,
     progress: bool = True,
+    scale: str = "paper",
 ) -> dict:
     """Learn two concepts jointly without stitched clips, with them, and with them on one shared
     background (the examples' masks; see setseq.stitch); generate each alone and both together;
@@ -278,14 +312,18 @@ def run_leakage(
 
     Leakage is a concept-alone output's identity score against the *other* concept; a clean
     composition keeps each concept's own scores high when both are prompted.
+
+    `scale` and `step_scale` as in `run_ablation`: the Set-and-Sequence preset at the paper's scale
+    or moved to the toy base's (`config.toy_scale`). Raises SetseqError for an unknown scale.
     """
+    _check_scale(scale)
     out = Path(out)
     records = []
     jobs = [(arm, seed) for arm in LEAKAGE_ARMS for seed in seeds]
     for (arm, stitch, remove), seed in tqdm(jobs, desc="leakage", disable=not progress):
         bb = load_backbone(base)
         specs = [example_spec(n, bb.geometry, i) for i, n in enumerate(names, start=1)]
-        cfg = preset("setseq")
+        cfg = _config("setseq", None, scale)
         cfg.seed, cfg.optim.batch_size, cfg.reg.stitch_prob = seed, batch_size, stitch
         cfg.reg.stitch_remove_background = remove
         for s in cfg.stages:
@@ -336,6 +374,7 @@ def run_leakage(
                     "records": records,
                     "names": names,
                     "seeds": list(seeds),
+                    "scale": scale,
                     "step_scale": step_scale,
                     "batch_size": batch_size,
                     "base": base,

@@ -27,7 +27,15 @@ def add_parser(sub) -> None:
     ab.add_argument("--concepts", default="sprite,waves,flicker", help="example concepts (default: all three)")
     ab.add_argument("--seeds", default="0,1", help="seeds (default: 0,1)")
     ab.add_argument(
-        "--step-scale", type=POSITIVE, default=0.25, help="training steps as a share of the paper's (default 0.25)"
+        "--scale",
+        choices=["paper", "toy"],
+        help="train each method with the paper's preset, or moved to the toy base's scale "
+        "(rank x 8, lr x 10, prompt dropout x 2, 200 + 550 or 750 steps; config.toy_scale). Default: toy with --base toy, else paper",
+    )
+    ab.add_argument(
+        "--step-scale",
+        type=POSITIVE,
+        help="training steps as a share of the method's at --scale (default 1 at toy scale, 0.25 at the paper's)",
     )
     ab.add_argument("--batch-size", type=COUNT, default=4, help="training batch (default 4)")
     ab.add_argument("--sample-steps", type=COUNT, default=20, help="sampler steps (default 20)")
@@ -42,10 +50,24 @@ def add_parser(sub) -> None:
     lk.add_argument("--base", default="toy", help="base model (default: toy)")
     lk.add_argument("--seeds", default="0", help="seeds (default: 0)")
     lk.add_argument(
-        "--step-scale", type=POSITIVE, default=0.25, help="training steps as a share of the paper's (default 0.25)"
+        "--scale",
+        choices=["paper", "toy"],
+        help="train each method with the paper's preset, or moved to the toy base's scale "
+        "(rank x 8, lr x 10, prompt dropout x 2, 200 + 550 or 750 steps; config.toy_scale). Default: toy with --base toy, else paper",
+    )
+    lk.add_argument(
+        "--step-scale",
+        type=POSITIVE,
+        help="training steps as a share of the method's at --scale (default 1 at toy scale, 0.25 at the paper's)",
     )
     lk.add_argument("--quick", action="store_true", help="a smoke run with a few steps")
     lk.set_defaults(func=cmd_bench_leakage)
+
+
+def _scales(a: argparse.Namespace) -> tuple[str, float]:
+    """(scale, step_scale) from the options: the toy scale by default on the toy base."""
+    scale = a.scale or ("toy" if a.base == "toy" else "paper")
+    return scale, a.step_scale or (1.0 if scale == "toy" else 0.25)
 
 
 def cmd_bench_ablation(a: argparse.Namespace) -> int:
@@ -58,12 +80,13 @@ def cmd_bench_ablation(a: argparse.Namespace) -> int:
     if unknown:
         raise SetseqError(f"unknown example concept(s) {sorted(unknown)}; choose from {', '.join(world.CONCEPTS)}.")
     seeds = parse_seeds(a.seeds)
+    scale, step_scale = _scales(a)
     if a.quick:
         r = run_ablation(
-            a.out, concepts[:1], seeds[:1], a.base, step_scale=0.005, batch_size=2, sample_steps=2, edits=2
+            a.out, concepts[:1], seeds[:1], a.base, step_scale=0.005, batch_size=2, sample_steps=2, edits=2, scale=scale
         )
     else:
-        r = run_ablation(a.out, concepts, seeds, a.base, a.step_scale, a.batch_size, a.sample_steps)
+        r = run_ablation(a.out, concepts, seeds, a.base, step_scale, a.batch_size, a.sample_steps, scale=scale)
     print(markdown_table(r["summary"]))
     print(f"wrote {Path(a.out) / 'table.md'}, table.csv, scatter.svg and index.html")
     return 0
@@ -74,8 +97,9 @@ def cmd_bench_leakage(a: argparse.Namespace) -> int:
     from setseq.bench import run_leakage
 
     seeds = parse_seeds(a.seeds)
-    scale, steps = (0.003, 2) if a.quick else (a.step_scale, 20)
-    r = run_leakage(a.out, seeds=seeds, base=a.base, step_scale=scale, sample_steps=steps)
+    scale, step_scale = _scales(a)
+    step_scale, steps = (0.003, 2) if a.quick else (step_scale, 20)
+    r = run_leakage(a.out, seeds=seeds, base=a.base, step_scale=step_scale, sample_steps=steps, scale=scale)
     print(
         "| training | stitch_prob | own identity | leaked identity | identity when composed | own motion |\n"
         "|---|---|---|---|---|---|"

@@ -180,7 +180,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     if cfg.method == "toy" and default == "toy" and a.method is None:
         note(
             "--base toy trains with the 'toy' preset (the paper's method at the toy base's scale: "
-            f"rank {cfg.lora.rank}, lr {cfg.optim.lr:g}, {cfg.stages[0].steps} + {cfg.stages[1].steps} steps); "
+            f"rank {cfg.lora.rank}, lr {cfg.optim.lr:g}, prompt dropout {cfg.reg.prompt_dropout:g}, "
+            f"{cfg.stages[0].steps} + {cfg.stages[1].steps} steps); "
             "--method setseq gives the paper's numbers."
         )
     if a.rank is not None:

@@ -24,6 +24,23 @@ def test_quick_ablation_writes_table_plot_and_page(tmp_path):
     assert page.count("<svg") == 2 and "identity on the edits (0..1" in page  # both scatter plots
 
 
+def test_ablation_resumes_from_its_finished_jobs_and_redoes_jobs_of_other_settings(tmp_path, monkeypatch):
+    import setseq.bench as bench
+
+    out, rows = tmp_path / "abl", ROWS[:2]
+    kw = dict(concepts=["sprite"], seeds=[0], base="toy-tiny", step_scale=0.005, batch_size=2, sample_steps=2, edits=1)
+    first = bench.run_ablation(out, rows=rows, progress=False, **kw)
+    assert len(list((out / "jobs").glob("*.json"))) == len(rows)
+    trained = []
+    real = bench._train
+    monkeypatch.setattr(bench, "_train", lambda row, *a: trained.append(row.label) or real(row, *a))
+    again = bench.run_ablation(out, rows=rows, progress=False, **kw)
+    assert trained == [] and again["records"] == first["records"]  # nothing trained again, same table
+    assert again["meta"]["seconds"] == first["meta"]["seconds"]
+    bench.run_ablation(out, rows=rows[:1], progress=False, **{**kw, "sample_steps": 3})
+    assert trained == [rows[0].label]  # other settings: that job is done again
+
+
 def test_summary_averages_runs_and_separates_reconstruction_from_edits():
     rec = lambda seed, out, mse, edit: {
         "row": "LoRA-1",
@@ -58,6 +75,7 @@ def test_quick_leakage_compares_no_stitching_stitching_and_one_background(tmp_pa
     # each of 3 outputs (waves alone, flicker alone, both) scored against both concepts, per arm
     assert len(result["records"]) == 3 * 3 * 2
     assert (out / "pair-stitch0.2-s0.safetensors").is_file() and (out / "pair-stitch0.2-nobg-s0.safetensors").is_file()
+    assert len(list((out / "jobs").glob("*.json"))) == 3  # one kept job per arm: a stopped run goes on
 
 
 def test_toy_scale_rows_name_their_ranks_and_train_the_toy_presets_numbers():

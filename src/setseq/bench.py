@@ -13,6 +13,7 @@ import io
 import json
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,50 @@ def _train(row: Row, concept: str, seed: int, base: str, step_scale: float, batc
     return bb, spec.video
 
 
+def _kept(done: Path, settings: dict, run) -> dict:
+    """A benchmark job's result, saved as JSON in `done` once it has finished: read back when it was
+    saved under the same settings (a stopped run goes on where it was), else `run()` (a dict) now."""
+    saved = json.loads(done.read_text()) if done.is_file() else None
+    if saved is None or saved["settings"] != settings:
+        saved = {"settings": settings, **run()}
+        done.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(done) as tmp:
+            tmp.write_text(json.dumps(saved, indent=1))
+    return saved
+
+
+def _ablation_job(row, concept, seed, base, step_scale, batch_size, sample_steps, edits, scale, out):
+    """Train one row on one concept and seed, generate the reconstruction and edits, score them.
+
+    Returns {"records": one per output, "cells": the outputs' video cells for the page (the mp4s
+    are written to OUT/videos/), "seconds": how long it took}."""
+    t0 = time.time()
+    bb, reference = _train(row, concept, seed, base, step_scale, batch_size, out / "concepts", scale)
+    prompts = edit_prompts(concept)[: 1 + edits]
+    clips = generate(bb, [p for _, p, _ in prompts], steps=sample_steps, seed=seed)
+    records, cells = [], []
+    for (label, prompt, _), clip in zip(prompts, clips):
+        # both clips segmented the same way (background subtraction), so an identical clip scores 1
+        m = toy_metrics(clip, reference, world.concept_scene(concept).kind, prompt=prompt)
+        records.append(
+            {
+                "row": row.label,
+                "concept": concept,
+                "seed": seed,
+                "output": label,
+                "mse": m["mse"],
+                "identity": m["toy_identity"],
+                "motion": m["toy_motion"],
+                "edit": m.get("toy_edit"),
+                "tc": m["tc_pixel"],
+            }
+        )
+        file = f"videos/{concept}-{row.method}-r{row.rank}-s{seed}-{len(cells)}.mp4"
+        data.write_video(out / file, clip, bb.geometry.fps, scale=6)
+        cells.append(video_cell(file, label, prompt))
+    return {"records": records, "cells": cells, "seconds": time.time() - t0}
+
+
 def run_ablation(
     out: str | Path,
     concepts=world.CONCEPTS,
@@ -110,6 +155,9 @@ def run_ablation(
         scale: "paper" trains each row with its paper preset; "toy" moves every row to the toy
             base's scale with `config.toy_scale` (the same change that makes the toy preset).
 
+    Resumable: each finished (concept, seed, row) job is saved in OUT/jobs/ and reused by a later
+    run into the same OUT with the same settings.
+
     Raises:
         SetseqError: for an unknown scale.
     """
@@ -117,32 +165,21 @@ def run_ablation(
     rows = [Row(row_label(r, scale), r.method, r.rank) for r in rows]
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    t0, records, cells = time.time(), [], {}
+    settings = {"base": base, "scale": scale, "step_scale": step_scale, "batch_size": batch_size,
+                "sample_steps": sample_steps, "edits": edits}  # fmt: skip
+    records, cells, seconds = [], {}, 0.0
     jobs = [(c, s, r) for c in concepts for s in seeds for r in rows]
     for concept, seed, row in tqdm(jobs, desc="ablation", disable=not progress):
-        bb, reference = _train(row, concept, seed, base, step_scale, batch_size, out / "concepts", scale)
-        prompts = edit_prompts(concept)[: 1 + edits]
-        clips = generate(bb, [p for _, p, _ in prompts], steps=sample_steps, seed=seed)
-        for (label, prompt, _), clip in zip(prompts, clips):
-            # both clips segmented the same way (background subtraction), so an identical clip scores 1
-            m = toy_metrics(clip, reference, world.concept_scene(concept).kind, prompt=prompt)
-            records.append(
-                {
-                    "row": row.label,
-                    "concept": concept,
-                    "seed": seed,
-                    "output": label,
-                    "mse": m["mse"],
-                    "identity": m["toy_identity"],
-                    "motion": m["toy_motion"],
-                    "edit": m.get("toy_edit"),
-                    "tc": m["tc_pixel"],
-                }
-            )
-            if seed == seeds[0]:
-                file = f"videos/{concept}-{row.method}-r{row.rank}-{len(cells.get((concept, row.label), []))}.mp4"
-                data.write_video(out / file, clip, bb.geometry.fps, scale=6)
-                cells.setdefault((concept, row.label), []).append(video_cell(file, label, prompt))
+        # Each finished job is kept in OUT/jobs/, so a run that stopped (Ctrl-C, a lost machine)
+        # goes on where it was; a job done under other settings is done again.
+        job = (row, concept, seed, base, step_scale, batch_size, sample_steps, edits, scale, out)
+        saved = _kept(
+            out / "jobs" / f"{concept}-{row.method}-r{row.rank}-s{seed}.json", settings, partial(_ablation_job, *job)
+        )
+        records += saved["records"]
+        if seed == seeds[0]:  # the page shows the first seed's videos
+            cells[(concept, row.label)] = saved["cells"]
+        seconds += saved["seconds"]
     summary = summarise(records, rows)
     meta = {
         "concepts": list(concepts),
@@ -152,7 +189,7 @@ def run_ablation(
         "step_scale": step_scale,
         "batch_size": batch_size,
         "sample_steps": sample_steps,
-        "seconds": round(time.time() - t0),
+        "seconds": round(seconds),  # training, sampling and scoring, summed over the jobs
     }
     _write(out, records, summary, meta, cells, rows)
     return {"summary": summary, "records": records, "meta": meta}
@@ -295,6 +332,38 @@ def _png(path: Path, summary) -> None:
 LEAKAGE_ARMS = [("no stitching", 0.0, False), ("stitched", 0.2, False), ("stitched + background removed", 0.2, True)]
 
 
+def _leakage_job(arm, stitch, remove, seed, names, base, scale, step_scale, batch_size, sample_steps, path):
+    """Train one arm of the leakage benchmark on the two concepts; each output scored against both.
+    Returns {"records": [...]}."""
+    bb = load_backbone(base)
+    specs = [example_spec(n, bb.geometry, i) for i, n in enumerate(names, start=1)]
+    cfg = _config("setseq", None, scale)
+    cfg.seed, cfg.optim.batch_size, cfg.reg.stitch_prob = seed, batch_size, stitch
+    cfg.reg.stitch_remove_background = remove
+    for s in cfg.stages:
+        s.steps = max(1, round(s.steps * step_scale))
+    Trainer(bb, specs, cfg, path, progress=False).run()
+    prompts = [(s.name, s.full_prompt) for s in specs] + [("both", f"{specs[0].full_prompt} {specs[1].full_prompt}")]
+    clips = generate(bb, [p for _, p in prompts], steps=sample_steps, seed=seed)
+    records = []
+    for (label, _), clip in zip(prompts, clips):
+        for s in specs:
+            m = toy_metrics(clip, s.video, world.concept_scene(s.name).kind)
+            records.append(
+                {
+                    "arm": arm,
+                    "stitch_prob": stitch,
+                    "background_removed": remove,
+                    "seed": seed,
+                    "output": label,
+                    "against": s.name,
+                    "identity": m["toy_identity"],
+                    "motion": m["toy_motion"],
+                }
+            )
+    return {"records": records}
+
+
 def run_leakage(
     out: str | Path,
     names: tuple[str, str] = ("waves", "flicker"),
@@ -315,40 +384,31 @@ def run_leakage(
 
     `scale` and `step_scale` as in `run_ablation`: the Set-and-Sequence preset at the paper's scale
     or moved to the toy base's (`config.toy_scale`). Raises SetseqError for an unknown scale.
+    Resumable as `run_ablation` is: finished (arm, seed) jobs are kept in OUT/jobs/.
     """
     _check_scale(scale)
     out = Path(out)
+    settings = {"names": list(names), "base": base, "scale": scale, "step_scale": step_scale,
+                "batch_size": batch_size, "sample_steps": sample_steps}  # fmt: skip
     records = []
     jobs = [(arm, seed) for arm in LEAKAGE_ARMS for seed in seeds]
     for (arm, stitch, remove), seed in tqdm(jobs, desc="leakage", disable=not progress):
-        bb = load_backbone(base)
-        specs = [example_spec(n, bb.geometry, i) for i, n in enumerate(names, start=1)]
-        cfg = _config("setseq", None, scale)
-        cfg.seed, cfg.optim.batch_size, cfg.reg.stitch_prob = seed, batch_size, stitch
-        cfg.reg.stitch_remove_background = remove
-        for s in cfg.stages:
-            s.steps = max(1, round(s.steps * step_scale))
-        file = f"pair-stitch{stitch:g}{'-nobg' if remove else ''}-s{seed}.safetensors"
-        Trainer(bb, specs, cfg, out / file, progress=False).run()
-        prompts = [(s.name, s.full_prompt) for s in specs] + [
-            ("both", f"{specs[0].full_prompt} {specs[1].full_prompt}")
-        ]
-        clips = generate(bb, [p for _, p in prompts], steps=sample_steps, seed=seed)
-        for (label, _), clip in zip(prompts, clips):
-            for s in specs:
-                m = toy_metrics(clip, s.video, world.concept_scene(s.name).kind)
-                records.append(
-                    {
-                        "arm": arm,
-                        "stitch_prob": stitch,
-                        "background_removed": remove,
-                        "seed": seed,
-                        "output": label,
-                        "against": s.name,
-                        "identity": m["toy_identity"],
-                        "motion": m["toy_motion"],
-                    }
-                )
+        file = f"pair-stitch{stitch:g}{'-nobg' if remove else ''}-s{seed}"
+        job = (
+            arm,
+            stitch,
+            remove,
+            seed,
+            names,
+            base,
+            scale,
+            step_scale,
+            batch_size,
+            sample_steps,
+            out / f"{file}.safetensors",
+        )
+        saved = _kept(out / "jobs" / f"{file}.json", settings, partial(_leakage_job, *job))
+        records += saved["records"]
     summary = []
     for arm, stitch, remove in LEAKAGE_ARMS:
         mine = [r for r in records if r["arm"] == arm]

@@ -394,20 +394,8 @@ def run_leakage(
     jobs = [(arm, seed) for arm in LEAKAGE_ARMS for seed in seeds]
     for (arm, stitch, remove), seed in tqdm(jobs, desc="leakage", disable=not progress):
         file = f"pair-stitch{stitch:g}{'-nobg' if remove else ''}-s{seed}"
-        job = (
-            arm,
-            stitch,
-            remove,
-            seed,
-            names,
-            base,
-            scale,
-            step_scale,
-            batch_size,
-            sample_steps,
-            out / f"{file}.safetensors",
-        )
-        saved = _kept(out / "jobs" / f"{file}.json", settings, partial(_leakage_job, *job))
+        job = (arm, stitch, remove, seed, names, base, scale, step_scale, batch_size, sample_steps)
+        saved = _kept(out / "jobs" / f"{file}.json", settings, partial(_leakage_job, *job, out / f"{file}.safetensors"))
         records += saved["records"]
     summary = []
     for arm, stitch, remove in LEAKAGE_ARMS:

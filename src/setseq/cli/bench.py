@@ -9,6 +9,21 @@ from setseq.cli.options import COUNT, POSITIVE, parse_seeds
 from setseq.errors import SetseqError
 
 
+def _scale_args(p: argparse.ArgumentParser) -> None:
+    """--scale and --step-scale, shared by both benchmarks (read back by `_scales`)."""
+    p.add_argument(
+        "--scale",
+        choices=["paper", "toy"],
+        help="train each method with the paper's preset, or moved to the toy base's scale "
+        "(rank x 8, lr x 10, prompt dropout x 2, 200 + 550 or 750 steps; config.toy_scale). Default: toy with --base toy, else paper",
+    )
+    p.add_argument(
+        "--step-scale",
+        type=POSITIVE,
+        help="training steps as a share of the method's at --scale (default 1 at toy scale, 0.25 at the paper's)",
+    )
+
+
 def add_parser(sub) -> None:
     """The `bench` command and its two benchmarks."""
     p = sub.add_parser(
@@ -26,17 +41,7 @@ def add_parser(sub) -> None:
     ab.add_argument("--base", default="toy", help="base model (default: toy)")
     ab.add_argument("--concepts", default="sprite,waves,flicker", help="example concepts (default: all three)")
     ab.add_argument("--seeds", default="0,1", help="seeds (default: 0,1)")
-    ab.add_argument(
-        "--scale",
-        choices=["paper", "toy"],
-        help="train each method with the paper's preset, or moved to the toy base's scale "
-        "(rank x 8, lr x 10, prompt dropout x 2, 200 + 550 or 750 steps; config.toy_scale). Default: toy with --base toy, else paper",
-    )
-    ab.add_argument(
-        "--step-scale",
-        type=POSITIVE,
-        help="training steps as a share of the method's at --scale (default 1 at toy scale, 0.25 at the paper's)",
-    )
+    _scale_args(ab)
     ab.add_argument("--batch-size", type=COUNT, default=4, help="training batch (default 4)")
     ab.add_argument("--sample-steps", type=COUNT, default=20, help="sampler steps (default 20)")
     ab.add_argument("--quick", action="store_true", help="a smoke run: one concept, one seed, two edits, a few steps")
@@ -49,17 +54,7 @@ def add_parser(sub) -> None:
     lk.add_argument("--out", default="leakage-out", help="output folder (default: leakage-out)")
     lk.add_argument("--base", default="toy", help="base model (default: toy)")
     lk.add_argument("--seeds", default="0", help="seeds (default: 0)")
-    lk.add_argument(
-        "--scale",
-        choices=["paper", "toy"],
-        help="train each method with the paper's preset, or moved to the toy base's scale "
-        "(rank x 8, lr x 10, prompt dropout x 2, 200 + 550 or 750 steps; config.toy_scale). Default: toy with --base toy, else paper",
-    )
-    lk.add_argument(
-        "--step-scale",
-        type=POSITIVE,
-        help="training steps as a share of the method's at --scale (default 1 at toy scale, 0.25 at the paper's)",
-    )
+    _scale_args(lk)
     lk.add_argument("--quick", action="store_true", help="a smoke run with a few steps")
     lk.set_defaults(func=cmd_bench_leakage)
 

@@ -52,7 +52,7 @@ def add_parser(sub) -> None:
         "--guidance-interval",
         type=interval,
         metavar="LO,HI",
-        help="LO,HI: guide only at noise levels in (LO, HI], 1 = pure noise (default: the base model's; toy: 0.5,1)",
+        help="LO,HI: guide only at noise levels in (LO, HI], 1 = pure noise (default: the base model's; toy: 0,1, every step)",
     )
     p.add_argument("--negative", default="", help="negative prompt for guidance (default empty)")
     p.add_argument("--frames", type=COUNT, help="frames to generate (default: the concept's)")

@@ -111,6 +111,22 @@ def test_motion_words_keeps_nearly_clean_clips_whatever_the_caption():
     assert r["rows"]["opposite"]["captioned"] <= 1 / 6  # it says the other way, the clip wins
 
 
+def test_attribute_accuracy_confusion_agrees_with_accuracy(capsys):
+    """The confusion table counts every clip an attribute applies to once, and its diagonal is the
+    accuracy (a rough 2-step sample is enough: the check is bookkeeping, not quality)."""
+    from setseq.toylab.evaluate import attribute_accuracy
+
+    r = attribute_accuracy(load_backbone("toy"), n=12, steps=2, progress=False)
+    for attr, rows in r["confusion"].items():
+        applies = [s for s in r["samples"] if attr in s["correct"]]
+        assert sum(sum(found.values()) for found in rows.values()) == len(applies)
+        if applies:
+            right = sum(found.get(truth, 0) for truth, found in rows.items())
+            assert right / len(applies) == pytest.approx(r["accuracy"][attr])
+    assert main(["toy", "eval", "-n", "4", "--steps", "2"]) == 0
+    assert "camera in the caption -> read from the clip:" in capsys.readouterr().out
+
+
 def test_toy_eval_motion_words_cli(capsys):
     assert main(["toy", "eval", "--motion-words", "-n", "4", "--start", "0.05", "--steps", "2"]) == 0
     out = capsys.readouterr().out

@@ -208,6 +208,11 @@ def cmd_toy_eval(a: argparse.Namespace) -> int:
         for k, v in r["accuracy"].items():
             print(f"{k:<12} {v:.1%}")
         print(f"{'mean':<12} {r['mean']:.1%}  over {n} held-out captions")
+        for attr, rows in r["confusion"].items():
+            print(f"{attr} in the caption -> read from the clip:")
+            for truth, found in sorted(rows.items()):
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(found.items(), key=lambda kv: -kv[1]))
+                print(f"  {truth:<10} -> {counts}")
     if a.json:
         from setseq.fileio import atomic_path
 

@@ -29,6 +29,8 @@ def attribute_accuracy(
 
     Returns:
         {"n": n, "accuracy": {attribute: share correct}, "mean": mean over attributes,
+         "confusion": {"camera" | "direction": {truth: {what the checker read: count}}} over the
+         clips the attribute applies to (None: the checker read no direction),
          "samples": [{caption, found, correct}, ...]}.
     """
     rng = np.random.default_rng(seed)
@@ -40,16 +42,23 @@ def attribute_accuracy(
     videos = torch.cat(videos)
     acc = checker.accuracy(videos, scenes)
     samples = []
+    confusion: dict[str, dict[str, dict[str, int]]] = {"camera": {}, "direction": {}}
     for cap, video, scene in zip(captions, videos, scenes):
         found = checker.check(video)
+        correct = checker.score(video, scene)
+        for attr, truth in (("camera", scene.camera), ("direction", scene.motion)):
+            if attr in correct:  # the attributes that apply to this scene
+                row = confusion[attr].setdefault(truth, {})
+                row[str(found[attr])] = row.get(str(found[attr]), 0) + 1
         samples.append(
             {
                 "caption": cap,
-                "correct": checker.score(video, scene),
+                "correct": correct,
                 "found": {k: found[k] for k in ("background", "color", "direction", "camera")},
             }
         )
-    return {"n": n, "accuracy": acc, "mean": float(np.mean(list(acc.values()))), "samples": samples}
+    mean = float(np.mean(list(acc.values())))
+    return {"n": n, "accuracy": acc, "mean": mean, "confusion": confusion, "samples": samples}
 
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}

@@ -56,7 +56,7 @@ def _pretrain_parser(tsub) -> None:
         "--plan",
         choices=list(PLANS),
         help="run a whole curriculum (every recipe phase in OUT/<i>-<phase>/), resuming where it stopped; "
-        "v2: the 18 M-parameter base (docs/toy-model.md)",
+        "v2: the 11.7 M-parameter base (docs/toy-model.md)",
     )
     pre.add_argument("--device", help="where to train: cpu, cuda, cuda:1, ... (default: a GPU when there is one)")
     pre.add_argument(

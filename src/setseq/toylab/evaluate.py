@@ -53,7 +53,7 @@ def attribute_accuracy(
     truths = [background_grid(world.render(s, g.frames, g.height, g.width).video) for s in scenes]
     samples = []
     confusion: dict[str, dict[str, dict[str, int]]] = {"camera": {}, "direction": {}}
-    for cap, video, scene, grid, truth in zip(captions, videos, scenes, grids, truths):
+    for cap, video, scene, grid, grid_truth in zip(captions, videos, scenes, grids, truths):
         found = checker.check(video)
         correct = checker.score(video, scene)
         for attr, truth in (("camera", scene.camera), ("direction", scene.motion)):
@@ -66,7 +66,7 @@ def attribute_accuracy(
                 "correct": correct,
                 "found": {k: found[k] for k in ("background", "color", "direction", "camera")},
                 "grid": round(grid, 3),
-                "grid_truth": round(truth, 3),
+                "grid_truth": round(grid_truth, 3),
             }
         )
     mean = float(np.mean(list(acc.values())))

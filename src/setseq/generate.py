@@ -92,7 +92,8 @@ def sample(
         SetseqError: for unknown concept tokens, a geometry the backbone refuses, init videos that
             do not match the prompts, a start level outside (0, 1], a guidance interval that is
             not 0 <= lo < hi <= 1, an unknown sampler, the scheduler sampler on a backbone without
-            one, or init videos or self-conditioning with the scheduler sampler.
+            one, init videos or self-conditioning with the scheduler sampler, or guidance_2 for a
+            model of one transformer.
     """
     g = geometry or backbone.geometry
     backbone.check_geometry(g)
@@ -134,6 +135,11 @@ def sample(
     elif start != 1.0:
         raise SetseqError("a start noise level below 1 needs init videos to noise.")
     boundary = _boundary(backbone)
+    if guidance_2 is not None and boundary is None:
+        raise SetseqError(
+            f"--guidance-2 sets the guidance of a low-noise expert (Wan 2.2 T2V-A14B); {backbone.name!r} has one "
+            f"transformer, so leave it out and use --guidance."
+        )
     guided = scale != 1.0 or (boundary is not None and scale_2 != 1.0)
     cond = backbone.encode_text(prompts)
     both = Text.cat([cond, backbone.encode_text([negative] * len(prompts))]) if guided else cond

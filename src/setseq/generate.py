@@ -103,21 +103,26 @@ def sample(
     sampler = sampler or default_sampler(backbone)
     if sampler not in SAMPLERS:
         raise SetseqError(f"the sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}.")
-    pipe = getattr(backbone, "pipeline_sampler", None) if sampler == "scheduler" else None
-    if sampler == "scheduler" and pipe is None:
+    own = getattr(backbone, "pipeline_sampler", None) if sampler == "scheduler" else None  # the folder's
+    if sampler == "scheduler" and own is None:
         raise SetseqError(
             f"{backbone.name!r} has no scheduler of its own (only a diffusers model folder's scheduler/ "
             f"gives one); sample it with --sampler euler."
         )
-    steps = steps or (pipe.steps if pipe else backbone.sampling.steps)
-    default_guidance = pipe.guidance if pipe else backbone.sampling.guidance
-    scale = default_guidance if guidance is None else guidance
+    steps = steps or (own.steps if own else backbone.sampling.steps)
+    scale = (own.guidance if own else backbone.sampling.guidance) if guidance is None else guidance
     scale_2 = scale if guidance_2 is None else guidance_2
+    boundary = _boundary(backbone)
+    if guidance_2 is not None and boundary is None:
+        raise SetseqError(
+            f"--guidance-2 sets the guidance of a low-noise expert (Wan 2.2 T2V-A14B); {backbone.name!r} has one "
+            f"transformer, so leave it out and use --guidance."
+        )
     lo, hi = backbone.sampling.guidance_interval if guidance_interval is None else guidance_interval
     if not 0.0 <= lo < hi <= 1.0:
         raise SetseqError(f"the guidance interval must satisfy 0 <= lo < hi <= 1, got ({lo}, {hi}).")
     sc = backbone.supports_self_conditioning if self_condition is None else self_condition
-    if pipe is not None and (init is not None or start != 1.0 or sc):
+    if own is not None and (init is not None or start != 1.0 or sc):
         raise SetseqError(
             "init videos (SDEdit) and self-conditioning run with the Euler sampler only; pass --sampler euler."
         )
@@ -134,12 +139,6 @@ def sample(
         )
     elif start != 1.0:
         raise SetseqError("a start noise level below 1 needs init videos to noise.")
-    boundary = _boundary(backbone)
-    if guidance_2 is not None and boundary is None:
-        raise SetseqError(
-            f"--guidance-2 sets the guidance of a low-noise expert (Wan 2.2 T2V-A14B); {backbone.name!r} has one "
-            f"transformer, so leave it out and use --guidance."
-        )
     guided = scale != 1.0 or (boundary is not None and scale_2 != 1.0)
     cond = backbone.encode_text(prompts)
     both = Text.cat([cond, backbone.encode_text([negative] * len(prompts))]) if guided else cond
@@ -148,16 +147,16 @@ def sample(
 
     def velocity(x, t, self_cond):
         # a step's samples share one t; a two-expert model guides its low-noise steps by guidance_2
-        g = scale if boundary is None or float(t[0]) >= boundary else scale_2
-        if g == 1.0 or not (every_step or lo < float(t[0]) <= hi):
+        w = scale if boundary is None or float(t[0]) >= boundary else scale_2
+        if w == 1.0 or not (every_step or lo < float(t[0]) <= hi):
             return backbone.velocity(x, t, cond, self_cond)
         sc2 = None if self_cond is None else torch.cat([self_cond, self_cond])
         v_c, v_u = backbone.velocity(torch.cat([x, x]), torch.cat([t, t]), both, sc2).chunk(2)
-        return flow.guide(v_c, v_u, g)
+        return flow.guide(v_c, v_u, w)
 
     bar = tqdm(total=steps, desc="sampling", leave=False, disable=not progress)
-    if pipe is not None:
-        scheduler = pipe.scheduler(steps, backbone.latent_shape(g), device)
+    if own is not None:
+        scheduler = own.scheduler(steps, backbone.latent_shape(g), device)
         bar.total = len(scheduler.timesteps)
         latents = flow.scheduler_sample(velocity, noise, scheduler, callback=lambda i: bar.update())
     else:

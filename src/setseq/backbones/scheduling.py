@@ -75,11 +75,6 @@ class PipelineSampler:
     guidance: float
     set_timesteps: SetTimesteps = field(default=steps_only, compare=False)
 
-    @property
-    def name(self) -> str:
-        """The scheduler's class name."""
-        return self.config["_class_name"]
-
     def scheduler(self, steps: int, latent_shape: tuple[int, ...], device: torch.device | str | None = None):
         """A fresh scheduler (schedulers keep per-run state) with its timesteps set for `steps` steps on
         latents of `latent_shape` (C, F', h, w), as the pipeline sets them.
@@ -89,7 +84,7 @@ class PipelineSampler:
         """
         scheduler = make_scheduler(self.config)
         self.set_timesteps(scheduler, steps, tuple(latent_shape), torch.device(device or "cpu"))
-        scheduler.set_begin_index(0)  # the pipelines do the same: step i is timestep i, no search
+        scheduler.set_begin_index(0)  # step i is timestep i (WanPipeline's call; the index a search would find)
         return scheduler
 
     def describe(self) -> dict:

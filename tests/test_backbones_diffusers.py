@@ -128,11 +128,15 @@ def test_geometry_rules_name_the_nearest_valid_values(kind, bad, nearest):
 
 
 def _save_pipeline(kind, folder, seed=0):
-    """A tiny model saved as a diffusers pipeline folder (model_index.json and subfolders)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline, WanPipeline
+    """A tiny model saved as a diffusers pipeline folder (model_index.json and subfolders), with the
+    scheduler its tiny instance samples with."""
+    from diffusers import LTXPipeline, WanPipeline
+
+    from setseq.backbones.scheduling import make_scheduler
 
     pipe_class = {"wan": WanPipeline, "ltx": LTXPipeline}[kind]
-    pipe = pipe_class(scheduler=FlowMatchEulerDiscreteScheduler(), **MODULES[kind].tiny_components(seed))
+    scheduler = make_scheduler(MODULES[kind].tiny().pipeline_sampler.config)
+    pipe = pipe_class(scheduler=scheduler, **MODULES[kind].tiny_components(seed))
     pipe.save_pretrained(folder)
     return folder
 

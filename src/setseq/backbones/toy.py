@@ -43,6 +43,7 @@ class ToyBackbone:
     """The toy DiT and its text encoder behind the `Backbone` protocol."""
 
     supports_self_conditioning = True
+    pipeline_sampler = None  # no diffusers folder, no scheduler: the toy samples with setseq's Euler
     frame_step = 1  # pixel space: every frame is its own latent frame
     lora_targets = ["blocks.*.attn.[qkvo]", "blocks.*.cross.[qkvo]", "blocks.*.mlp.fc[12]"]
 

@@ -279,11 +279,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     """Learn the concepts the flags name and write the concept file (and stage 1's beside it)."""
     from dataclasses import replace
 
-    from setseq import data, parallel
+    from setseq import parallel
     from setseq.backbones import load_backbone
     from setseq.log import note
     from setseq.specs import clip_geometry, concept_specs
     from setseq.train import Trainer, optimizer_class
+    from setseq.video import EXCERPT_KEYS
 
     sources = _sources(a)
     out = _output(a, sources[0].video)
@@ -294,7 +295,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     options = device_options(a)
     options["device"] = parallel.device_for(options["device"])
     backbone = load_backbone(a.base, **options)
-    flags = {k: getattr(a, k) for k in data.EXCERPT_KEYS if getattr(a, k) is not None}
+    flags = {k: getattr(a, k) for k in EXCERPT_KEYS if getattr(a, k) is not None}
     g = clip_geometry(backbone, sources, excerpt=flags, fps=a.fps)  # the first clip's shape, the shortest's length
     given = {"frames": a.frames, "height": a.height, "width": a.width, "fps": a.fps}
     g = replace(g, **{k: v for k, v in given.items() if v is not None})

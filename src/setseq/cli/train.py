@@ -76,7 +76,7 @@ def _method_args(p: argparse.ArgumentParser) -> None:
         help="setseq (the paper; default for real models), toy (default with --base toy), "
         "lora, two-stage, dreammix, textual-inversion",
     )
-    p.add_argument("--config", help="TOML file overriding any training setting (see README)")
+    p.add_argument("--config", help="TOML file overriding any training setting (docs: the method, config files)")
     p.add_argument("--rank", type=COUNT, help="LoRA rank R (default 8)")
     p.add_argument("--alpha", type=POSITIVE, help="LoRA alpha; scale = alpha / rank (default: scale 1)")
     p.add_argument("--stage1-steps", type=STEPS, help="steps of the first stage (paper: 600)")

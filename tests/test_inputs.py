@@ -1,4 +1,4 @@
-"""Inputs from the field (issue 17): what a player shows is what trains, timing comes from
+"""Inputs from the field (2026-11-30): what a player shows is what trains, timing comes from
 timestamps, sidecars are found whatever their case, alpha masks the subject, cut-short files are
 reported, long clips are excerpted. Every input is built here with PyAV, numpy or Pillow."""
 

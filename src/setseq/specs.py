@@ -2,7 +2,8 @@
 `ConceptSpec` a Trainer learns.
 
 What a person names (a video, perhaps a prompt, a mask, a name, an excerpt) is a `ConceptSource`;
-`concept_specs` reads each one at a backbone's geometry, with the fallbacks written once:
+`concept_specs` reads each one at a backbone's geometry with one ``setseq.video.load_clip``, which
+holds a clip's fallbacks (the first three below); names and tokens are this module's:
 
 - prompts: the given ones, else the ``static:`` / ``motion:`` lines of ``NAME.txt`` beside the video;
 - mask: the given file, else ``NAME.mask.mp4`` (.webm, .gif, ``NAME.mask/``) beside the video, else

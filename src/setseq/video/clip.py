@@ -144,3 +144,41 @@ def probe_clip(
     span = probe.duration - cut.start
     span = span if cut.duration is None else min(span, cut.duration)
     return probe.size, max(0, math.floor(span * fps + 1e-6))  # frames wholly inside the excerpt
+
+
+def sample_frames(video: Video, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Draw ``n`` frames uniformly at random with replacement (the unordered set of stage 1).
+
+    Args:
+        video: the clip.
+        n: how many frames.
+        generator: CPU random generator (seed it for reproducibility).
+
+    Returns:
+        (n, C, H, W) frames.
+    """
+    if n < 1:
+        raise SetseqError(f"The number of frames to sample must be at least 1, got {n}.")
+    index = torch.randint(0, video.frames.shape[0], (n,), generator=generator)
+    return video.frames[index.to(video.frames.device)]
+
+
+def random_window(video: Video, length: int, generator: torch.Generator) -> torch.Tensor:
+    """Take a random contiguous window of ``length`` frames.
+
+    Args:
+        video: the clip.
+        length: window length in frames.
+        generator: CPU random generator (seed it for reproducibility).
+
+    Returns:
+        (length, C, H, W) frames; the whole clip when it has exactly ``length`` frames.
+    """
+    count = video.frames.shape[0]
+    if count < length:
+        raise SetseqError(
+            f"{video.source} has {count} frames at {video.fps:g} fps but windows of {length} are needed; "
+            "use a longer clip, a higher fps or fewer frames per window."
+        )
+    start = int(torch.randint(0, count - length + 1, (1,), generator=generator))
+    return video.frames[start : start + length]

@@ -2,8 +2,7 @@
 
 Frames are placed by their presentation timestamps, so variable-rate clips keep their timing whatever
 their average rate. An ``Excerpt`` picks a part of a long clip (start, duration) and which frames of it
-(all, head, a uniform spread, or several windows of the model's length); the trainer draws random
-windows and frame sets from the result.
+(all, head, a uniform spread, or several windows of the model's length).
 """
 
 from __future__ import annotations
@@ -13,14 +12,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import torch
 
 from setseq.errors import SetseqError
-
-if TYPE_CHECKING:
-    from setseq.video.decode import Video
 
 DEFAULT_FPS = 8.0
 
@@ -179,41 +172,3 @@ def excerpt_settings(values: dict, source: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- sampling
-
-
-def sample_frames(video: Video, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Draw ``n`` frames uniformly at random with replacement (the unordered set of stage 1).
-
-    Args:
-        video: the clip.
-        n: how many frames.
-        generator: CPU random generator (seed it for reproducibility).
-
-    Returns:
-        (n, C, H, W) frames.
-    """
-    if n < 1:
-        raise SetseqError(f"The number of frames to sample must be at least 1, got {n}.")
-    index = torch.randint(0, video.frames.shape[0], (n,), generator=generator)
-    return video.frames[index.to(video.frames.device)]
-
-
-def random_window(video: Video, length: int, generator: torch.Generator) -> torch.Tensor:
-    """Take a random contiguous window of ``length`` frames.
-
-    Args:
-        video: the clip.
-        length: window length in frames.
-        generator: CPU random generator (seed it for reproducibility).
-
-    Returns:
-        (length, C, H, W) frames; the whole clip when it has exactly ``length`` frames.
-    """
-    count = video.frames.shape[0]
-    if count < length:
-        raise SetseqError(
-            f"{video.source} has {count} frames at {video.fps:g} fps but windows of {length} are needed; "
-            "use a longer clip, a higher fps or fewer frames per window."
-        )
-    start = int(torch.randint(0, count - length + 1, (1,), generator=generator))
-    return video.frames[start : start + length]

@@ -18,14 +18,19 @@ _ORDINALS = (
 )
 # History dated by ordinals of the work or by tracker references a reader cannot see.
 UNDATED = [
-    re.compile(rf"\b(?:{_ORDINALS})(?:['’]s)?\s+(?:(?:and|or|to)\s+(?:{_ORDINALS})\s+)?(?:work\s+)?sessions?\b", re.I),
-    re.compile(r"\bsessions?\s+\d+", re.I),  # "session 8", "sessions 1-9"
+    re.compile(rf"\b(?:{_ORDINALS})(?:['’]s)?[\s-]+(?:(?:and|or|to)\s+(?:{_ORDINALS})\s+)?(?:work\s+)?sessions?\b", re.I),
+    re.compile(r"\bsessions?[\s-]+\d+", re.I),  # "session 8", "sessions 1-9", "the session-5 column"
     re.compile(r"\bthe\s+(?:fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|thirteenth|fourteenth"
                r"|fifteenth|sixteenth|seventeenth|eighteenth|nineteenth|twentieth)['’]s\b", re.I),  # "the twelfth's base"
     re.compile(r"\bthe issue\b|\bissues?\s+#?\d+", re.I),
 ]  # fmt: skip
-# In prose (pages, data files), any work session at all: "this session", "the next session".
-UNDATED_PROSE = re.compile(r"\bsessions?\b", re.I)
+# In prose (pages, data files), a work session named by its place: "this session", "the next session"
+# (a web UI's or a browser's session stays a plain word).
+UNDATED_PROSE = re.compile(
+    r"\b(?:this|the next|the previous|the last|the same|an earlier|a later|earlier|later|our|these|any)\s+"
+    r"(?:work\s+)?sessions?\b|^\|\s*sessions?\s*\|",
+    re.I,
+)
 
 
 def _project_files():
@@ -59,6 +64,8 @@ def test_history_is_dated_not_counted_in_sessions_or_issues():
         "From the twelfth's base, a camera curriculum",
         "the shapes of the issue",
         "setseq's GPU benchmark (issue 19)",
+        "as the second-session run below",
+        "(The session-5 column was measured",
     ],
 )
 def test_the_history_guard_catches_ordinals_and_tracker_references(line):
@@ -68,6 +75,19 @@ def test_the_history_guard_catches_ordinals_and_tracker_references(line):
 @pytest.mark.parametrize("line", ["the first step, the second stage, a third seed", "per-session cache", "2026-12-01"])
 def test_the_history_guard_lets_plain_english_through(line):
     assert not any(p.search(line) for p in UNDATED)
+
+
+@pytest.mark.parametrize(
+    ("line", "undated"),
+    [
+        ("measured this session", True),
+        ("the same session", True),
+        ("| session | what |", True),
+        ("a browser session", False),
+    ],
+)
+def test_the_prose_guard_catches_work_sessions_only(line, undated):
+    assert bool(UNDATED_PROSE.search(line)) == undated
 
 
 def test_cli_reference_is_what_the_parsers_say():

@@ -102,7 +102,7 @@ def _method_args(p: argparse.ArgumentParser) -> None:
         "--train-basis",
         action="store_true",
         help="stage 2 also trains the identity basis A (not the "
-        "paper's method, which freezes it; see docs/toy-model.md)",
+        "paper's method, which freezes it; see docs/method.md, outside the paper)",
     )
     p.add_argument("--no-prior", action="store_true", help="turn prior preservation off")
     p.add_argument("--prior-videos", type=COUNT, help="number of prior-preservation videos (default 8)")

@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setseq-installed
 DEMO_OUT ?= demo-out
 
-.PHONY: test demo install clean
+.PHONY: test demo docs install clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ test: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m mkdocs build --strict --quiet
+
+# The guide (docs/, mkdocs.yml) as a static site in build/site; strict: a broken link or page fails.
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict
 
 demo: $(STAMP)
 	$(BIN)/setseq demo --out $(DEMO_OUT)

@@ -1,4 +1,4 @@
-"""setseq's GPU benchmark (issue 19): Wan-sized transformers with random weights, one process.
+"""setseq's GPU benchmark (2026-12-01): Wan-sized transformers with random weights, one process.
 
     benchmarks/gpu.sh                  # one H100 / H200: about 5 minutes; gpu-bench.json + gpu-bench.md
     benchmarks/gpu.sh --cpu-small      # the same measurements, reduced, on the CPU (a few minutes on 2 cores)

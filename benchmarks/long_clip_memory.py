@@ -55,7 +55,7 @@ def measure(path: str, select: str, windows: int) -> dict:
 
     import torch
 
-    from setseq.data import Excerpt, load_video
+    from setseq.video import Excerpt, load_video
 
     torch.set_num_threads(1)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)

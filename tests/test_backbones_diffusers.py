@@ -259,7 +259,7 @@ def test_stage_two_encodes_each_window_of_a_clip_once():
 
 
 def test_the_clip_shape_sets_the_size_on_the_models_grid():
-    """At Wan's 480p budget (832 x 480 px, grid 16): the shapes of the issue, every one within budget."""
+    """At Wan's 480p budget (832 x 480 px, grid 16): landscape, portrait, square and 4:3 clips, each within budget."""
     from setseq.backbones.diffusers_common import fit_geometry
 
     default, wide = wan.GEOMETRY, wan.WanBackbone.max_aspect

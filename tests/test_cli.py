@@ -345,7 +345,7 @@ def test_sigkilled_run_resumes_to_the_same_result(tmp_path):
     assert all(torch.equal(full.tensors[k], cut.tensors[k]) for k in full.tensors)
 
 
-# -------------------------------------------------------------------------------------------- issue 17
+# -------------------------------------------------------------------------- inputs from the field (2026-11-30)
 
 
 def test_names_are_data_a_clip_named_train(tmp_path):

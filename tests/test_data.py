@@ -24,6 +24,7 @@ from setseq.data import (
     write_video,
 )
 from setseq.errors import SetseqError
+from setseq.video import decode, write
 
 STEP = 15  # grey level of frame k is 8 + STEP * k (k < 16)
 
@@ -128,14 +129,14 @@ def test_resampling_gif_with_centisecond_delays(tmp_path):
 def test_max_frames_keeps_the_first_and_stops_decoding(tmp_path, monkeypatch, fps, expected):
     path = write_video(tmp_path / "idx.mp4", to_tensor(index_clip(16)), fps=16)
     decoded = []
-    original = data._stream_frames
+    original = decode._stream_frames
 
     def counting(*args):
         for item in original(*args):
             decoded.append(item)
             yield item
 
-    monkeypatch.setattr(data, "_stream_frames", counting)
+    monkeypatch.setattr(decode, "_stream_frames", counting)
     video = load_video(path, fps=fps, max_frames=len(expected))
     assert decoded_indices(video.frames) == expected
     assert len(decoded) <= expected[-1] + 2
@@ -224,7 +225,7 @@ def test_failed_encode_removes_temp_and_keeps_old_file(tmp_path, monkeypatch):
         file.write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(data, "_encode", broken_encode)
+    monkeypatch.setattr(write, "_encode", broken_encode)
     with pytest.raises(SetseqError, match="v.gif"):
         write_video(target, torch.ones(2, 3, 8, 8), fps=4)
     assert [p.name for p in tmp_path.iterdir()] == ["v.gif"]
@@ -249,7 +250,7 @@ def test_write_errors(tmp_path, name, frames, kwargs, message):
 
 
 def test_missing_webp_encoder_names_available_formats(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_has_encoder", lambda name: not name.startswith("libwebp"))
+    monkeypatch.setattr(write, "_has_encoder", lambda name: not name.startswith("libwebp"))
     with pytest.raises(SetseqError, match=r"'\.webp'.*\.mp4, \.webm, \.gif\.$"):
         write_video(tmp_path / "v.webp", torch.zeros(2, 3, 8, 8), fps=8)
     assert list(tmp_path.iterdir()) == []
@@ -259,7 +260,7 @@ def test_missing_webp_encoder_names_available_formats(tmp_path, monkeypatch):
     ("suffix", "missing", "expected"), [(".mp4", "libx264", "mpeg4"), (".webm", "libvpx-vp9", "vp8")]
 )
 def test_encoder_fallbacks(tmp_path, monkeypatch, suffix, missing, expected):
-    monkeypatch.setattr(data, "_has_encoder", lambda name: name != missing)
+    monkeypatch.setattr(write, "_has_encoder", lambda name: name != missing)
     path = write_video(tmp_path / f"v{suffix}", to_tensor(index_clip(4)), fps=8)
     with av.open(str(path)) as container:
         assert container.streams.video[0].codec_context.name == expected
@@ -267,7 +268,7 @@ def test_encoder_fallbacks(tmp_path, monkeypatch, suffix, missing, expected):
 
 
 def test_webp_falls_back_to_libwebp(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_has_encoder", lambda name: name != "libwebp_anim")
+    monkeypatch.setattr(write, "_has_encoder", lambda name: name != "libwebp_anim")
     assert make_test_video(tmp_path / "a.webp", frames=4).read_bytes().count(b"ANMF") == 4
 
 

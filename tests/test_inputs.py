@@ -1,4 +1,4 @@
-"""Inputs from the field (issue 17): what a player shows is what trains, timing comes from
+"""Inputs from the field (2026-11-30): what a player shows is what trains, timing comes from
 timestamps, sidecars are found whatever their case, alpha masks the subject, cut-short files are
 reported, long clips are excerpted. Every input is built here with PyAV, numpy or Pillow."""
 
@@ -12,6 +12,7 @@ import torch
 from setseq import data
 from setseq.data import Excerpt, load_video
 from setseq.errors import SetseqError
+from setseq.video import decode
 
 STEP = 15  # grey level of frame k is 8 + STEP * k
 
@@ -212,7 +213,7 @@ def test_alpha_without_a_libvpx_decoder_is_said(tmp_path, monkeypatch, capsys):
     path = encode(
         tmp_path / "matte.webm", matted(), codec="libvpx-vp9", pix_fmt="yuva420p", options={"crf": "20", "b": "0"}
     )
-    monkeypatch.setattr(data, "_has_decoder", lambda name: False)
+    monkeypatch.setattr(decode, "_has_decoder", lambda name: False)
     video = load_video(path)
     assert video.alpha is None
     assert "alpha channel" in capsys.readouterr().err
@@ -277,8 +278,8 @@ def test_excerpt_windows_are_spread_and_marked(ten_seconds):
 
 def test_excerpt_keeps_only_what_it_needs(ten_seconds, monkeypatch):
     made = []
-    real = data._frame_to_tensor
-    monkeypatch.setattr(data, "_frame_to_tensor", lambda *a: made.append(1) or real(*a))
+    real = decode.frame_to_tensor
+    monkeypatch.setattr(decode, "frame_to_tensor", lambda *a: made.append(1) or real(*a))
     load_video(ten_seconds, fps=10, size=(8, 8), excerpt=Excerpt(select="uniform", frames=5))
     assert len(made) == 5  # 100 frames decoded, 5 converted
 

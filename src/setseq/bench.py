@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from setseq import data
 from setseq.backbones import load_backbone
 from setseq.config import preset, toy_scale
 from setseq.errors import SetseqError
@@ -30,6 +29,7 @@ from setseq.report import table, video_cell, write_report
 from setseq.toy import world
 from setseq.toylab.examples import edit_prompts, example_spec
 from setseq.train import Trainer
+from setseq.video import write_video
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _ablation_job(row, concept, seed, base, step_scale, batch_size, sample_steps
             }
         )
         file = f"videos/{concept}-{row.method}-r{row.rank}-s{seed}-{len(cells)}.mp4"
-        data.write_video(out / file, clip, bb.geometry.fps, scale=6)
+        write_video(out / file, clip, bb.geometry.fps, scale=6)
         cells.append(video_cell(file, label, prompt))
     return {"records": records, "cells": cells, "seconds": time.time() - t0}
 

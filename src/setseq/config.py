@@ -43,7 +43,7 @@ class StageConfig:
     mixed_clip_prob: float = 0.5  # data="mixed": chance that a sample is the clip, not one frame
     # train="motion" only: also train the identity basis A. Not the paper's method, which freezes A1
     # so that motion is a residual in its span; on the toy base that span, learned from single
-    # frames, cannot hold the concept's path (docs/toy-model.md, appendix: session 8).
+    # frames, could not hold the concept's path at rank 8 (2026-11-21; docs/research-notes.md).
     train_basis: bool = False
 
 

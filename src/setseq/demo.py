@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from setseq import concept as concept_io
-from setseq import data, lora
+from setseq import lora
 from setseq.backbones import load_backbone
 from setseq.config import preset
 from setseq.errors import SetseqError
@@ -30,6 +30,7 @@ from setseq.report import frame_strip, loss_svg, strip_cell, table, video_cell, 
 from setseq.toy import checker, world
 from setseq.toylab.examples import edit_prompts, example_spec
 from setseq.train import Trainer
+from setseq.video import write_video
 
 
 @dataclass
@@ -110,14 +111,14 @@ def run_demo(
     kind = scene.kind
     base_bb = load_backbone(base)
     rows, cells_concept, cells_base, strips, sheet = [], [], [], [], [reference]
-    data.write_video(out / "reference.mp4", reference, g.fps, scale=8)
+    write_video(out / "reference.mp4", reference, g.fps, scale=8)
     for i, (name, prompt, id_scale, expect) in enumerate(runs):
         pair = []
         for who, model, p in (("concept", bb, prompt), ("base", base_bb, strip_tokens(prompt))):
             with lora.scales(model.transformer, identity=id_scale, motion=1.0):  # no-op on the base
                 clip = generate(model, [p], steps=plan.sample_steps, seed=seed)[0]
             file = f"{i}-{who}.mp4"
-            data.write_video(out / file, clip, g.fps, scale=8)
+            write_video(out / file, clip, g.fps, scale=8)
             rows.append(
                 _score(
                     clip,
@@ -143,7 +144,7 @@ def run_demo(
     for k, s_id in enumerate(SWEEP):
         with lora.scales(bb.transformer, identity=s_id, motion=1.0):
             clip = generate(bb, [recon], steps=plan.sample_steps, seed=seed)[0]
-        data.write_video(out / f"sweep-{k}.mp4", clip, g.fps, scale=8)
+        write_video(out / f"sweep-{k}.mp4", clip, g.fps, scale=8)
         sweep.append(
             _score(
                 clip,
@@ -269,7 +270,7 @@ def _compose(out: Path, base: str, plan: DemoPlan, seed: int, progress: bool) ->
     cells, rows = [], []
     for k, (label, prompt) in enumerate(prompts):
         clip = generate(bb, [prompt], steps=plan.sample_steps, seed=seed)[0]
-        data.write_video(out / f"compose-{k}.mp4", clip, g.fps, scale=8)
+        write_video(out / f"compose-{k}.mp4", clip, g.fps, scale=8)
         cells.append(video_cell(f"compose-{k}.mp4", label, prompt))
         for s in specs:  # how much each concept's look and motion each output carries
             m = toy_metrics(clip, s.video, world.concept_scene(s.name).kind)

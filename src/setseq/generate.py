@@ -193,7 +193,7 @@ def write_sample(
         write: False samples without writing: in a sharded run every process takes part in the
             sampling and only the main one writes.
     """
-    from setseq.data import write_video
+    from setseq.video import write_video
 
     video = generate(backbone, [prompt], geometry=geometry, seed=seed)[0]  # (F, C, H, W)
     if write:

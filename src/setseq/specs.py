@@ -2,7 +2,8 @@
 `ConceptSpec` a Trainer learns.
 
 What a person names (a video, perhaps a prompt, a mask, a name, an excerpt) is a `ConceptSource`;
-`concept_specs` reads each one at a backbone's geometry, with the fallbacks written once:
+`concept_specs` reads each one at a backbone's geometry with one ``setseq.video.load_clip``, which
+holds a clip's fallbacks (the first three below); names and tokens are this module's:
 
 - prompts: the given ones, else the ``static:`` / ``motion:`` lines of ``NAME.txt`` beside the video;
 - mask: the given file, else ``NAME.mask.mp4`` (.webm, .gif, ``NAME.mask/``) beside the video, else
@@ -17,20 +18,16 @@ The CLI's `train`, the demo, the benches and users' scripts share it.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
-
-from setseq import data
 from setseq.backbones.base import Backbone, Geometry
 from setseq.batches import ConceptSpec
 from setseq.errors import SetseqError
-from setseq.log import note, warn
+from setseq.video import EXCERPT_KEYS, is_mask_path, load_clip, probe_clip
 
-LIST_KEYS = ("video", "prompt", "motion_prompt", "name", "mask", *data.EXCERPT_KEYS)  # of a [[concept]] table
+LIST_KEYS = ("video", "prompt", "motion_prompt", "name", "mask", *EXCERPT_KEYS)  # of a [[concept]] table
 
 
 @dataclass
@@ -78,7 +75,7 @@ def read_concept_list(path: str | Path) -> list[ConceptSource]:
         if "video" not in e or set(e) - set(LIST_KEYS):
             raise SetseqError(
                 f"each [[concept]] in {str(path)!r} needs a video and may have prompt, motion_prompt, name, "
-                f"mask, {', '.join(data.EXCERPT_KEYS)}; got {sorted(e)}."
+                f"mask, {', '.join(EXCERPT_KEYS)}; got {sorted(e)}."
             )
         video = str(file.parent / e["video"])
         sources.append(
@@ -88,7 +85,7 @@ def read_concept_list(path: str | Path) -> list[ConceptSource]:
                 motion_prompt=e.get("motion_prompt"),
                 mask=str(file.parent / e["mask"]) if e.get("mask") else None,
                 name=e.get("name") or None,
-                excerpt={k: e[k] for k in data.EXCERPT_KEYS if k in e},
+                excerpt={k: e[k] for k in EXCERPT_KEYS if k in e},
                 origin=f"the [[concept]] of {video!r} in {str(path)!r}",
             )
         )
@@ -104,7 +101,7 @@ def check_videos(videos: list[str | Path]) -> None:
     for v in map(Path, videos):
         if not v.exists():
             raise SetseqError(f"video {str(v)!r} does not exist.")
-        if data.is_mask_path(v):
+        if is_mask_path(v):
             raise SetseqError(
                 f"{str(v)!r} is named like a mask (NAME.mask.*), which is read with its clip NAME; "
                 f"pass the clip only, or rename it."
@@ -158,46 +155,37 @@ def _spec(
     needs_clip: bool,
     number_prompts: bool,
 ) -> ConceptSpec:
-    v = Path(s.video)
-    txt_static, txt_motion, txt_settings = data.read_clip_file(v)
-    static, motion = s.prompt or txt_static, s.motion_prompt or txt_motion
-    if not static:
-        raise SetseqError(
-            f"no prompt for {str(v)!r}: pass --prompt 'a [v] ...' or write {v.with_suffix('.txt').name} beside it."
-        )
+    clip = load_clip(
+        s.video,
+        fps=g.fps,
+        size=(g.height, g.width),
+        frames=g.frames,
+        clip=needs_clip,
+        prompt=s.prompt,
+        motion_prompt=s.motion_prompt,
+        mask=s.mask,
+        excerpt=_excerpt_layers(s, flags),
+    )
+    static, motion = clip.prompt, clip.motion_prompt
     if number_prompts and tokens != ("[v]", "[u]"):
         static = static.replace("[v]", tokens[0])
         motion = motion and motion.replace("[u]", tokens[1])
-    excerpt = data.Excerpt(frames=g.frames, **_excerpt_settings(s, txt_settings, flags))
-    video = data.load_video(
-        v, fps=g.fps, size=(g.height, g.width), min_frames=g.frames if needs_clip else 1, excerpt=excerpt
-    )
-    if excerpt.select == "uniform" and needs_clip:
-        note(
-            f"{v.name}: {g.frames} frames spread over the clip, {1 / video.fps:.2f} s apart, so its motion "
-            f"trains {g.fps * (1 / video.fps):.1f} times as fast as it was filmed."
-        )
-    mask = concept_mask(v, s.mask, video, (g.height, g.width), excerpt)
     return ConceptSpec(
         name,
-        video.frames,
+        clip.video.frames,
         static,
         motion,
         identity_token=tokens[0],
         motion_token=tokens[1],
-        source=str(v),
-        mask=mask,
-        windows=video.windows,
+        source=str(Path(s.video)),
+        mask=clip.mask,
+        windows=clip.video.windows,
     )
 
 
-def _excerpt_settings(s: ConceptSource, txt_settings: dict, flags: dict) -> dict:
-    """The excerpt settings of a source: its .txt's, then its own, then those given for all."""
-    return {
-        **data.excerpt_settings(txt_settings, f"the .txt of {str(s.video)!r}"),
-        **data.excerpt_settings(s.excerpt, s.origin),
-        **flags,
-    }
+def _excerpt_layers(s: ConceptSource, flags: dict) -> list[tuple[dict, str | None]]:
+    """The excerpt settings of a source over its .txt's: its own, then those given for all (checked already)."""
+    return [(s.excerpt, s.origin), (flags, None)]
 
 
 def clip_geometry(
@@ -227,13 +215,10 @@ def clip_geometry(
     rate = fps or g.fps
     shown, counts = None, []
     for s in sources:
-        probe = data.probe_video(s.video, rate)
-        shown = shown or probe.size
-        cut = data.Excerpt(frames=g.frames, **_excerpt_settings(s, data.read_clip_file(s.video)[2], excerpt or {}))
-        if cut.select == "all" and probe.duration is not None:
-            span = probe.duration - cut.start
-            span = span if cut.duration is None else min(span, cut.duration)
-            counts.append(max(0, math.floor(span * rate + 1e-6)))  # frames wholly inside the excerpt
+        size, count = probe_clip(s.video, fps=rate, frames=g.frames, excerpt=_excerpt_layers(s, excerpt or {}))
+        shown = shown or size
+        if count is not None:
+            counts.append(count)
     return replace(backbone.fit_geometry(shown, min(counts) if counts else None), fps=rate)
 
 
@@ -245,45 +230,3 @@ def concept_name(path: Path, taken: set[str]) -> str:
         name, i = f"{base}_{i}", i + 1
     taken.add(name)
     return name
-
-
-def concept_mask(
-    video_path: Path,
-    given: str | Path | None,
-    video: data.Video,
-    size: tuple[int, int],
-    excerpt: data.Excerpt | None = None,
-) -> torch.Tensor | None:
-    """A clip's foreground mask: the given file, else the one beside the clip, else its alpha channel
-    (opaque = subject), else None.
-
-    Args:
-        video_path: the clip's path.
-        given: a mask file or folder, or None to look beside the clip.
-        video: the clip as ``data.load_video`` returned it.
-        size: the (H, W) the clip was loaded at.
-        excerpt: the excerpt the clip was loaded with.
-
-    Returns:
-        (F, H, W) bool, True on the subject, or None.
-
-    Raises:
-        SetseqError: the given mask does not exist, or a mask does not fit its clip.
-    """
-    if given and not Path(given).exists():
-        raise SetseqError(f"mask {str(given)!r} for {str(video_path)!r} does not exist.")
-    file = Path(given) if given else data.find_mask(video_path)
-    if file is None:
-        if video.alpha is None:
-            return None
-        mask = video.alpha > 0.5  # (F, H, W)
-        if not mask.any():
-            warn(
-                f"{video_path.name} is transparent everywhere, so its alpha channel marks no subject; no mask is used."
-            )
-            return None
-        note(f"foreground mask for {video_path.name}: its alpha channel (no mask file given)")
-        return mask
-    mask = data.load_mask(file, video, size, excerpt=excerpt)
-    note(f"foreground mask for {video_path.name}: {file}")
-    return mask

@@ -75,13 +75,13 @@ def cmd_eval(a: argparse.Namespace) -> int:
     """Print (and with --json write) the metrics of a generated video against its reference."""
     import math
 
-    from setseq import data
     from setseq.toy.world import CONCEPTS
+    from setseq.video import load_video
 
     if a.toy_scene is not None and a.toy_scene not in CONCEPTS:
         raise SetseqError(f"--toy-scene must be one of {', '.join(CONCEPTS)}, got {a.toy_scene!r}.")
-    video = data.load_video(a.video).frames
-    reference = data.load_video(a.reference).frames
+    video = load_video(a.video).frames
+    reference = load_video(a.reference).frames
     results, skipped = _eval_metrics(a, video, reference)
     for name, value in results.items():
         print(f"{name:<16} {_format_metric(value)}")

@@ -80,9 +80,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from setseq import concept as concept_io
-    from setseq import data, lora
+    from setseq import lora
     from setseq.backbones import load_backbone
     from setseq.generate import generate
+    from setseq.video import write_video
 
     out = Path(a.out)
     if out.suffix.lower() not in (".mp4", ".webm", ".gif"):
@@ -125,8 +126,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
             progress=True,
         )[0]
     up = a.upscale or max(1, 256 // min(g.height, g.width))
-    data.write_video(out, video, g.fps, scale=up)
+    write_video(out, video, g.fps, scale=up)
     if a.preview and out.suffix.lower() != ".gif":
-        data.write_video(out.with_suffix(".gif"), video, g.fps, scale=up)
+        write_video(out.with_suffix(".gif"), video, g.fps, scale=up)
     print(f"wrote {out}")
     return 0

@@ -76,7 +76,7 @@ def _method_args(p: argparse.ArgumentParser) -> None:
         help="setseq (the paper; default for real models), toy (default with --base toy), "
         "lora, two-stage, dreammix, textual-inversion",
     )
-    p.add_argument("--config", help="TOML file overriding any training setting (see README)")
+    p.add_argument("--config", help="TOML file overriding any training setting (docs: the method, config files)")
     p.add_argument("--rank", type=COUNT, help="LoRA rank R (default 8)")
     p.add_argument("--alpha", type=POSITIVE, help="LoRA alpha; scale = alpha / rank (default: scale 1)")
     p.add_argument("--stage1-steps", type=STEPS, help="steps of the first stage (paper: 600)")
@@ -102,7 +102,7 @@ def _method_args(p: argparse.ArgumentParser) -> None:
         "--train-basis",
         action="store_true",
         help="stage 2 also trains the identity basis A (not the "
-        "paper's method, which freezes it; see docs/toy-model.md)",
+        "paper's method, which freezes it; see docs/method.md, outside the paper)",
     )
     p.add_argument("--no-prior", action="store_true", help="turn prior preservation off")
     p.add_argument("--prior-videos", type=COUNT, help="number of prior-preservation videos (default 8)")
@@ -279,11 +279,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     """Learn the concepts the flags name and write the concept file (and stage 1's beside it)."""
     from dataclasses import replace
 
-    from setseq import data, parallel
+    from setseq import parallel
     from setseq.backbones import load_backbone
     from setseq.log import note
     from setseq.specs import clip_geometry, concept_specs
     from setseq.train import Trainer, optimizer_class
+    from setseq.video import EXCERPT_KEYS
 
     sources = _sources(a)
     out = _output(a, sources[0].video)
@@ -294,7 +295,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     options = device_options(a)
     options["device"] = parallel.device_for(options["device"])
     backbone = load_backbone(a.base, **options)
-    flags = {k: getattr(a, k) for k in data.EXCERPT_KEYS if getattr(a, k) is not None}
+    flags = {k: getattr(a, k) for k in EXCERPT_KEYS if getattr(a, k) is not None}
     g = clip_geometry(backbone, sources, excerpt=flags, fps=a.fps)  # the first clip's shape, the shortest's length
     given = {"frames": a.frames, "height": a.height, "width": a.width, "fps": a.fps}
     g = replace(g, **{k: v for k, v in given.items() if v is not None})

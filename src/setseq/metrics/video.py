@@ -1,7 +1,7 @@
 """Model-free video metrics: pixel MSE against a reference, and temporal coherence (TC) of a clip
 under any frame embedder (CLIP in the paper, raw pixels as a model-free stand-in).
 
-Videos are (F, C, H, W) float tensors in [-1, 1] with C = 3, the layout of `setseq.data`.
+Videos are (F, C, H, W) float tensors in [-1, 1] with C = 3, the layout of `setseq.video`.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from setseq.data import write_video
 from setseq.fileio import atomic_path
 from setseq.toy import world
+from setseq.video import write_video
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 FRAMES, SIZE, FPS = 8, 64, 8.0  # rendered at twice the model's size; loading resizes to 32 x 32
@@ -72,8 +72,8 @@ def example_spec(name: str, geometry, index: int | None = None):
         geometry: the backbone's clip geometry (the video is resampled and resized to it).
         index: number the tokens ([v2], [u2]) for a set of several concepts; None keeps [v], [u].
     """
-    from setseq.data import find_mask, load_mask, load_video, read_prompt_file
     from setseq.train import ConceptSpec
+    from setseq.video import find_mask, load_mask, load_video, read_prompt_file
 
     source = example_path(name)
     size = (geometry.height, geometry.width)

@@ -91,12 +91,12 @@ class PretrainConfig:
     motions: tuple[str, ...] | None = None
     cameras: tuple[str, ...] | None = None
     # With motions or cameras: either the object or the camera moves in a clip, never both, so that
-    # "left" and "right" mean one thing within a caption (docs/toy-model.md: why the pans resist).
+    # "left" and "right" mean one thing within a caption (docs/research-notes.md: the camera words).
     one_mover: bool = False
     # The loss on the velocity, or on the clean clip each prediction implies ("x0"); None: on what
     # the model predicts. For an x0-predicting model the velocity loss weighs the clean-clip error
     # by 1/t^2, so nearly all of its signal comes from low noise and the model learns to copy x_t
-    # (v = 0) near t = 1 (docs/toy-model.md, appendix: session 2).
+    # (v = 0) near t = 1 (2026-11-21, docs/research-notes.md).
     loss: str | None = None
     ema: float = 0.998
     seed: int = 0
@@ -111,8 +111,8 @@ CONTINUATION = {"steps": 1600, "frame_prob": 0.1, "lr": 4e-4, "warmup": 50}
 
 STRAIGHT = ("left", "right", "up", "down")
 
-# The motion curriculum (eleventh session, docs/toy-model.md): from the weights above, first only
-# straight movers at noise levels 0.85-1, where nothing but the words can say where the object is,
+# The motion curriculum (2026-11-30, docs/research-notes.md): from the weights above, first only straight
+# movers at noise levels 0.85-1, where nothing but the words can say where the object is,
 # at a constant lr and without EMA, prompt dropout or self-conditioning, until the words move
 # things; then the whole world again so that everything else comes back.
 MOTION_FOCUS = {"steps": 700, "lr": 1e-3, "warmup": 0, "min_lr_ratio": 1.0, "frame_prob": 0.0,
@@ -120,12 +120,12 @@ MOTION_FOCUS = {"steps": 700, "lr": 1e-3, "warmup": 0, "min_lr_ratio": 1.0, "fra
                 "min_t": 0.85, "straight_only": True, "seed": 4}  # fmt: skip
 CONSOLIDATION = {"steps": 1200, "frame_prob": 0.1, "lr": 4e-4, "warmup": 50, "timestep_shift": 2.0, "seed": 5}
 
-# The camera curriculum (twelfth session, docs/toy-model.md): the same treatment for the camera
+# The camera curriculum (2026-12-01, docs/research-notes.md): the same treatment for the camera
 # words, which the base above mostly ignored (held-out camera 39.5 %, pans and zooms drawn as a
 # still camera): sprites under a camera drawn uniformly from the five, at noise 0.8-1, where the
 # stripes' drift and the object's scale can only come from the words; their own motions stay, so
 # the direction words keep being trained. Then the consolidation again (another seed). It taught
-# the zooms (one-step probe 0 -> 0.64), not the pans (0; docs/toy-model.md says why we think so).
+# the zooms (one-step probe 0 -> 0.64), not the pans (0; docs/research-notes.md says why we think so).
 CAMERA_FOCUS = {**MOTION_FOCUS, "steps": 1000, "straight_only": False, "cameras": world.CAMERAS, "min_t": 0.8,
                 "seed": 6}  # fmt: skip
 CAMERA_CONSOLIDATION = {**CONSOLIDATION, "seed": 8}

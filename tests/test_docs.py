@@ -3,6 +3,7 @@ reference is what the parsers say, history is dated (never "the tenth session" o
 README is one short page, and modules stay small unless the docs say why."""
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,24 @@ UNDATED_PROSE = re.compile(
 
 
 def _project_files():
-    yield ROOT / "README.md"
-    yield ROOT / "mkdocs.yml"
-    for folder in ("docs", "src", "benchmarks", "tests"):
-        for path in sorted((ROOT / folder).rglob("*")):
-            if path.is_file() and path.suffix in TEXT_SUFFIXES and "__pycache__" not in path.parts:
-                yield path
+    """The project's own text files: what git tracks or would track (build outputs such as the
+    egg-info that `pip install -e` writes into src/ are ignored), else every file in the folders."""
+    folders = ("docs", "src", "benchmarks", "tests")
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "README.md", "mkdocs.yml", *folders],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        paths = [ROOT / p for p in listed]
+    except (OSError, subprocess.CalledProcessError):
+        paths = [ROOT / "README.md", ROOT / "mkdocs.yml"]
+        paths += [p for folder in folders for p in sorted((ROOT / folder).rglob("*")) if "egg-info" not in str(p)]
+    for path in paths:
+        if path.is_file() and path.suffix in TEXT_SUFFIXES and "__pycache__" not in path.parts:
+            yield path
 
 
 def test_history_is_dated_not_counted_in_sessions_or_issues():

@@ -22,7 +22,7 @@ import torch
 
 from setseq import flow, lora, parallel, stitch
 from setseq.backbones.base import Backbone, Text
-from setseq.config import RegConfig, StageConfig, TrainConfig
+from setseq.config import FlowConfig, RegConfig, StageConfig, TrainConfig
 
 
 @dataclass
@@ -233,6 +233,27 @@ def mask_tokens(mask: torch.Tensor, p: float) -> torch.Tensor:
     return kept
 
 
+def training_timesteps(
+    backbone: Backbone, fc: FlowConfig, n: int, first: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The timesteps (n,) of a micro-batch whose first sample is sample `first` of its stage.
+
+    For a base of experts by timestep (`backbone.experts`, Wan 2.2 T2V-A14B), where a sample trains
+    only the expert of its time, `fc.experts` decides which expert each sample is for: "balanced", the
+    experts in turn by the sample's index in the stage (so each gets half of every batch of two or
+    more, and alternate steps at batch 1); one expert's name, that expert alone. Its time is then drawn
+    from the training distribution restricted to that expert's range (`flow.sample_timesteps_within`).
+    Otherwise ("shared", or one model), every time comes from the whole distribution.
+    """
+    experts = getattr(backbone, "experts", None) or {}
+    if not experts or fc.experts == "shared":
+        return flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=device)
+    ranges = [e["t"] for e in experts.values()] if fc.experts == "balanced" else [experts[fc.experts]["t"]]
+    chosen = [ranges[(first + i) % len(ranges)] for i in range(n)]
+    lo, hi = [r[0] for r in chosen], [r[1] for r in chosen]
+    return flow.sample_timesteps_within(lo, hi, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=device)
+
+
 def batch_loss(
     backbone: Backbone,
     batch: Batch,
@@ -240,6 +261,7 @@ def batch_loss(
     world: parallel.World,
     train_tokens: bool = False,
     latents: LatentCache | None = None,
+    first: int = 0,
 ) -> torch.Tensor:
     """The summed, weighted loss of this rank's share of `batch`, taken with the batch's motion scales.
     Every rank draws the random numbers of all n samples, so all ranks stay on one random stream (see
@@ -252,6 +274,7 @@ def batch_loss(
         world: this process among the training processes; n is a multiple of its size.
         train_tokens: whether the concept-token embeddings train (the text encoding keeps its graph).
         latents: the run's cache of window latents (None: every clip through the VAE).
+        first: the index of the batch's first sample in its stage (`training_timesteps`).
 
     Returns:
         sum_i w_i L_i over this rank's samples, L_i flow matching's loss (eq. 1; `flow.training_loss`).
@@ -266,7 +289,7 @@ def batch_loss(
         clips = batch.clips[part]
         x0 = latents(clips, batch.keys and batch.keys[part]) if latents is not None else bb.encode_video(clips)
         noise = torch.randn((n, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)[part]
-        t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=x0.device)[part]
+        t = training_timesteps(bb, fc, n, first, x0.device)[part]
         x_t = flow.interpolate(x0, noise, t)
         self_cond = None
         # self-conditioning (sec. 3.4.3): a first pass's x_0 estimate as input, for a share of the samples

@@ -86,6 +86,14 @@ class FlowConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = 1.0
+    # A base of experts by timestep (Wan 2.2 T2V-A14B): "balanced" gives the experts the samples of a
+    # step in turn, each drawn from the distribution above restricted to its expert's range; "shared"
+    # draws every sample from the whole distribution (an expert then gets the share its range holds);
+    # an expert's name ("high_noise", "low_noise") trains that expert alone. Other bases ignore it.
+    experts: str = "balanced"
+
+
+EXPERT_MODES = ("balanced", "shared")
 
 
 @dataclass

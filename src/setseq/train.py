@@ -28,11 +28,11 @@ from setseq import checkpoint, flow, lora, parallel
 from setseq import concept as concept_io
 from setseq.backbones.base import Backbone, Geometry
 from setseq.batches import Batches, ConceptSpec, LatentCache, batch_loss
-from setseq.config import OptimConfig, StageConfig, TrainConfig
+from setseq.config import EXPERT_MODES, OptimConfig, StageConfig, TrainConfig
 from setseq.errors import SetseqError
 from setseq.fileio import cache_root
 from setseq.generate import write_sample
-from setseq.log import warn
+from setseq.log import note, warn
 from setseq.prior import prior_videos
 
 __all__ = ["ConceptSpec", "Trainer", "add_adapters", "begin_stage", "check_concepts", "check_run", "optimizer_class"]
@@ -55,7 +55,7 @@ def check_run(backbone: Backbone, concepts: list[ConceptSpec], cfg: TrainConfig,
     check_concepts(concepts, cfg, geometry)
     if cfg.reg.self_conditioning and not backbone.supports_self_conditioning:
         warn(f"base {backbone.name!r} has no self-conditioning input; that regulariser is off for this run.")
-    warn_rare_experts(backbone, cfg)
+    check_experts(backbone, cfg)
     for c in concepts:
         unknown = backbone.unknown_words(c.full_prompt)
         if unknown:
@@ -137,19 +137,29 @@ def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geom
             )
 
 
-def warn_rare_experts(backbone: Backbone, cfg: TrainConfig) -> None:
+def check_experts(backbone: Backbone, cfg: TrainConfig) -> None:
     """For a base of experts by timestep (Wan 2.2 T2V-A14B), where a sample trains only the expert of
-    its time: warn when an expert's range draws under a tenth of the training samples."""
-    fc = cfg.flow
-    for name, expert in (getattr(backbone, "experts", None) or {}).items():
+    its time: refuse an expert setting that names no expert of this base, and, when the samples'
+    times come from one shared distribution, warn when an expert's range draws under a tenth of them.
+
+    Raises:
+        SetseqError: for `cfg.flow.experts` neither "balanced", "shared" nor an expert of the base.
+    """
+    fc, experts = cfg.flow, getattr(backbone, "experts", None) or {}
+    known = (*EXPERT_MODES, *experts)
+    if fc.experts not in known:
+        raise SetseqError(f"experts = {fc.experts!r} is not one of {', '.join(known)} for base {backbone.name!r}.")
+    if fc.experts != "shared":
+        return
+    for name, expert in experts.items():
         lo, hi = expert["t"]
         share = flow.fraction_at_least(lo, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift)
         share -= flow.fraction_at_least(hi, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift)
         if share < 0.1:
             warn(
                 f"the {name} expert serves t in [{lo:g}, {hi:g}], where {share:.1%} of training samples "
-                "fall with these timestep settings, so its adapters learn little; --timestep-shift moves "
-                "samples towards noise."
+                "fall with these timestep settings, so its adapters learn little; --experts balanced "
+                "gives each expert its share, --timestep-shift moves samples towards noise."
             )
 
 
@@ -279,6 +289,7 @@ class Trainer:
         self.cache_dir = Path(cache_dir or cache_root())
         self.losses: dict[str, list[float]] = {s.name: [] for s in cfg.stages}
         self.layers: dict[str, lora.SetSeqLinear] = {}
+        self.expert_samples: dict[str, dict[str, int]] = {}  # {stage: {expert: samples it trained on}}
         # Under torchrun: join the process group; each rank trains on a share of every batch.
         self.world = parallel.setup(next(backbone.transformer.parameters()).device)
         self.sharded = check_sharding(cfg, self.world, backbone)
@@ -301,6 +312,7 @@ class Trainer:
                 checkpoint.resume_stage(opt, state, cfg.optim)
             bar.set_description(f"stage {si + 1}/{len(cfg.stages)} ({stage.name})")
             pending: list[torch.Tensor] = []
+            seen = dict(getattr(self.backbone.transformer, "samples", {}))  # per expert, before the stage
             for step in range(start_step if state is not None else 0, stage.steps):
                 pending.append(self._step(stage, step, params, opt, train_tokens))
                 last = step + 1 == stage.steps
@@ -310,6 +322,7 @@ class Trainer:
                     self._save_checkpoint(si, step + 1, opt)
                 if cfg.validate_every and (step + 1) % cfg.validate_every == 0:
                     self._validate(stage, step + 1)
+            self._count_expert_samples(stage, seen)
             self._end_stage(si, stage)
             state = None
         bar.close()
@@ -352,7 +365,9 @@ class Trainer:
         total = 0.0
         for m, size in enumerate(sizes):  # gradient accumulation
             batch = self.batches.draw(stage, size, step * len(sizes) + m)
-            loss = batch_loss(self.backbone, batch, self.cfg, self.world, train_tokens, self.latents) / o.batch_size
+            first = step * o.batch_size + sum(sizes[:m])  # the micro-batch's first sample in the stage
+            loss = batch_loss(self.backbone, batch, self.cfg, self.world, train_tokens, self.latents, first)
+            loss = loss / o.batch_size
             loss.backward()
             total = total + loss.detach()
         if self.world.size > 1:  # DDP's all-reduce: from the gradient of its own share to that of the batch
@@ -371,6 +386,17 @@ class Trainer:
         bar.update(len(values))
         bar.set_postfix(loss=f"{values[-1]:.4f}")
 
+    def _count_expert_samples(self, stage: StageConfig, before: dict[str, int]) -> None:
+        """Record and say how many samples each expert trained on in `stage` (a base of experts only)."""
+        now = getattr(self.backbone.transformer, "samples", None)
+        if not now:
+            return
+        counts = {e: now[e] - before.get(e, 0) for e in now}
+        self.expert_samples[stage.name] = counts
+        if self.world.main:
+            shown = ", ".join(f"{e} {n}" for e, n in counts.items())
+            note(f"stage {stage.name!r}: samples each expert trained on ({self.cfg.flow.experts}): {shown}")
+
     def _end_stage(self, index: int, stage: StageConfig) -> None:
         """Freeze, write the stage-1 concept file after the first of several stages, checkpoint."""
         freeze(self.backbone)
@@ -381,9 +407,12 @@ class Trainer:
         self._save_checkpoint(index + 1, 0, None)
 
     def _meta(self, stage: str) -> dict[str, Any]:
-        return concept_io.run_metadata(
+        meta = concept_io.run_metadata(
             self.backbone, self.cfg, self.concepts, self.geometry, list(self.layers), self.losses, stage
         )
+        if self.expert_samples:  # this process's samples per expert and stage (of this run, if resumed)
+            meta["expert_samples"] = self.expert_samples
+        return meta
 
     def _save_checkpoint(self, stage_index: int, step: int, opt: Optimizer | None) -> None:
         """Rank 0 writes; when sharded, every rank must call this, as the shards are gathered first."""

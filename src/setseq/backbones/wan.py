@@ -185,6 +185,7 @@ class Experts(nn.Module):
     def __init__(self, high_noise: nn.Module, low_noise: nn.Module, boundary: float):
         super().__init__()
         self.high_noise, self.low_noise, self.boundary = high_noise, low_noise, float(boundary)
+        self.samples = dict.fromkeys(self.NAMES, 0)  # samples each expert ran on with gradients (training)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -218,6 +219,9 @@ class Experts(nn.Module):
         # Which expert runs is decided on the host, one sync per call: running both experts on every
         # sample and keeping one answer would double the compute.
         n_high = int(high.sum())
+        if torch.is_grad_enabled():
+            self.samples["high_noise"] += n_high
+            self.samples["low_noise"] += len(high) - n_high
         if n_high in (0, len(high)):
             expert = self.high_noise if n_high else self.low_noise
             return expert(hidden_states, timestep, encoder_hidden_states, return_dict=False)

@@ -96,6 +96,13 @@ def _method_args(p: argparse.ArgumentParser) -> None:
         help="shift the training timesteps towards noise, t' = s t / (1 + (s - 1) t) (default 1: no shift)",
     )
     p.add_argument(
+        "--experts",
+        metavar="MODE",
+        help="a base of experts by timestep (Wan 2.2 T2V-A14B): balanced (default: the experts take the "
+        "samples in turn, each at a time of its own range), shared (every time from one distribution), "
+        "or one expert's name (high_noise, low_noise) to train it alone",
+    )
+    p.add_argument(
         "--token-lr", type=POSITIVE, help="also train the concept-token embeddings at this rate (paper: 1e-5)"
     )
     p.add_argument(
@@ -194,6 +201,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
             setattr(cfg.optim, name, getattr(a, name))
     if a.timestep_shift is not None:
         cfg.flow.shift = a.timestep_shift
+    if a.experts is not None:
+        cfg.flow.experts = a.experts
     if a.no_prior:
         cfg.reg.prior_preservation = False
     if a.prior_videos is not None:

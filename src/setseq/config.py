@@ -113,6 +113,9 @@ class TrainConfig:
     # Recompute each transformer block's activations in the backward pass instead of keeping them:
     # a diffusers base at full geometry does not fit otherwise (docs/benchmarks.md). The toy ignores it.
     gradient_checkpointing: bool = True
+    # Keep the text encoder and the VAE on the device for the whole run. Off: the run encodes every
+    # prompt and clip window it can draw first, then parks both in CPU memory (a diffusers base).
+    keep_encoders: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

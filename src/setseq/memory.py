@@ -218,3 +218,68 @@ def place(
             to_float8(block)
         if i >= first_swapped:
             offload_block(block, device, lambda: getattr(transformer, "gradient_checkpointing", False))
+
+
+# --------------------------------------------------------------------------------------------
+# Activation offload
+# --------------------------------------------------------------------------------------------
+
+
+def _tensors_of(out) -> tuple[torch.Tensor, ...]:
+    return (out,) if isinstance(out, torch.Tensor) else tuple(t for t in out if isinstance(t, torch.Tensor))
+
+
+class _OffloadedCheckpoint(torch.autograd.Function):
+    """A checkpointed block whose input waits in CPU memory: the forward pass runs the block without
+    keeping anything but a (pinned) CPU copy of its input; the backward pass copies it back, runs the
+    block again with gradients, from the random state the first run had, and back-propagates through it."""
+
+    @staticmethod
+    def forward(ctx, block, hidden_states, always, *args):
+        device = hidden_states.device
+        pin = device.type == "cuda"
+        stored = torch.empty(hidden_states.shape, dtype=hidden_states.dtype, device="cpu", pin_memory=pin)
+        stored.copy_(hidden_states.detach(), non_blocking=pin)  # pinned: the copy overlaps what follows
+        ctx.block, ctx.stored, ctx.device, ctx.args = block, stored, device, args
+        ctx.rng = torch.get_rng_state(), (torch.cuda.get_rng_state(device) if pin else None)
+        with torch.no_grad():
+            return block(hidden_states, *args)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x = ctx.stored.to(ctx.device, non_blocking=True).requires_grad_(ctx.needs_input_grad[1])
+        args = [
+            a.detach().requires_grad_(need) if isinstance(a, torch.Tensor) else a
+            for a, need in zip(ctx.args, ctx.needs_input_grad[3:])
+        ]
+        cuda = [ctx.device] if ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the same dropout masks as the first run
+            torch.set_rng_state(ctx.rng[0])
+            if cuda:
+                torch.cuda.set_rng_state(ctx.rng[1], ctx.device)
+            with torch.enable_grad():
+                out = _tensors_of(ctx.block(x, *args))
+        pairs = [(o, g) for o, g in zip(out, grads) if o.requires_grad and g is not None]
+        torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        del ctx.block, ctx.stored, ctx.args
+        input_grads = [a.grad if isinstance(a, torch.Tensor) and a.requires_grad else None for a in args]
+        return None, x.grad if x.requires_grad else None, None, *input_grads
+
+
+def offloaded_checkpoint(block: Callable, hidden_states: torch.Tensor, *args):
+    """diffusers' gradient-checkpointing function (`enable_gradient_checkpointing(gradient_checkpointing_func=...)`)
+    with each block's input kept in pinned CPU memory until the backward pass recomputes the block
+    (`--offload-activations`): what a checkpointed step keeps on the GPU per block, T x D numbers, goes
+    to the host (14B at 480x832x81: 12.5 GiB over 40 blocks). The block is the first argument, its
+    input the second, as diffusers calls it; other tensor arguments (the text, the time embedding)
+    are the same for every block and stay where they are. On the CPU the copy is an ordinary one.
+
+    Losses and gradients are those of torch's checkpointing: the recomputation starts from the random
+    state of the first run (reentrant-style, like torch's `checkpoint(use_reentrant=True)`, whose
+    inputs would stay on the GPU). The same idea as torch's `autograd.graph.save_on_cpu`, which cannot
+    reach a non-reentrant checkpoint's inputs (they are held by its closure, not saved by autograd).
+    """
+    # `always` requires a gradient, so that autograd records the block even when nothing it is given
+    # does (the first block's input, frozen text): its adapters' gradients come from the backward pass
+    always = torch.empty(0, device=hidden_states.device, requires_grad=True)
+    return _OffloadedCheckpoint.apply(block, hidden_states, always, *args)

@@ -195,9 +195,13 @@ class Experts(nn.Module):
     def config(self):
         return self.high_noise.config  # the two share an architecture
 
-    def enable_gradient_checkpointing(self) -> None:
-        self.high_noise.enable_gradient_checkpointing()
-        self.low_noise.enable_gradient_checkpointing()
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return self.high_noise.gradient_checkpointing
+
+    def enable_gradient_checkpointing(self, gradient_checkpointing_func=None) -> None:
+        self.high_noise.enable_gradient_checkpointing(gradient_checkpointing_func)
+        self.low_noise.enable_gradient_checkpointing(gradient_checkpointing_func)
 
     def disable_gradient_checkpointing(self) -> None:
         self.high_noise.disable_gradient_checkpointing()
@@ -335,6 +339,7 @@ def load(
     gradient_checkpointing: bool = False,
     fp8_base: bool = False,
     blocks_to_swap: int = 0,
+    offload_activations: bool = False,
 ) -> WanBackbone:
     """Wan from a local Diffusers-format folder (Wan2.1-T2V-1.3B-Diffusers, Wan2.2-T2V-A14B-Diffusers,
     Wan2.2-TI2V-5B-Diffusers, ...); never downloads. Its defaults are those of the layout it holds.
@@ -349,6 +354,7 @@ def load(
         gradient_checkpointing: recompute block activations in the backward pass.
         fp8_base: store the transformer blocks' linear weights in float8 x a per-tensor scale.
         blocks_to_swap: keep this many transformer blocks in CPU memory, copied to `device` as they run.
+        offload_activations: keep each checkpointed block's input in CPU memory (`memory.offloaded_checkpoint`).
 
     Raises:
         SetseqError: for a layout setseq does not know (`identify`), or a part that is missing or
@@ -376,6 +382,7 @@ def load(
         gradient_checkpointing=gradient_checkpointing,
         fp8_base=fp8_base,
         blocks_to_swap=blocks_to_swap,
+        offload_activations=offload_activations,
     )
 
 

@@ -39,12 +39,13 @@ OVERHEAD_GIB = 0.5  # the CUDA context, not counted by torch's allocator (an ass
 HEADROOM = 0.95  # a plan fits a card when it needs at most this share of its memory (the rest: fragmentation)
 
 # Bytes autograd saves per block for the backward pass in bf16 with rank-32 adapters, 512 text tokens:
-# (per video token, independent of the clip), by the block's (width D, FFN width). Counted on the CPU
-# with benchmarks/saved_activations.py: 1.3B and 14B on 2026-12-01 (docs/benchmarks.md), 5B on 2026-12-07.
+# (per video token, independent of the clip), by the block's (width D, FFN width). Counted on the CPU on
+# 2026-12-07 with `benchmarks/saved_activations.py --model M --rank 32 --tokens 130 260` (the earlier
+# 1.3B and 14B figures of docs/benchmarks.md, 95.9 and 251.7 kB a token, are 5 and 7 % lower).
 ACTIVATION_BYTES = {
-    (1536, 8960): (95.9e3, 8.5 * 2**20),  # Wan 2.1 T2V-1.3B
-    (5120, 13824): (251.7e3, 27.3 * 2**20),  # Wan 2.1 T2V-14B, each expert of Wan 2.2 T2V-A14B
-    (3072, 14336): (187.1e3, 16.9 * 2**20),  # Wan 2.2 TI2V-5B (--model 5b --rank 32 --tokens 130 260)
+    (1536, 8960): (101.0e3, 8.71 * 2**20),  # Wan 2.1 T2V-1.3B
+    (5120, 13824): (271.2e3, 26.91 * 2**20),  # Wan 2.1 T2V-14B, each expert of Wan 2.2 T2V-A14B
+    (3072, 14336): (187.1e3, 16.91 * 2**20),  # Wan 2.2 TI2V-5B
 }
 
 
@@ -163,6 +164,7 @@ class Settings:
         out += ["--offload-activations"] if self.offload_activations else []
         out += ["--keep-encoders"] if self.keep_encoders else []
         out += ["--no-gradient-checkpointing"] if not self.gradient_checkpointing else []
+        out += ["--optimizer adamw8bit"] if self.optimizer == "adamw8bit" else []
         return out
 
 
@@ -238,12 +240,13 @@ def fit(model: Model, g: Geometry, s: Settings, vram_gib: float) -> Settings | N
     """The first settings, from `s` and adding memory flags in this order, whose estimate fits
     `vram_gib` (within HEADROOM): as given; one sample a forward pass (--micro-batch 1: the same
     gradients, accumulated) in bf16; --fp8-base; --fp8-base --blocks-to-swap N (the least N);
-    --fp8-base --offload-activations; the same with the least N. None when none fits."""
+    --fp8-base --offload-activations; the same with the least N; then with --optimizer adamw8bit. None
+    when none fits."""
     budget = HEADROOM * vram_gib * GIB
     bf16 = replace(s, dtype_bytes=2, micro_batch=1)
     fp8 = replace(bf16, fp8_base=True)
     offload = replace(fp8, offload_activations=s.gradient_checkpointing)
-    for base in (s, bf16, fp8, offload):
+    for base in (s, bf16, fp8, offload, replace(offload, optimizer="adamw8bit")):
         for n in range(base.blocks_to_swap, model.experts * model.blocks + 1):
             candidate = replace(base, blocks_to_swap=n)
             if estimate(model, g, candidate).total <= budget:
@@ -273,7 +276,7 @@ def render(model: Model, g: Geometry, s: Settings, vram_gib: float | None = None
         f"  transformer      {experts}{per_expert / 1e9:.2f} B parameters, {model.experts * model.blocks} blocks",
         f"  clip             {g.frames} frames of {g.width} x {g.height}: {e.tokens:,} tokens",
         f"  adapters         {len(model.adapted)} linear layers at rank {s.rank}: {e.adapter_params / 1e6:.1f} M parameters",
-        f"  settings         {' '.join(s.flags())} (optimiser {s.optimizer})",
+        f"  settings         {' '.join(s.flags())}",
         "  peak GPU memory of a training step:",
         f"    weights                  {_gib(e.weights)}",
         f"    adapters and optimiser   {_gib(e.adapters)}",

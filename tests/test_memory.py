@@ -109,6 +109,8 @@ def test_swapped_blocks_give_the_same_loss_and_gradients(checkpointing):
         results.append((loss.detach(), grads, sample))
         copies = [getattr(b, "setseq_swap_copies", None) for b in bb.transformer.blocks]
     assert copies == [2 + 1, 2 + 1]  # forward, the backward's recomputation, the sampling call
+    # the overlapped swap's guesses: block 1 in the forward passes, block 0 in the recomputation
+    assert bb.transformer.setseq_prefetcher.hits == 3
     assert results[0][1].abs().sum() > 0
     for a, b in zip(*results):
         assert torch.equal(a, b)

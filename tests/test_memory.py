@@ -160,7 +160,7 @@ def test_gpu_benchmark_runs_its_cpu_path(tmp_path, monkeypatch, capsys):
         dict(tiny, num_layers=3),
         ["32x32x5"],
         "32x32x5",
-        [(True, 2), (False, 0)],
+        [(True, 2, True), (False, 0, False)],
     )
     setup.text_len, setup.warmup, setup.steps, setup.rounds, setup.round_steps = 8, 0, 1, 2, 1
     monkeypatch.setattr(bench, "cpu_small_setup", lambda: setup)
@@ -169,7 +169,8 @@ def test_gpu_benchmark_runs_its_cpu_path(tmp_path, monkeypatch, capsys):
     assert [len(result[k]) for k in ("steps", "peft", "big")] == [2, 1, 2]
     assert result["peft"][0]["start_difference"] == 0 and result["peft"][0]["ratio_median"] > 0
     assert "setseq / PEFT step time at 32x32x5" in capsys.readouterr().out
-    assert "| 32x32x5 | float8 | 2 |" in (tmp_path / "b.md").read_text()
+    assert "| 32x32x5 | float8 | 2 | yes |" in (tmp_path / "b.md").read_text()
+    assert all(r["plan_gib"] > 0 for r in result["big"])  # the plan's estimate beside each measured row
 
 
 def test_the_two_experts_of_wan_2_2_swap_and_take_a_float8_base_too():

@@ -91,7 +91,7 @@ def read_model(folder: str | Path) -> Model:
     from setseq.backbones.diffusers_common import read_config, read_model_index, require_diffusers
 
     require_diffusers()
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan
     from transformers import UMT5Config, UMT5EncoderModel
 
     root = Path(folder)
@@ -101,36 +101,60 @@ def read_model(folder: str | Path) -> Model:
     tcfg, vcfg = read_config(root, "transformer"), read_config(root, "vae")
     layout = wan.identify(index, tcfg, vcfg, repr(str(root)))
     text_cfg = read_config(root, "text_encoder")
-    known = lambda cfg: {k: v for k, v in cfg.items() if not k.startswith("_")}  # noqa: E731
     with torch.device("meta"):
-        transformer = WanTransformer3DModel.from_config(known(tcfg))
-        vae = AutoencoderKLWan.from_config(known(vcfg))
-        text = UMT5EncoderModel(UMT5Config(**known(text_cfg)))
+        vae = AutoencoderKLWan.from_config(_settings(vcfg))
+        text = UMT5EncoderModel(UMT5Config(**_settings(text_cfg)))
+    model = transformer_model(tcfg, 2 if layout.experts else 1, layout.name, layout.geometry)
+    return replace(
+        model,
+        frame_step=vae.config.scale_factor_temporal,
+        vae_stride=vae.config.scale_factor_spatial,
+        text_encoder=_count(text),
+        vae=_count(vae),
+    )
+
+
+def _settings(config: dict) -> dict:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+WAN_480P = Geometry(81, 480, 832, 16.0)
+
+
+def transformer_model(config: dict, experts: int = 1, name: str = "Wan", geometry: Geometry = WAN_480P) -> Model:
+    """The `Model` of a WanTransformer3DModel configuration (`experts` of them), built on the meta
+    device to be counted; Wan 2.1's VAE compression (4x temporal, 8x spatial), no text encoder or VAE
+    counted (`read_model` adds a folder's)."""
+    from diffusers import WanTransformer3DModel
+
+    from setseq.backbones import wan
+
+    with torch.device("meta"):
+        transformer = WanTransformer3DModel.from_config(_settings(config))
     block = transformer.blocks[0]
     linear = sum(m.weight.numel() for m in block.modules() if isinstance(m, nn.Linear))
-    names = [f"{e}.{p}" if layout.experts else p for e in wan.Experts.NAMES for p in wan.TARGETS]
     targets = [
         (m.in_features, m.out_features)
-        for prefix in (wan.Experts.NAMES if layout.experts else ("",))
+        for _ in range(experts)
         for n, m in transformer.named_modules()
-        if isinstance(m, nn.Linear) and lora.matches(f"{prefix}.{n}" if prefix else n, names)
+        if isinstance(m, nn.Linear) and lora.matches(n, wan.TARGETS)
     ]
     c = transformer.config
     return Model(
-        name=layout.name,
-        geometry=layout.geometry,
-        frame_step=vae.config.scale_factor_temporal,
-        vae_stride=vae.config.scale_factor_spatial,
+        name=name,
+        geometry=geometry,
+        frame_step=4,
+        vae_stride=8,
         patch=tuple(c.patch_size),
         width=c.num_attention_heads * c.attention_head_dim,
         ffn=c.ffn_dim,
-        experts=2 if layout.experts else 1,
+        experts=experts,
         blocks=len(transformer.blocks),
         block_linear=linear,
         block_other=_count(block) - linear,
         other=_count(transformer) - len(transformer.blocks) * _count(block),
-        text_encoder=_count(text),
-        vae=_count(vae),
+        text_encoder=0,
+        vae=0,
         adapted=targets,
     )
 

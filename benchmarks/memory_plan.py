@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from setseq import plan
 from setseq.backbones.base import Geometry
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from test_plan import WAN_14B, write_folder  # noqa: E402
+from test_plan import FOLDERS, WAN_14B, write_folder  # noqa: E402
 
 ROWS = [  # (label, fp8, swap, offload, optimizer)
     ("bf16", False, 0, False, "adamw"),

@@ -316,9 +316,9 @@ def render(model: Model, g: Geometry, s: Settings, vram_gib: float | None = None
         f"    CUDA context (assumed)   {OVERHEAD_GIB:.1f} GiB",
         f"    total                    {_gib(e.total)}",
         f"  pinned CPU memory          {_gib(e.cpu)} (swapped blocks, offloaded block inputs)",
-        "  before the first step the encoders are on the GPU with the weights: "
-        f"{_gib(e.weights + (model.text_encoder * s.dtype_bytes + model.vae * 4) + OVERHEAD_GIB * GIB)} "
-        "and the VAE's own activations for one clip (not estimated).",
+        "  before the first step the encoders are on the GPU with the weights and adapters: "
+        f"{_gib(e.weights + 4 * e.adapter_params + model.text_encoder * s.dtype_bytes + model.vae * 4 + OVERHEAD_GIB * GIB)}"
+        " and the VAE's own activations for one clip (not estimated).",
     ]
     if vram_gib is not None:
         fitting = fit(model, g, s, vram_gib)

@@ -32,6 +32,8 @@ def learning(config: dict[str, Any] | None) -> dict[str, Any] | None:
     if config is None:
         return None
     out = {k: v for k, v in config.items() if k not in ("compile", "shard", "gradient_checkpointing", "keep_encoders")}
+    if isinstance(out.get("flow"), dict):  # checkpoints from before 2026-12-07 have no expert setting
+        out["flow"] = {"experts": "balanced", **out["flow"]}
     if isinstance(out.get("optim"), dict):
         optim = dict(out["optim"])
         optim.pop("lr", None)

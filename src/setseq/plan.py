@@ -41,7 +41,8 @@ HEADROOM = 0.95  # a plan fits a card when it needs at most this share of its me
 # Bytes autograd saves per block for the backward pass in bf16 with rank-32 adapters, 512 text tokens:
 # (per video token, independent of the clip), by the block's (width D, FFN width). Counted on the CPU on
 # 2026-12-07 with `benchmarks/saved_activations.py --model M --rank 32 --tokens 130 260` (the earlier
-# 1.3B and 14B figures of docs/benchmarks.md, 95.9 and 251.7 kB a token, are 5 and 7 % lower).
+# 1.3B and 14B figures of docs/benchmarks.md, 95.9 and 251.7 kB a token at other token counts, are
+# 5 and 7 % lower).
 ACTIVATION_BYTES = {
     (1536, 8960): (101.0e3, 8.71 * 2**20),  # Wan 2.1 T2V-1.3B
     (5120, 13824): (271.2e3, 26.91 * 2**20),  # Wan 2.1 T2V-14B, each expert of Wan 2.2 T2V-A14B

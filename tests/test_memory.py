@@ -197,7 +197,7 @@ def test_the_two_experts_of_wan_2_2_swap_and_take_a_float8_base_too():
     assert float((a - b).norm() / a.norm()) < FP8_TOLERANCE
 
 
-def test_encoders_leave_the_device_before_the_first_step(monkeypatch):
+def test_encoders_leave_the_device_before_the_first_step(tmp_path, monkeypatch):
     """A run encodes every prompt (dropout's empty one, prior prompts) and window ahead, then parks the
     text encoder and the VAE. Parked on the meta device, which holds no data, any use of them in a step
     would fail; the losses are those of a run that keeps both on the device (--keep-encoders)."""
@@ -224,7 +224,7 @@ def test_encoders_leave_the_device_before_the_first_step(monkeypatch):
             monkeypatch.setattr(bb, "unpark_encoders", lambda: None)  # nothing comes back from meta
         cfg = tiny_config(steps=(3, 3), batch=1, prior=True, prompt_dropout=0.5, token_mask_prob=0.3)
         cfg.keep_encoders = keep
-        trainer = Trainer(bb, [spec], cfg, "unused.safetensors", progress=False, cache_dir=None)
+        trainer = Trainer(bb, [spec], cfg, tmp_path / f"keep-{keep}.safetensors", progress=False, cache_dir=None)
         trainer.run()
         losses[keep] = trainer.losses
         assert trainer.parked == ({} if keep else {"text": True, "vae": True})

@@ -173,7 +173,7 @@ def _expert_change(bb, layers):
     return out
 
 
-def test_both_experts_learn_by_default_and_one_can_train_alone(capsys):
+def test_both_experts_learn_by_default_and_one_can_train_alone(tmp_path, capsys):
     """16 + 16 steps at batch 1 on the tiny T2V-A14B: by default both experts' adapters change by
     comparable amounts in both stages; with one shared distribution the high-noise expert (2.6 % of the
     samples) learns nothing or nearly; --experts low_noise trains that expert alone."""
@@ -184,7 +184,7 @@ def test_both_experts_learn_by_default_and_one_can_train_alone(capsys):
         bb = wan.tiny(layout=A14B)
         cfg = tiny_config(steps=(16, 16), batch=1)
         cfg.flow.experts, cfg.checkpoint_every = mode, 100
-        trainer = Trainer(bb, [spec], cfg, "unused.safetensors", progress=False)
+        trainer = Trainer(bb, [spec], cfg, tmp_path / f"{mode}.safetensors", progress=False)
         trainer.run()
         changes[mode] = _expert_change(bb, trainer.layers)
         if mode == "balanced":

@@ -11,9 +11,11 @@ Three parts, each a table:
    (`lora.inject`), the other with PEFT's LoRA (`peft.inject_adapter_in_model`), same rank, targets,
    dtype, geometry and step; timed in alternating rounds (A B, B A, ...), so that whatever else
    loads the machine loads both. The figure is setseq's time over PEFT's, per round: median and range.
-3. 14B memory: a Wan2.1-T2V-14B-sized transformer (14.29 B parameters) at 480x832x81, checkpointed,
-   with its base in float8 (`--fp8-base`) and N = 40, 20, 0 of its 40 blocks in CPU memory
-   (`--blocks-to-swap N`), then in plain bf16: peak GPU memory and time of a training step.
+3. 14B memory: a Wan2.1-T2V-14B-sized transformer (14.29 B parameters, one expert of Wan 2.2
+   T2V-A14B) at 480x832x81, checkpointed, with its base in float8 (`--fp8-base`), all 40 blocks in
+   CPU memory and their inputs too (`--offload-activations`), then N = 40, 20, 0 of its 40 blocks
+   in CPU memory (`--blocks-to-swap N`), then in plain bf16: peak GPU memory and time of a training
+   step, beside `setseq.plan`'s estimate of the peak for the same settings (plan vs measured).
 
 A step is what the trainer does per micro-batch on the transformer: noise, forward, velocity loss,
 backward into the adapters, AdamW. The VAE and the text encoder are not run (the trainer caches their
@@ -39,7 +41,8 @@ from pathlib import Path
 
 import torch
 
-from setseq import flow, lora, memory
+from setseq import flow, lora, memory, plan
+from setseq.backbones.base import Geometry
 from setseq.backbones.wan import WAN_1_3B, WanBackbone
 
 TARGETS = WanBackbone.lora_targets
@@ -60,7 +63,7 @@ class Setup:
     big: dict
     geometries: list[str]
     big_geometry: str
-    big_runs: list[tuple[bool, int]]  # (--fp8-base, --blocks-to-swap N) per big-model row
+    big_runs: list[tuple[bool, int, bool]]  # (--fp8-base, --blocks-to-swap N, --offload-activations) per row
     rank: int = 32
     text_len: int = 512
     warmup: int = 2
@@ -78,7 +81,8 @@ def gpu_setup() -> Setup:
         WAN_14B,
         ["320x576x49", "480x832x81"],
         "480x832x81",
-        [(True, 40), (True, 20), (True, 0), (False, 0)],  # the 24 GB case first: rows are saved as they come
+        # the 24 GB case first (rows are saved as they come): what `setseq train --dry-run --vram 24` names
+        [(True, 40, True), (True, 40, False), (True, 20, False), (True, 0, False), (False, 0, False)],
     )
 
 
@@ -95,7 +99,7 @@ def cpu_small_setup() -> Setup:
         dict(small, num_layers=8),
         ["64x112x9", "96x160x17"],
         "96x160x17",
-        [(True, 4), (True, 0), (False, 0)],
+        [(True, 4, True), (True, 4, False), (True, 0, False), (False, 0, False)],
         text_len=64,
         warmup=1,
         steps=3,
@@ -318,14 +322,34 @@ def peft_rows(s: Setup, rows: list[dict], save) -> None:
     free(s.device)
 
 
+def planned(s: Setup, fp8: bool, swap: int, offload: bool) -> float:
+    """`setseq.plan`'s estimate of this step's peak in GiB, less the CUDA context it assumes (which
+    `max_memory_allocated` leaves out): stage 1's adapters only, as `setseq_adapters` makes them."""
+    height, width, frames = (int(v) for v in s.big_geometry.split("x"))
+    model = plan.transformer_model(s.big)
+    settings = plan.Settings(
+        dtype_bytes=torch.finfo(s.dtype).bits // 8,
+        rank=s.rank,
+        concepts=0,
+        stages=("identity",),
+        fp8_base=fp8,
+        blocks_to_swap=swap,
+        offload_activations=offload,
+    )
+    e = plan.estimate(model, Geometry(frames, height, width, 16.0), settings)
+    return e.total / plan.GIB - plan.OVERHEAD_GIB
+
+
 def big_rows(s: Setup, rows: list[dict], save) -> None:
     """The big model's checkpointed step with its base in float8 or not and N blocks swapped:
     weights kept on the device, seconds per step, peak memory."""
-    for fp8, swap in s.big_runs:
+    for fp8, swap, offload in s.big_runs:
         free(s.device)
-        row = {"geometry": s.big_geometry, "fp8_base": fp8, "blocks_to_swap": swap}
+        row = {"geometry": s.big_geometry, "fp8_base": fp8, "blocks_to_swap": swap, "offload_activations": offload}
+        row["plan_gib"] = planned(s, fp8, swap, offload)
         model = build(s.big, s)
-        model.enable_gradient_checkpointing()  # the blocks that stay on the device are checkpointed too
+        # the blocks that stay on the device are checkpointed too
+        model.enable_gradient_checkpointing(memory.offloaded_checkpoint if offload else None)
         memory.place(model, s.device, fp8_base=fp8, blocks_to_swap=swap)
         params = setseq_adapters(model, s.rank)
         swapped = {
@@ -402,8 +426,9 @@ def markdown(result: dict) -> str:
         "",
         f"{cfg['big']}, checkpointed, rank {cfg['rank']}:",
         "",
-        "| geometry | base | --blocks-to-swap | weights kept on the device, GiB | s/step | peak GiB (reserved) |",
-        "|---|---|---|---|---|---|",
+        "| geometry | base | --blocks-to-swap | --offload-activations | weights kept on the device, GiB | s/step "
+        "| peak GiB (reserved) | plan's estimate, GiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["big"]:
         cells = (
@@ -412,7 +437,11 @@ def markdown(result: dict) -> str:
             else f"{r['seconds']:.2f} | {fmt(r['peak_gib'])} ({fmt(r['reserved_gib'])}) |"
         )
         base = "float8" if r["fp8_base"] else m["dtype"]
-        lines.append(f"| {r['geometry']} | {base} | {r['blocks_to_swap']} | {r['kept_gib']:.3g} | {cells}")
+        offload = "yes" if r.get("offload_activations") else "no"
+        lines.append(
+            f"| {r['geometry']} | {base} | {r['blocks_to_swap']} | {offload} | {r['kept_gib']:.3g} | {cells} "
+            f"{fmt(r.get('plan_gib'))} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -431,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("no CUDA GPU is visible to torch; run with --cpu-small for the reduced CPU configuration")
     s.rounds = a.rounds or s.rounds
     if a.swap:
-        s.big_runs = [(True, int(v)) for v in a.swap.split(",")] + [(False, 0)]
+        s.big_runs = [(True, int(v), False) for v in a.swap.split(",")] + [(False, 0, False)]
     if s.threads:
         torch.set_num_threads(s.threads)
     out = Path(a.out or ("gpu-bench-cpu-small" if a.cpu_small else "gpu-bench"))

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# setseq's GPU benchmark in one command (2026-12-01): see benchmarks/gpu.py for what it measures.
+# setseq's GPU benchmark in one command (2026-12-01; plan vs measured added 2026-12-07): see
+# benchmarks/gpu.py for what it measures (its 14B rows also record setseq.plan's estimate beside
+# each measured peak).
 #
 #   benchmarks/gpu.sh                 # one H100 / H200, about 5 minutes: gpu-bench.json, gpu-bench.md
 #   benchmarks/gpu.sh --cpu-small     # a reduced configuration on the CPU: gpu-bench-cpu-small.*

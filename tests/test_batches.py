@@ -123,3 +123,30 @@ def test_the_latent_cache_encodes_each_window_once():
     assert calls == [3, 1] and cache.encoded == 4  # the second time only the stitched sample (no key)
     cache(clips[[0, 0]], [("c", "b", 0, 2), ("c", "b", 0, 2)])  # twice in one batch: encoded once
     assert calls == [3, 1, 1]
+
+
+@pytest.mark.parametrize("stitch_remove_background", [False, True])
+def test_everything_a_run_draws_is_known_before_its_first_step(stitch_remove_background):
+    """`Batches.prompts` and `Batches.windows` list every prompt and window that draws can hold (so the
+    encoders can leave the GPU): stitched pairs, prior videos, prompt dropout, frames and clips."""
+    torch.manual_seed(0)
+    concepts = _concepts(3)
+    for c in concepts:
+        c.mask = torch.rand(6, 8, 8) > 0.5
+    prior = (torch.rand(2, FRAMES, 3, 8, 8), [("a dog.", "it runs."), ("a cat.", "it sits.")])
+    reg = RegConfig(
+        stitch_prob=0.5, prompt_dropout=0.3, prior_ratio=0.3, stitch_remove_background=stitch_remove_background
+    )
+    batches = Batches(concepts, FRAMES, reg, prior, stride=2)
+    stages = [StageConfig("set", "frames", "static", "identity", steps=1), _stage("motion", "clip")]
+    prompts, windows = set(batches.prompts(stages)), {k for k, _ in batches.windows(stages)}
+    drawn_prompts, drawn_keys = set(), set()
+    for i in range(300):
+        batch = batches.draw(stages[i % 2], 2, i)
+        drawn_prompts.update(batch.prompts)
+        drawn_keys.update(k for k in batch.keys if k is not None)
+    assert drawn_prompts <= prompts and drawn_keys <= windows
+    assert "" in drawn_prompts and any(k[0] == "prior" for k in drawn_keys) and len(drawn_prompts) > 10
+    for key, clip in batches.windows(stages):  # each window is the frames its key names
+        video = concepts[[c.name for c in concepts].index(key[1])].video if key[0] == "concept" else prior[0][key[1]]
+        assert torch.equal(clip, video[key[2] : key[3]])

@@ -93,3 +93,13 @@ def test_gradient_checkpointing_is_on_by_default_and_set_by_file_or_flag(tmp_pat
     assert _config("--no-gradient-checkpointing").gradient_checkpointing is False
     with pytest.raises(SetseqError, match="takes true or false"):
         _config("--config", str(_toml(tmp_path, "gradient_checkpointing = 1\n")))
+
+
+def test_a_checkpoint_from_before_the_expert_setting_resumes():
+    from setseq.checkpoint import learning
+    from setseq.config import preset
+
+    now = preset("setseq").to_dict()
+    before = {**now, "flow": {k: v for k, v in now["flow"].items() if k != "experts"}}
+    assert learning(before) == learning(now)
+    assert learning({**now, "flow": {**now["flow"], "experts": "shared"}}) != learning(now)

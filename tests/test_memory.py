@@ -109,6 +109,8 @@ def test_swapped_blocks_give_the_same_loss_and_gradients(checkpointing):
         results.append((loss.detach(), grads, sample))
         copies = [getattr(b, "setseq_swap_copies", None) for b in bb.transformer.blocks]
     assert copies == [2 + 1, 2 + 1]  # forward, the backward's recomputation, the sampling call
+    # the overlapped swap's guesses: block 1 in the forward passes, block 0 in the recomputation
+    assert bb.transformer.setseq_prefetcher.hits == 3
     assert results[0][1].abs().sum() > 0
     for a, b in zip(*results):
         assert torch.equal(a, b)
@@ -158,7 +160,7 @@ def test_gpu_benchmark_runs_its_cpu_path(tmp_path, monkeypatch, capsys):
         dict(tiny, num_layers=3),
         ["32x32x5"],
         "32x32x5",
-        [(True, 2), (False, 0)],
+        [(True, 2, True), (False, 0, False)],
     )
     setup.text_len, setup.warmup, setup.steps, setup.rounds, setup.round_steps = 8, 0, 1, 2, 1
     monkeypatch.setattr(bench, "cpu_small_setup", lambda: setup)
@@ -167,7 +169,8 @@ def test_gpu_benchmark_runs_its_cpu_path(tmp_path, monkeypatch, capsys):
     assert [len(result[k]) for k in ("steps", "peft", "big")] == [2, 1, 2]
     assert result["peft"][0]["start_difference"] == 0 and result["peft"][0]["ratio_median"] > 0
     assert "setseq / PEFT step time at 32x32x5" in capsys.readouterr().out
-    assert "| 32x32x5 | float8 | 2 |" in (tmp_path / "b.md").read_text()
+    assert "| 32x32x5 | float8 | 2 | yes |" in (tmp_path / "b.md").read_text()
+    assert all(r["plan_gib"] > 0 for r in result["big"])  # the plan's estimate beside each measured row
 
 
 def test_the_two_experts_of_wan_2_2_swap_and_take_a_float8_base_too():
@@ -192,3 +195,74 @@ def test_the_two_experts_of_wan_2_2_swap_and_take_a_float8_base_too():
     assert all(g > 0 for g in out["plain"][1].values())  # both experts' adapters learn
     a, b = out["plain"][0], out["fp8"][0]
     assert float((a - b).norm() / a.norm()) < FP8_TOLERANCE
+
+
+def test_encoders_leave_the_device_before_the_first_step(tmp_path, monkeypatch):
+    """A run encodes every prompt (dropout's empty one, prior prompts) and window ahead, then parks the
+    text encoder and the VAE. Parked on the meta device, which holds no data, any use of them in a step
+    would fail; the losses are those of a run that keeps both on the device (--keep-encoders)."""
+    from conftest import tiny_config
+    from setseq import train
+    from setseq.train import ConceptSpec, Trainer
+
+    clip = torch.rand(9, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    spec = ConceptSpec("sq", clip, "a [v] red square on a blue background.", "it moves in [u] motion.")
+    monkeypatch.setattr(train, "ENCODER_PARK", "meta")
+    losses, seen = {}, []
+    for keep in (True, False):
+        bb = wan.tiny()
+        encoders = [*bb.text_encoder.parameters(), *bb.vae.parameters()]
+
+        def record(module, args, bb=bb):  # the encoders' devices whenever the transformer runs with gradients
+            if torch.is_grad_enabled():
+                table = {id(p) for p in bb.concepts.table.parameters()}  # the concept's rows stay
+                parts = [*bb.text_encoder.parameters(), *bb.vae.parameters(), *bb.vae.buffers()]
+                seen.append({p.device.type for p in parts if id(p) not in table})
+
+        bb.transformer.register_forward_pre_hook(record)
+        if not keep:
+            monkeypatch.setattr(bb, "unpark_encoders", lambda: None)  # nothing comes back from meta
+        cfg = tiny_config(steps=(3, 3), batch=1, prior=True, prompt_dropout=0.5, token_mask_prob=0.3)
+        cfg.keep_encoders = keep
+        trainer = Trainer(bb, [spec], cfg, tmp_path / f"keep-{keep}.safetensors", progress=False, cache_dir=None)
+        trainer.run()
+        losses[keep] = trainer.losses
+        assert trainer.parked == ({} if keep else {"text": True, "vae": True})
+        if keep:
+            assert all(p.device.type == "cpu" for p in encoders) and seen == [{"cpu"}] * 6
+            seen.clear()
+    assert seen == [{"meta"}] * 6  # every training forward ran with both encoders parked
+    assert losses[True] == losses[False] and all(len(v) == 3 for v in losses[True].values())
+
+
+def _loss_and_grads(bb, seed=0):
+    """One training forward and backward of a tiny Wan with random adapters and coefficient dropout (so
+    a recomputation must redraw the same masks): the loss and every adapter gradient."""
+    torch.manual_seed(seed)
+    layers = lora.inject(bb.transformer, bb.lora_targets, rank=2)
+    for layer in layers.values():
+        torch.nn.init.normal_(layer.basis)
+    lora.set_dropout(bb.transformer, identity=0.5)
+    bb.transformer.train()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, *bb.latent_shape(bb.geometry), generator=g)
+    t = torch.tensor([0.95, 0.3])  # for T2V-A14B: one sample for each expert
+    loss = bb.velocity(x, t, bb.encode_text(["a dog", "a red square"])).pow(2).mean()
+    loss.backward()
+    return loss.detach(), torch.cat([p.grad.flatten() for l in layers.values() for p in (l.basis, l.identity)])
+
+
+@pytest.mark.parametrize("layout,swap", [(wan.WAN_2_1, 0), (wan.WAN_2_1, 1), (wan.WAN_2_2_A14B, 2)])
+def test_offloaded_activations_give_the_same_loss_and_gradients(layout, swap, monkeypatch):
+    """--offload-activations against diffusers' own checkpointing: the same loss and gradients to the bit,
+    with swapped blocks too; each block's input went through the offloading checkpoint."""
+    calls = []
+    real = memory.offloaded_checkpoint
+    monkeypatch.setattr(memory, "offloaded_checkpoint", lambda *a: (calls.append(a[1].shape), real(*a))[1])
+    plain = _loss_and_grads(wan.tiny(layout=layout, gradient_checkpointing=True, blocks_to_swap=swap))
+    offloaded = _loss_and_grads(
+        wan.tiny(layout=layout, gradient_checkpointing=True, blocks_to_swap=swap, offload_activations=True)
+    )
+    assert plain[1].abs().sum() > 0
+    assert torch.equal(plain[0], offloaded[0]) and torch.equal(plain[1], offloaded[1])
+    assert len(calls) == len(parallel.blocks(wan.tiny(layout=layout).transformer))  # once a block (each expert once)

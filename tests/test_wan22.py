@@ -126,21 +126,81 @@ def test_each_sample_runs_the_expert_of_its_timestep():
         parallel.shard(bb.transformer)
 
 
-def test_the_trainer_warns_when_an_expert_draws_few_samples(capsys):
+def test_the_trainer_warns_when_an_expert_draws_few_samples_from_a_shared_distribution(capsys):
     for kind, shift in (("uniform", 3.0), ("logit-normal", 1.0), ("logit-normal", 12.0)):
         drawn = flow.sample_timesteps(200_000, kind, shift=shift, generator=torch.Generator().manual_seed(0))
         share = flow.fraction_at_least(0.875, kind, shift=shift)
         assert abs(share - (drawn >= 0.875).float().mean().item()) < 0.005
-    assert abs(flow.fraction_at_least(0.875) - 0.0258) < 1e-4  # the default: 2.6 % at high noise
+    assert abs(flow.fraction_at_least(0.875) - 0.0258) < 1e-4  # one shared distribution: 2.6 % at high noise
     bb = wan.tiny(layout=A14B)
     clip = torch.zeros(6, 3, 32, 32)
     spec = ConceptSpec("sq", clip, "a [v] red square on a blue background.", "it moves in [u] motion.")
-    Trainer(bb, [spec], tiny_config(), "unused.safetensors", progress=False)
-    assert "the high_noise expert serves t in [0.875, 1], where 2.6% of training samples" in capsys.readouterr().err
     cfg = tiny_config()
+    Trainer(bb, [spec], cfg, "unused.safetensors", progress=False)  # the default: balanced
+    assert "expert serves" not in capsys.readouterr().err
+    cfg.flow.experts = "shared"
+    Trainer(bb, [spec], cfg, "unused.safetensors", progress=False)
+    assert "the high_noise expert serves t in [0.875, 1], where 2.6% of training samples" in capsys.readouterr().err
     cfg.flow.shift = 12.0
     Trainer(bb, [spec], cfg, "unused.safetensors", progress=False)
     assert "expert serves" not in capsys.readouterr().err
+    cfg.flow.experts = "middle"
+    with pytest.raises(SetseqError, match="experts = 'middle' is not one of balanced, shared, high_noise, low_noise"):
+        Trainer(bb, [spec], cfg, "unused.safetensors", progress=False)
+
+
+@pytest.mark.parametrize("kind,shift", [("logit-normal", 1.0), ("uniform", 3.0)])
+def test_times_within_an_experts_range_follow_the_training_distribution(kind, shift):
+    """Restricted to [0.875, 1), the draws are the whole distribution's draws that fall there: the same
+    quantiles (two-sample check against rejection sampling), and never outside the range."""
+    torch.manual_seed(0)
+    n = 20_000
+    within = flow.sample_timesteps_within([0.875] * n, [1.0] * n, kind, shift=shift)
+    low = flow.sample_timesteps_within([0.0] * n, [0.875] * n, kind, shift=shift)
+    assert within.min() >= 0.875 and within.max() < 1.0 and low.max() < 0.875 and low.min() > 0.0
+    whole = flow.sample_timesteps(2_000_000, kind, shift=shift, generator=torch.Generator().manual_seed(1))
+    rejected = whole[whole >= 0.875][:n]
+    q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+    assert torch.allclose(within.quantile(q), rejected.quantile(q), atol=2e-3)
+    assert torch.allclose(low.quantile(q), whole[whole < 0.875][:n].quantile(q), atol=1e-2)
+
+
+def _expert_change(bb, layers):
+    """{expert: (|A B_id| of stage 1, |A B_mo| of stage 2)}: the size of what each expert's adapters add."""
+    out = {}
+    for e in wan.Experts.NAMES:
+        mine = [l for name, l in layers.items() if name.startswith(e + ".")]
+        ident = sum((l.basis @ l.identity).norm() ** 2 for l in mine) ** 0.5
+        motion = sum((l.basis @ l.motion["sq"]).norm() ** 2 for l in mine) ** 0.5
+        out[e] = (ident.item(), motion.item())
+    return out
+
+
+def test_both_experts_learn_by_default_and_one_can_train_alone(tmp_path, capsys):
+    """16 + 16 steps at batch 1 on the tiny T2V-A14B: by default both experts' adapters change by
+    comparable amounts in both stages; with one shared distribution the high-noise expert (2.6 % of the
+    samples) learns nothing or nearly; --experts low_noise trains that expert alone."""
+    clip = torch.rand(9, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    spec = ConceptSpec("sq", clip, "a [v] red square on a blue background.", "it moves in [u] motion.")
+    changes = {}
+    for mode in ("balanced", "shared", "low_noise"):
+        bb = wan.tiny(layout=A14B)
+        cfg = tiny_config(steps=(16, 16), batch=1)
+        cfg.flow.experts, cfg.checkpoint_every = mode, 100
+        trainer = Trainer(bb, [spec], cfg, tmp_path / f"{mode}.safetensors", progress=False)
+        trainer.run()
+        changes[mode] = _expert_change(bb, trainer.layers)
+        if mode == "balanced":
+            assert trainer.expert_samples == {s: {"high_noise": 8, "low_noise": 8} for s in ("set", "sequence")}
+            assert "stage 'set': samples each expert trained on (balanced): high_noise 8, low_noise 8" in (
+                capsys.readouterr().err
+            )
+    high, low = changes["balanced"]["high_noise"], changes["balanced"]["low_noise"]
+    for stage in (0, 1):
+        assert low[stage] > 0 and 1 / 3 < high[stage] / low[stage] < 3
+    shared_high, shared_low = changes["shared"]["high_noise"], changes["shared"]["low_noise"]
+    assert shared_high[0] < 0.2 * shared_low[0]
+    assert changes["low_noise"]["high_noise"] == (0.0, 0.0) and min(changes["low_noise"]["low_noise"]) > 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,13 +221,8 @@ def trained(request, tmp_path_factory):
     spec = ConceptSpec("sq", clip * 2 - 1, "a [v] red square on a blue background.", "it moves in [u] motion.")
     out = root / "sq.safetensors"
 
-    def one_high_one_low(n, *args, device=None, **kwargs):  # each micro-batch: a sample for each expert
-        return torch.tensor([0.95, 0.3] * n)[:n].to(device)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(flow, "sample_timesteps", one_high_one_low)
-        cfg = tiny_config(steps=(2, 2), batch=2)
-        Trainer(bb, [spec], cfg, out, geometry=geometry, progress=False, cache_dir=root / "cache").run()
+    cfg = tiny_config(steps=(2, 2), batch=2)  # the default timesteps: each expert gets one sample a step
+    Trainer(bb, [spec], cfg, out, geometry=geometry, progress=False, cache_dir=root / "cache").run()
     return SimpleNamespace(layout=layout, folder=folder, root=root, out=out, geometry=geometry, bb=bb)
 
 

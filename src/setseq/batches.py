@@ -22,7 +22,7 @@ import torch
 
 from setseq import flow, lora, parallel, stitch
 from setseq.backbones.base import Backbone, Text
-from setseq.config import RegConfig, StageConfig, TrainConfig
+from setseq.config import FlowConfig, RegConfig, StageConfig, TrainConfig
 
 
 @dataclass
@@ -119,6 +119,49 @@ class Batches:
             sizes = [len(range(i, share, parts)) for i in range(parts)]
         return [size * ranks for size in sizes]
 
+    # -- everything a run can draw (to encode it all before the first step) ---------------
+    # These mirror `_sample`, `_stitched` and `_window`: a prompt or window they can draw that is left
+    # out here is encoded when drawn (`TextCache`, `LatentCache`), which needs the encoders.
+    def prompts(self, stages: list[StageConfig]) -> list[str]:
+        """Every prompt a micro-batch of `stages` can hold: each concept's and prior video's static and
+        full prompts, those of stitched pairs, and the empty prompt of prompt dropout."""
+        texts = [(c.prompt, c.motion_prompt or "") for c in self.concepts]
+        texts += list(self.prior[1]) if self.prior is not None else []
+        out = [""] + [p for static, dynamic in texts for p in (static, f"{static} {dynamic}".strip())]
+        if len(self.concepts) > 1 and self.reg.stitch_prob > 0:
+            for a in self.concepts:
+                for b in self.concepts:
+                    if a is not b:
+                        bs = [b, replace(b, prompt=stitch.drop_background(b.prompt))]
+                        out += [p for b in bs for p in (f"{a.full_prompt} {b.full_prompt}", f"{a.prompt} {b.prompt}")]
+        return list(dict.fromkeys(out))
+
+    def windows(self, stages: list[StageConfig]) -> list[tuple[tuple, torch.Tensor]]:
+        """(key, clip (F', C, H, W)) of every window a micro-batch of `stages` can cut, keyed as in
+        `Batch.keys`: single frames for a frame set, clip windows for clips, of concepts and prior videos."""
+        frames = any(s.data in ("frames", "mixed") for s in stages)
+        clips = any(s.data in ("clip", "mixed") for s in stages)
+        sources = [(("concept", c.name), c.video, c.windows) for c in self.concepts]
+        if self.prior is not None:
+            sources += [(("prior", j), video, None) for j, video in enumerate(self.prior[0])]
+        out = []
+        for source, video, windows in sources:
+            starts = []
+            if clips:
+                starts += [(w, w + self.frames) for w in windows or self._starts(video.shape[0])]
+            if frames:
+                starts += [(i, i + 1) for i in range(video.shape[0])]
+            out += [((*source, a, b), video[a:b]) for a, b in dict.fromkeys(starts)]
+        return out
+
+    def _starts(self, count: int) -> list[int]:
+        """First frames of the clip windows of a clip of `count` frames: on the grid of `stride`, and
+        the last window, so that the clip's end is trained too."""
+        starts = list(range(0, count - self.frames + 1, self.stride))
+        if starts[-1] != count - self.frames:
+            starts.append(count - self.frames)
+        return starts
+
     # -- drawing ---------------------------------------------------------------------------
     def _as_frames(self, stage: StageConfig) -> bool:
         """Whether this micro-batch is single frames (the unordered set) rather than clips."""
@@ -132,9 +175,7 @@ class Batches:
         if windows:  # a clip loaded as separate windows: one of them, never across two
             start = windows[_randint(len(windows))]
         else:  # on the grid, and the last window so that the clip's end is trained too
-            starts = list(range(0, count - f + 1, self.stride))
-            if starts[-1] != count - f:
-                starts.append(count - f)
+            starts = self._starts(count)
             start = starts[_randint(len(starts))]
         return slice(start, start + f)
 
@@ -203,6 +244,12 @@ class LatentCache:
         self.latents: dict[tuple, torch.Tensor] = {}
         self.encoded = 0  # samples sent to `encode`
 
+    def fill(self, windows: list[tuple[tuple, torch.Tensor]]) -> None:
+        """Encode each (key, clip (F, C, H, W)) not yet known, one at a time (`Batches.windows`)."""
+        for key, clip in windows:
+            if key not in self.latents:
+                self(clip[None], [key])
+
     def __call__(self, clips: torch.Tensor, keys: list[tuple | None] | None) -> torch.Tensor:
         """Latents (B, ...) of clips (B, F, C, H, W), from the cache where their key is known."""
         keys = keys or [None] * len(clips)
@@ -216,6 +263,32 @@ class LatentCache:
             self.encoded += len(new)
             self.latents.update({k: fresh[i] for i, k in new.items() if k is not None})
         return torch.stack([fresh[i] if k is None else self.latents[k] for i, k in enumerate(keys)])
+
+
+class TextCache:
+    """The embedding of every prompt a run draws, each encoded once and kept on the device (a Wan
+    prompt: at most 512 x 4096 float32, 8 MiB; a handful per run), so that the text encoder can
+    leave the GPU. A prompt not yet known is encoded when asked for. Not for a run whose concept
+    tokens train: their prompts' embeddings change every step.
+
+    Args:
+        encode: the backbone's `encode_text`, prompts -> Text (B, T, D).
+    """
+
+    def __init__(self, encode):
+        self.encode = encode
+        self.texts: dict[str, Text] = {}
+
+    def fill(self, prompts: list[str]) -> None:
+        with torch.no_grad():
+            for p in prompts:
+                if p not in self.texts:
+                    self.texts[p] = self.encode([p])
+
+    def __call__(self, prompts: list[str]) -> Text:
+        """Text (B, T, D) of `prompts`, padded to the longest (`Text.cat`)."""
+        self.fill(prompts)
+        return Text.cat([self.texts[p] for p in prompts])
 
 
 # ============================================================================================
@@ -233,6 +306,27 @@ def mask_tokens(mask: torch.Tensor, p: float) -> torch.Tensor:
     return kept
 
 
+def training_timesteps(
+    backbone: Backbone, fc: FlowConfig, n: int, first: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The timesteps (n,) of a micro-batch whose first sample is sample `first` of its stage.
+
+    For a base of experts by timestep (`backbone.experts`, Wan 2.2 T2V-A14B), where a sample trains
+    only the expert of its time, `fc.experts` decides which expert each sample is for: "balanced", the
+    experts in turn by the sample's index in the stage (so each gets half of every batch of two or
+    more, and alternate steps at batch 1); one expert's name, that expert alone. Its time is then drawn
+    from the training distribution restricted to that expert's range (`flow.sample_timesteps_within`).
+    Otherwise ("shared", or one model), every time comes from the whole distribution.
+    """
+    experts = getattr(backbone, "experts", None) or {}
+    if not experts or fc.experts == "shared":
+        return flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=device)
+    ranges = [e["t"] for e in experts.values()] if fc.experts == "balanced" else [experts[fc.experts]["t"]]
+    chosen = [ranges[(first + i) % len(ranges)] for i in range(n)]
+    lo, hi = [r[0] for r in chosen], [r[1] for r in chosen]
+    return flow.sample_timesteps_within(lo, hi, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=device)
+
+
 def batch_loss(
     backbone: Backbone,
     batch: Batch,
@@ -240,6 +334,8 @@ def batch_loss(
     world: parallel.World,
     train_tokens: bool = False,
     latents: LatentCache | None = None,
+    first: int = 0,
+    texts: TextCache | None = None,
 ) -> torch.Tensor:
     """The summed, weighted loss of this rank's share of `batch`, taken with the batch's motion scales.
     Every rank draws the random numbers of all n samples, so all ranks stay on one random stream (see
@@ -252,21 +348,26 @@ def batch_loss(
         world: this process among the training processes; n is a multiple of its size.
         train_tokens: whether the concept-token embeddings train (the text encoding keeps its graph).
         latents: the run's cache of window latents (None: every clip through the VAE).
+        first: the index of the batch's first sample in its stage (`training_timesteps`).
+        texts: the run's cache of prompt embeddings (None: the prompts through the text encoder).
 
     Returns:
         sum_i w_i L_i over this rank's samples, L_i flow matching's loss (eq. 1; `flow.training_loss`).
     """
     fc, reg, bb, n = cfg.flow, cfg.reg, backbone, len(batch.prompts)
     with lora.scales(bb.transformer, motion=batch.motion):  # this micro-batch's motion scales, reset on exit
-        with torch.set_grad_enabled(train_tokens):  # all n prompts: the token mask's shape is the longest's
-            text = bb.encode_text(batch.prompts)
+        if texts is not None and not train_tokens:
+            text = texts(batch.prompts)
+        else:
+            with torch.set_grad_enabled(train_tokens):  # all n prompts: the token mask's shape is the longest's
+                text = bb.encode_text(batch.prompts)
         text.mask = mask_tokens(text.mask, reg.token_mask_prob)
         part = parallel.share(n, world)  # this rank's samples; all n when it runs alone
         text = Text(text.emb[part], text.mask[part])
         clips = batch.clips[part]
         x0 = latents(clips, batch.keys and batch.keys[part]) if latents is not None else bb.encode_video(clips)
         noise = torch.randn((n, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)[part]
-        t = flow.sample_timesteps(n, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift, device=x0.device)[part]
+        t = training_timesteps(bb, fc, n, first, x0.device)[part]
         x_t = flow.interpolate(x0, noise, t)
         self_cond = None
         # self-conditioning (sec. 3.4.3): a first pass's x_0 estimate as input, for a share of the samples

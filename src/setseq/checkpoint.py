@@ -27,11 +27,13 @@ VERSION = 1
 
 def learning(config: dict[str, Any] | None) -> dict[str, Any] | None:
     """A run's settings less those a checkpoint resumes across: hardware (compile, shard, gradient
-    checkpointing) and the learning rates (after a non-finite loss, resume with a lower --lr);
+    checkpointing, keep_encoders) and the learning rates (after a non-finite loss, resume with a lower --lr);
     whether tokens train stays."""
     if config is None:
         return None
-    out = {k: v for k, v in config.items() if k not in ("compile", "shard", "gradient_checkpointing")}
+    out = {k: v for k, v in config.items() if k not in ("compile", "shard", "gradient_checkpointing", "keep_encoders")}
+    if isinstance(out.get("flow"), dict):  # checkpoints from before 2026-12-07 have no expert setting
+        out["flow"] = {"experts": "balanced", **out["flow"]}
     if isinstance(out.get("optim"), dict):
         optim = dict(out["optim"])
         optim.pop("lr", None)

@@ -86,6 +86,14 @@ class FlowConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = 1.0
+    # A base of experts by timestep (Wan 2.2 T2V-A14B): "balanced" gives the experts the samples of a
+    # step in turn, each drawn from the distribution above restricted to its expert's range; "shared"
+    # draws every sample from the whole distribution (an expert then gets the share its range holds);
+    # an expert's name ("high_noise", "low_noise") trains that expert alone. Other bases ignore it.
+    experts: str = "balanced"
+
+
+EXPERT_MODES = ("balanced", "shared")
 
 
 @dataclass
@@ -105,6 +113,9 @@ class TrainConfig:
     # Recompute each transformer block's activations in the backward pass instead of keeping them:
     # a diffusers base at full geometry does not fit otherwise (docs/benchmarks.md). The toy ignores it.
     gradient_checkpointing: bool = True
+    # Keep the text encoder and the VAE on the device for the whole run. Off: the run encodes every
+    # prompt and clip window it can draw first, then parks both in CPU memory (a diffusers base).
+    keep_encoders: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

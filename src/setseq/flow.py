@@ -78,6 +78,51 @@ def fraction_at_least(
     return 1.0 - NormalDist(mean, std).cdf(math.log(u / (1.0 - u)))  # sigmoid(mean + std z) >= u
 
 
+def sample_timesteps_within(
+    lo: list[float],
+    hi: list[float],
+    kind: str = "logit-normal",
+    mean: float = 0.0,
+    std: float = 1.0,
+    shift: float = 1.0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Training timesteps (n,), each from `sample_timesteps`'s distribution (same settings) restricted
+    to its own range [lo_i, hi_i): inverse-CDF sampling, u ~ U(F(lo_i), F(hi_i)) mapped back through
+    F^-1, F the distribution function (`fraction_at_least`). One uniform draw per sample from torch's
+    global generator.
+
+    Used for a base of experts by timestep (Wan 2.2 T2V-A14B), so that every expert gets samples from
+    the base's own training distribution over its range, however rarely the whole distribution
+    reaches it (`setseq.batches.training_timesteps`).
+
+    Args:
+        lo, hi: each sample's range, n numbers each, 0 <= lo < hi <= 1 (host values: no device sync).
+        kind, mean, std, shift, device: as `sample_timesteps`.
+
+    Raises:
+        ValueError: for an unknown kind.
+    """
+    if kind not in ("uniform", "logit-normal"):
+        raise ValueError(f"unknown timestep sampling {kind!r}")
+
+    def cdf(t: float) -> float:
+        return 1.0 - fraction_at_least(t, kind, mean, std, shift)
+
+    # F of each distinct bound on the host (a base has two or three), then per sample
+    bounds = {b: cdf(b) for b in {*lo, *hi}}
+    f_lo = torch.tensor([bounds[b] for b in lo], device=device, dtype=torch.float64)
+    f_hi = torch.tensor([bounds[b] for b in hi], device=device, dtype=torch.float64)
+    top = torch.tensor(hi, device=device, dtype=torch.float64)
+    u = f_lo + (f_hi - f_lo) * torch.rand(len(lo), device=device, dtype=torch.float64)
+    u = u.clamp(1e-9, 1.0 - 1e-9)  # (0, 1): the logit-normal's quantile is finite there
+    t0 = u if kind == "uniform" else torch.sigmoid(mean + std * torch.special.ndtri(u))
+    t = shift_time(t0, shift)
+    # rounding must not carry a time across the top of its range (where the next expert begins)
+    t = torch.where(top < 1.0, torch.minimum(t, top * (1.0 - 1e-6)), t)
+    return t.float()
+
+
 def loss_per_sample(v_pred: torch.Tensor, v_target: torch.Tensor) -> torch.Tensor:
     """Mean squared velocity error per sample: (B, ...) -> (B,)."""
     return (v_pred.float() - v_target.float()).pow(2).flatten(1).mean(1)

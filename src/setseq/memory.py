@@ -16,7 +16,9 @@ has the measurement), and layerwise casting also drops the scale.
 
 Block swapping. The last N blocks of the transformer keep their frozen tensors in (pinned) CPU
 memory; each time such a block runs, its tensors are copied to the GPU for that call and dropped
-after it, in the forward pass and again when the backward pass recomputes the block. A swapped
+after it, in the forward pass and again when the backward pass recomputes the block. The copies of
+the next block are made on a side CUDA stream while the current one computes (`Prefetcher`), so the
+GPU waits on PCIe only where a block computes faster than its weights cross it. A swapped
 block is always gradient-checkpointed (by diffusers' own checkpointing when that is on, else by its
 own `torch.utils.checkpoint`), because autograd would otherwise keep the copied weights alive until
 the backward pass and nothing would be saved. The copies are new tensors, never `param.data`
@@ -142,7 +144,63 @@ def _move_own(module: nn.Module, device: torch.device, pin: bool = False) -> Non
             store[name] = t
 
 
-def offload_block(block: nn.Module, device: torch.device | str, checkpointing: Callable[[], bool]) -> None:
+class Prefetcher:
+    """Copies the next swapped block's tensors to the GPU while the current block computes.
+
+    The swapped blocks run in order in the forward pass and in reverse order when the backward pass
+    recomputes them, so the block after block i is i + 1 when i follows the block that ran before it
+    (or is the first), else i - 1. Its copies are made on a side CUDA stream from pinned memory and
+    an event marks their end, which the block's own stream waits for before it uses them; a guess
+    that proves wrong costs one block's copies, never a wrong number. On the CPU the copies are made
+    at once, in the same order of calls: the numbers are the same either way.
+
+    Args:
+        slots: per swapped block, in order, where each of its tensors lives (`Slot`).
+        device: where the blocks compute.
+    """
+
+    def __init__(self, slots: list[list[Slot]], device: torch.device):
+        self.slots, self.device = slots, device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.ready: dict[int, tuple[list[torch.Tensor], object]] = {}  # block -> (copies, event), at most one
+        self.last: int | None = None
+        self.hits = 0  # calls that found their copies made ahead
+
+    def _copy(self, i: int) -> tuple[list[torch.Tensor], object]:
+        if self.stream is None:
+            return [store[name].to(self.device, copy=True) for store, name in self.slots[i]], None
+        with torch.cuda.stream(self.stream):
+            copies = [store[name].to(self.device, non_blocking=True, copy=True) for store, name in self.slots[i]]
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return copies, event
+
+    def take(self, i: int) -> list[torch.Tensor]:
+        """Block i's tensors on the device, ready for the current stream; starts copying the next block's."""
+        copies, event = self.ready.pop(i, None) or (None, None)
+        self.ready.clear()  # a wrong guess: its copies are dropped
+        if copies is None:
+            copies, event = self._copy(i)
+        else:
+            self.hits += 1
+        if event is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(event)
+            for t in copies:  # made on the side stream, used and freed on this one
+                t.record_stream(current)
+        forward = self.last is None or i == 0 or i > self.last
+        self.last, nxt = i, i + 1 if forward else i - 1
+        if 0 <= nxt < len(self.slots):
+            self.ready[nxt] = self._copy(nxt)
+        return copies
+
+
+def offload_block(
+    block: nn.Module,
+    device: torch.device | str,
+    checkpointing: Callable[[], bool],
+    prefetcher: Prefetcher | None = None,
+) -> list[Slot]:
     """Keep `block`'s tensors in CPU memory and run it with copies of them on `device`.
 
     Args:
@@ -152,8 +210,13 @@ def offload_block(block: nn.Module, device: torch.device | str, checkpointing: C
         device: where the block computes.
         checkpointing: says whether the caller already checkpoints the block (diffusers' own gradient
             checkpointing); if not, the block checkpoints itself whenever gradients are on.
+        prefetcher: takes the block's copies (made ahead while the block before computed), with the
+            block's index as the `slots` it was built with; None: each call copies for itself.
 
-    The block counts its calls in `setseq_swap_copies` (each copies its tensors to `device` once).
+    Returns:
+        Where each of the block's swapped tensors lives (for a `Prefetcher`).
+
+    The block counts its calls in `setseq_swap_copies` (each runs on one set of copies).
     """
     device = torch.device(device)
     slots: list[Slot] = []
@@ -168,9 +231,13 @@ def offload_block(block: nn.Module, device: torch.device | str, checkpointing: C
         # Copies, not `param.data` swapped in place: autograd may have saved a parameter itself
         # (a norm's weight), and it must still hold the copy when the block's backward runs.
         offloaded = [(store, name, store[name]) for store, name in slots]
+        if prefetcher is not None:
+            copies = prefetcher.take(block.setseq_swap_index)
+        else:
+            copies = [t.to(device, non_blocking=True, copy=True) for _, _, t in offloaded]
         try:
-            for store, name, t in offloaded:
-                store[name] = t.to(device, non_blocking=True, copy=True)
+            for (store, name, _), copy in zip(offloaded, copies):
+                store[name] = copy
             block.setseq_swap_copies += 1
             return forward(*args, **kwargs)
         finally:
@@ -184,6 +251,7 @@ def offload_block(block: nn.Module, device: torch.device | str, checkpointing: C
 
     block.forward = swapped_forward  # an instance attribute: names, and so concept files, stay the same
     block.setseq_swap_copies = 0
+    return slots
 
 
 def place(
@@ -212,9 +280,79 @@ def place(
         if id(module) not in inside:
             _move_own(module, device)
     first_swapped = len(blocks) - blocks_to_swap
+    slots: list[list[Slot]] = []  # the swapped blocks', in order: the prefetcher copies from them
+    prefetcher = Prefetcher(slots, device) if blocks_to_swap else None
     for i, block in enumerate(blocks):  # one block at a time on the GPU before it is stored
         block.to(device)
         if fp8_base:
             to_float8(block)
         if i >= first_swapped:
-            offload_block(block, device, lambda: getattr(transformer, "gradient_checkpointing", False))
+            block.setseq_swap_index = i - first_swapped
+            checkpointing = lambda: getattr(transformer, "gradient_checkpointing", False)  # noqa: E731
+            slots.append(offload_block(block, device, checkpointing, prefetcher))
+    transformer.setseq_prefetcher = prefetcher
+
+
+# --------------------------------------------------------------------------------------------
+# Activation offload
+# --------------------------------------------------------------------------------------------
+
+
+def _tensors_of(out) -> tuple[torch.Tensor, ...]:
+    return (out,) if isinstance(out, torch.Tensor) else tuple(t for t in out if isinstance(t, torch.Tensor))
+
+
+class _OffloadedCheckpoint(torch.autograd.Function):
+    """A checkpointed block whose input waits in CPU memory: the forward pass runs the block without
+    keeping anything but a (pinned) CPU copy of its input; the backward pass copies it back, runs the
+    block again with gradients, from the random state the first run had, and back-propagates through it."""
+
+    @staticmethod
+    def forward(ctx, block, hidden_states, always, *args):
+        device = hidden_states.device
+        pin = device.type == "cuda"
+        stored = torch.empty(hidden_states.shape, dtype=hidden_states.dtype, device="cpu", pin_memory=pin)
+        stored.copy_(hidden_states.detach(), non_blocking=pin)  # pinned: the copy overlaps what follows
+        ctx.block, ctx.stored, ctx.device, ctx.args = block, stored, device, args
+        ctx.rng = torch.get_rng_state(), (torch.cuda.get_rng_state(device) if pin else None)
+        with torch.no_grad():
+            return block(hidden_states, *args)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x = ctx.stored.to(ctx.device, non_blocking=True).requires_grad_(ctx.needs_input_grad[1])
+        args = [
+            a.detach().requires_grad_(need) if isinstance(a, torch.Tensor) else a
+            for a, need in zip(ctx.args, ctx.needs_input_grad[3:])
+        ]
+        cuda = [ctx.device] if ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the same dropout masks as the first run
+            torch.set_rng_state(ctx.rng[0])
+            if cuda:
+                torch.cuda.set_rng_state(ctx.rng[1], ctx.device)
+            with torch.enable_grad():
+                out = _tensors_of(ctx.block(x, *args))
+        pairs = [(o, g) for o, g in zip(out, grads) if o.requires_grad and g is not None]
+        torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        del ctx.block, ctx.stored, ctx.args
+        input_grads = [a.grad if isinstance(a, torch.Tensor) and a.requires_grad else None for a in args]
+        return None, x.grad if x.requires_grad else None, None, *input_grads
+
+
+def offloaded_checkpoint(block: Callable, hidden_states: torch.Tensor, *args):
+    """diffusers' gradient-checkpointing function (`enable_gradient_checkpointing(gradient_checkpointing_func=...)`)
+    with each block's input kept in pinned CPU memory until the backward pass recomputes the block
+    (`--offload-activations`): what a checkpointed step keeps on the GPU per block, T x D numbers, goes
+    to the host (14B at 480x832x81: 12.5 GiB over 40 blocks). The block is the first argument, its
+    input the second, as diffusers calls it; other tensor arguments (the text, the time embedding)
+    are the same for every block and stay where they are. On the CPU the copy is an ordinary one.
+
+    Losses and gradients are those of torch's checkpointing: the recomputation starts from the random
+    state of the first run (reentrant-style, like torch's `checkpoint(use_reentrant=True)`, whose
+    inputs would stay on the GPU). The same idea as torch's `autograd.graph.save_on_cpu`, which cannot
+    reach a non-reentrant checkpoint's inputs (they are held by its closure, not saved by autograd).
+    """
+    # `always` requires a gradient, so that autograd records the block even when nothing it is given
+    # does (the first block's input, frozen text): its adapters' gradients come from the backward pass
+    always = torch.empty(0, device=hidden_states.device, requires_grad=True)
+    return _OffloadedCheckpoint.apply(block, hidden_states, always, *args)

@@ -27,13 +27,15 @@ from tqdm.auto import tqdm
 from setseq import checkpoint, flow, lora, parallel
 from setseq import concept as concept_io
 from setseq.backbones.base import Backbone, Geometry
-from setseq.batches import Batches, ConceptSpec, LatentCache, batch_loss
-from setseq.config import OptimConfig, StageConfig, TrainConfig
+from setseq.batches import Batches, ConceptSpec, LatentCache, TextCache, batch_loss
+from setseq.config import EXPERT_MODES, OptimConfig, StageConfig, TrainConfig
 from setseq.errors import SetseqError
 from setseq.fileio import cache_root
 from setseq.generate import write_sample
-from setseq.log import warn
+from setseq.log import note, warn
 from setseq.prior import prior_videos
+
+ENCODER_PARK = "cpu"  # where the text encoder and the VAE wait during the training steps
 
 __all__ = ["ConceptSpec", "Trainer", "add_adapters", "begin_stage", "check_concepts", "check_run", "optimizer_class"]
 
@@ -55,7 +57,12 @@ def check_run(backbone: Backbone, concepts: list[ConceptSpec], cfg: TrainConfig,
     check_concepts(concepts, cfg, geometry)
     if cfg.reg.self_conditioning and not backbone.supports_self_conditioning:
         warn(f"base {backbone.name!r} has no self-conditioning input; that regulariser is off for this run.")
-    warn_rare_experts(backbone, cfg)
+    check_experts(backbone, cfg)
+    if getattr(backbone, "offload_activations", False) and not cfg.gradient_checkpointing:
+        raise SetseqError(
+            "--offload-activations moves the inputs that gradient checkpointing keeps to CPU memory, so it "
+            "needs gradient checkpointing; leave out --no-gradient-checkpointing."
+        )
     for c in concepts:
         unknown = backbone.unknown_words(c.full_prompt)
         if unknown:
@@ -137,19 +144,29 @@ def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geom
             )
 
 
-def warn_rare_experts(backbone: Backbone, cfg: TrainConfig) -> None:
+def check_experts(backbone: Backbone, cfg: TrainConfig) -> None:
     """For a base of experts by timestep (Wan 2.2 T2V-A14B), where a sample trains only the expert of
-    its time: warn when an expert's range draws under a tenth of the training samples."""
-    fc = cfg.flow
-    for name, expert in (getattr(backbone, "experts", None) or {}).items():
+    its time: refuse an expert setting that names no expert of this base, and, when the samples'
+    times come from one shared distribution, warn when an expert's range draws under a tenth of them.
+
+    Raises:
+        SetseqError: for `cfg.flow.experts` neither "balanced", "shared" nor an expert of the base.
+    """
+    fc, experts = cfg.flow, getattr(backbone, "experts", None) or {}
+    known = (*EXPERT_MODES, *experts)
+    if fc.experts not in known:
+        raise SetseqError(f"experts = {fc.experts!r} is not one of {', '.join(known)} for base {backbone.name!r}.")
+    if fc.experts != "shared":
+        return
+    for name, expert in experts.items():
         lo, hi = expert["t"]
         share = flow.fraction_at_least(lo, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift)
         share -= flow.fraction_at_least(hi, fc.timesteps, fc.logit_mean, fc.logit_std, fc.shift)
         if share < 0.1:
             warn(
                 f"the {name} expert serves t in [{lo:g}, {hi:g}], where {share:.1%} of training samples "
-                "fall with these timestep settings, so its adapters learn little; --timestep-shift moves "
-                "samples towards noise."
+                "fall with these timestep settings, so its adapters learn little; --experts balanced "
+                "gives each expert its share, --timestep-shift moves samples towards noise."
             )
 
 
@@ -279,6 +296,9 @@ class Trainer:
         self.cache_dir = Path(cache_dir or cache_root())
         self.losses: dict[str, list[float]] = {s.name: [] for s in cfg.stages}
         self.layers: dict[str, lora.SetSeqLinear] = {}
+        self.texts: TextCache | None = None  # prompt embeddings, when encoded ahead (`_encode_ahead`)
+        self.parked: dict[str, bool] = {}  # which encoders wait in CPU memory during the steps
+        self.expert_samples: dict[str, dict[str, int]] = {}  # {stage: {expert: samples it trained on}}
         # Under torchrun: join the process group; each rank trains on a share of every batch.
         self.world = parallel.setup(next(backbone.transformer.parameters()).device)
         self.sharded = check_sharding(cfg, self.world, backbone)
@@ -295,12 +315,28 @@ class Trainer:
             total=sum(s.steps for s in cfg.stages), initial=done, desc="training", disable=not show, dynamic_ncols=True
         )
         self.backbone.transformer.train()
+        try:
+            self._run_stages(state, start_stage, start_step, bar)
+        finally:
+            self._unpark()
+        bar.close()
+        self.backbone.transformer.eval()
+        result = concept_io.collect(self.backbone, self._meta("final"))
+        if self.world.main:
+            concept_io.save(result, self.out)
+            self.ckpt_path.unlink(missing_ok=True)
+        return result
+
+    def _run_stages(self, state: dict[str, Any] | None, start_stage: int, start_step: int, bar: tqdm) -> None:
+        """Every stage from `start_stage` (step `start_step` of it when resuming `state`), checkpointing."""
+        cfg = self.cfg
         for si, stage in enumerate(cfg.stages[start_stage:], start_stage):
             opt, params, train_tokens = begin_stage(self.backbone, self.layers, stage, cfg.optim)
             if state is not None:  # the stage the checkpoint was made in
                 checkpoint.resume_stage(opt, state, cfg.optim)
             bar.set_description(f"stage {si + 1}/{len(cfg.stages)} ({stage.name})")
             pending: list[torch.Tensor] = []
+            seen = dict(getattr(self.backbone.transformer, "samples", {}))  # per expert, before the stage
             for step in range(start_step if state is not None else 0, stage.steps):
                 pending.append(self._step(stage, step, params, opt, train_tokens))
                 last = step + 1 == stage.steps
@@ -310,15 +346,9 @@ class Trainer:
                     self._save_checkpoint(si, step + 1, opt)
                 if cfg.validate_every and (step + 1) % cfg.validate_every == 0:
                     self._validate(stage, step + 1)
+            self._count_expert_samples(stage, seen)
             self._end_stage(si, stage)
             state = None
-        bar.close()
-        self.backbone.transformer.eval()
-        result = concept_io.collect(self.backbone, self._meta("final"))
-        if self.world.main:
-            concept_io.save(result, self.out)
-            self.ckpt_path.unlink(missing_ok=True)
-        return result
 
     def _start(self, resume: bool) -> dict[str, Any] | None:
         """Set up the data and the adapters; with `resume`, load the checkpoint (its state, or None); compile, shard."""
@@ -335,11 +365,40 @@ class Trainer:
         state = checkpoint.start_run(self.ckpt_path, self.backbone, self.layers, cfg.to_dict(), self.world, resume)
         if state is not None:
             self.losses = state["losses"]
+        self.texts, self.parked = self._encode_ahead()
         if cfg.compile:
             parallel.compile_blocks(self.backbone.transformer)
         if self.sharded:  # after the checkpoint's tensors are in place: they load into whole tensors
             parallel.shard(self.backbone.transformer)
         return state
+
+    def _encode_ahead(self) -> tuple[TextCache | None, dict[str, bool]]:
+        """Encode every prompt and clip window the run can draw, then park the text encoder and the VAE
+        in CPU memory (a diffusers base, unless cfg.keep_encoders). The text encoder stays when concept
+        tokens train (their prompts change every step), the VAE when stitched clips are drawn (each
+        is new pixels). Returns the prompt cache (None: prompts are encoded as drawn) and what is parked."""
+        bb, cfg = self.backbone, self.cfg
+        if cfg.keep_encoders or not hasattr(bb, "park_encoders"):
+            return None, {}
+        tokens_train = cfg.optim.token_lr is not None or any(s.train == "tokens" for s in cfg.stages)
+        stitched = len(self.concepts) > 1 and cfg.reg.stitch_prob > 0
+        texts, stages = None, [s for s in cfg.stages if s.steps]
+        if not tokens_train:
+            texts = TextCache(bb.encode_text)
+            texts.fill(self.batches.prompts(stages))
+        self.latents.fill(self.batches.windows(stages))
+        parked = {"text": not tokens_train, "vae": not stitched}
+        bb.park_encoders(ENCODER_PARK, **parked)
+        kept = [what for what, key in (("the text encoder", "text"), ("the VAE", "vae")) if not parked[key]]
+        if kept and self.world.main:
+            why = {"the text encoder": "concept tokens train", "the VAE": "stitched clips are encoded as drawn"}
+            note(f"{' and '.join(kept)} stay on the device for the run ({'; '.join(why[k] for k in kept)}).")
+        return texts, parked
+
+    def _unpark(self) -> None:
+        """The parked encoders back on the device (for sampling; at the end of a run)."""
+        if any(self.parked.values()):
+            self.backbone.unpark_encoders()
 
     def _step(
         self, stage: StageConfig, step: int, params: list[nn.Parameter], opt: Optimizer, train_tokens: bool
@@ -352,7 +411,10 @@ class Trainer:
         total = 0.0
         for m, size in enumerate(sizes):  # gradient accumulation
             batch = self.batches.draw(stage, size, step * len(sizes) + m)
-            loss = batch_loss(self.backbone, batch, self.cfg, self.world, train_tokens, self.latents) / o.batch_size
+            first = step * o.batch_size + sum(sizes[:m])  # the micro-batch's first sample in the stage
+            args = (self.backbone, batch, self.cfg, self.world, train_tokens, self.latents, first, self.texts)
+            loss = batch_loss(*args)
+            loss = loss / o.batch_size
             loss.backward()
             total = total + loss.detach()
         if self.world.size > 1:  # DDP's all-reduce: from the gradient of its own share to that of the batch
@@ -371,6 +433,17 @@ class Trainer:
         bar.update(len(values))
         bar.set_postfix(loss=f"{values[-1]:.4f}")
 
+    def _count_expert_samples(self, stage: StageConfig, before: dict[str, int]) -> None:
+        """Record and say how many samples each expert trained on in `stage` (a base of experts only)."""
+        now = getattr(self.backbone.transformer, "samples", None)
+        if not now:
+            return
+        counts = {e: now[e] - before.get(e, 0) for e in now}
+        self.expert_samples[stage.name] = counts
+        if self.world.main:
+            shown = ", ".join(f"{e} {n}" for e, n in counts.items())
+            note(f"stage {stage.name!r}: samples each expert trained on ({self.cfg.flow.experts}): {shown}")
+
     def _end_stage(self, index: int, stage: StageConfig) -> None:
         """Freeze, write the stage-1 concept file after the first of several stages, checkpoint."""
         freeze(self.backbone)
@@ -381,9 +454,12 @@ class Trainer:
         self._save_checkpoint(index + 1, 0, None)
 
     def _meta(self, stage: str) -> dict[str, Any]:
-        return concept_io.run_metadata(
+        meta = concept_io.run_metadata(
             self.backbone, self.cfg, self.concepts, self.geometry, list(self.layers), self.losses, stage
         )
+        if self.expert_samples:  # this process's samples per expert and stage (of this run, if resumed)
+            meta["expert_samples"] = self.expert_samples
+        return meta
 
     def _save_checkpoint(self, stage_index: int, step: int, opt: Optimizer | None) -> None:
         """Rank 0 writes; when sharded, every rank must call this, as the shards are gathered first."""
@@ -395,5 +471,8 @@ class Trainer:
         if self.world.main or self.sharded:
             path = self.out.with_name(self.out.stem + ".samples") / f"{stage.name}-{step:05d}.mp4"
             prompt, g = self.concepts[0].full_prompt, self.geometry
+            self._unpark()
             write_sample(self.backbone, prompt, path, geometry=g, seed=self.cfg.seed, write=self.world.main)
+            if any(self.parked.values()):
+                self.backbone.park_encoders(ENCODER_PARK, **self.parked)
             self.backbone.transformer.train()

@@ -26,7 +26,7 @@ def load_backbone(spec: str, **options) -> Backbone:
     Args:
         spec: a name of BASES or the path of a local Diffusers-format folder.
         options: for a folder, passed to its backbone's `load` (dtype, device, cache_dir,
-            gradient_checkpointing, fp8_base, blocks_to_swap; None values are left out).
+            gradient_checkpointing, fp8_base, blocks_to_swap, offload_activations; None values are left out).
 
     Raises:
         SetseqError: for an unknown name, options the toy cannot honour, or a folder that is not
@@ -37,9 +37,10 @@ def load_backbone(spec: str, **options) -> Backbone:
 
         if options.get("device") not in (None, "cpu") or options.get("dtype") not in (None, torch.float32):
             raise SetseqError(f"the toy base runs in float32 on the CPU; leave out --device and --dtype for {spec!r}.")
-        if options.get("fp8_base") or options.get("blocks_to_swap"):
+        if options.get("fp8_base") or options.get("blocks_to_swap") or options.get("offload_activations"):
             raise SetseqError(
-                f"the toy base is small and needs no --fp8-base or --blocks-to-swap; leave them out for {spec!r}."
+                f"the toy base is small and needs no --fp8-base, --blocks-to-swap or --offload-activations; "
+                f"leave them out for {spec!r}."
             )
         return toy.load(spec)
     if Path(spec).exists():  # a local diffusers folder: Wan or LTX-Video

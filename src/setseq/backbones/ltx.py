@@ -200,6 +200,7 @@ def load(
     gradient_checkpointing: bool = False,
     fp8_base: bool = False,
     blocks_to_swap: int = 0,
+    offload_activations: bool = False,
 ) -> LTXBackbone:
     """LTX-Video from a local Diffusers-format folder (e.g. LTX-Video 0.9.x); never downloads.
 
@@ -212,6 +213,7 @@ def load(
         gradient_checkpointing: recompute block activations in the backward pass.
         fp8_base: store the transformer blocks' linear weights in float8 x a per-tensor scale.
         blocks_to_swap: keep this many transformer blocks in CPU memory, copied to `device` as they run.
+        offload_activations: keep each checkpointed block's input in CPU memory (`memory.offloaded_checkpoint`).
 
     Raises:
         SetseqError: for a part that is missing or cannot be read, or a scheduler diffusers does not have.
@@ -232,6 +234,7 @@ def load(
         gradient_checkpointing=gradient_checkpointing,
         fp8_base=fp8_base,
         blocks_to_swap=blocks_to_swap,
+        offload_activations=offload_activations,
     )
 
 

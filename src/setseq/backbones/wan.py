@@ -190,6 +190,7 @@ class Experts(nn.Module):
     def __init__(self, high_noise: nn.Module, low_noise: nn.Module, boundary: float):
         super().__init__()
         self.high_noise, self.low_noise, self.boundary = high_noise, low_noise, float(boundary)
+        self.samples = dict.fromkeys(self.NAMES, 0)  # samples each expert ran on with gradients (training)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -199,9 +200,13 @@ class Experts(nn.Module):
     def config(self):
         return self.high_noise.config  # the two share an architecture
 
-    def enable_gradient_checkpointing(self) -> None:
-        self.high_noise.enable_gradient_checkpointing()
-        self.low_noise.enable_gradient_checkpointing()
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return self.high_noise.gradient_checkpointing
+
+    def enable_gradient_checkpointing(self, gradient_checkpointing_func=None) -> None:
+        self.high_noise.enable_gradient_checkpointing(gradient_checkpointing_func)
+        self.low_noise.enable_gradient_checkpointing(gradient_checkpointing_func)
 
     def disable_gradient_checkpointing(self) -> None:
         self.high_noise.disable_gradient_checkpointing()
@@ -223,6 +228,9 @@ class Experts(nn.Module):
         # Which expert runs is decided on the host, one sync per call: running both experts on every
         # sample and keeping one answer would double the compute.
         n_high = int(high.sum())
+        if torch.is_grad_enabled():
+            self.samples["high_noise"] += n_high
+            self.samples["low_noise"] += len(high) - n_high
         if n_high in (0, len(high)):
             expert = self.high_noise if n_high else self.low_noise
             return expert(hidden_states, timestep, encoder_hidden_states, return_dict=False)
@@ -337,6 +345,7 @@ def load(
     gradient_checkpointing: bool = False,
     fp8_base: bool = False,
     blocks_to_swap: int = 0,
+    offload_activations: bool = False,
 ) -> WanBackbone:
     """Wan from a local Diffusers-format folder (Wan2.1-T2V-1.3B-Diffusers, Wan2.2-T2V-A14B-Diffusers,
     Wan2.2-TI2V-5B-Diffusers, ...); never downloads. Its defaults are those of the layout it holds.
@@ -351,6 +360,7 @@ def load(
         gradient_checkpointing: recompute block activations in the backward pass.
         fp8_base: store the transformer blocks' linear weights in float8 x a per-tensor scale.
         blocks_to_swap: keep this many transformer blocks in CPU memory, copied to `device` as they run.
+        offload_activations: keep each checkpointed block's input in CPU memory (`memory.offloaded_checkpoint`).
 
     Raises:
         SetseqError: for a layout setseq does not know (`identify`), a part that is missing or
@@ -380,6 +390,7 @@ def load(
         gradient_checkpointing=gradient_checkpointing,
         fp8_base=fp8_base,
         blocks_to_swap=blocks_to_swap,
+        offload_activations=offload_activations,
     )
 
 

@@ -96,6 +96,13 @@ def _method_args(p: argparse.ArgumentParser) -> None:
         help="shift the training timesteps towards noise, t' = s t / (1 + (s - 1) t) (default 1: no shift)",
     )
     p.add_argument(
+        "--experts",
+        metavar="MODE",
+        help="a base of experts by timestep (Wan 2.2 T2V-A14B): balanced (default: the experts take the "
+        "samples in turn, each at a time of its own range), shared (every time from one distribution), "
+        "or one expert's name (high_noise, low_noise) to train it alone",
+    )
+    p.add_argument(
         "--token-lr", type=POSITIVE, help="also train the concept-token embeddings at this rate (paper: 1e-5)"
     )
     p.add_argument(
@@ -153,6 +160,25 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         "about a third more compute (default: on; the toy base ignores it)",
     )
     p.add_argument(
+        "--offload-activations",
+        action="store_true",
+        help="keep each gradient-checkpointed block's input in pinned CPU memory until the backward pass "
+        "(a local model folder; 14B at 480x832x81: 12.5 GiB off the GPU)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the run's plan without loading any weight: tokens per clip, adapted parameters, the "
+        "estimated peak GPU memory by part, and with --vram the memory flags that make it fit (Wan folders)",
+    )
+    p.add_argument("--vram", type=POSITIVE, metavar="GIB", help="with --dry-run: the GPU's memory in GiB, e.g. 24")
+    p.add_argument(
+        "--keep-encoders",
+        action="store_true",
+        help="keep the text encoder and the VAE on --device for the whole run; by default the run encodes "
+        "every prompt and clip window first and then moves both to CPU memory (a local model folder)",
+    )
+    p.add_argument(
         "--shard",
         action="store_true",
         help="under torchrun: shard the transformer's blocks across "
@@ -194,6 +220,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
             setattr(cfg.optim, name, getattr(a, name))
     if a.timestep_shift is not None:
         cfg.flow.shift = a.timestep_shift
+    if a.experts is not None:
+        cfg.flow.experts = a.experts
     if a.no_prior:
         cfg.reg.prior_preservation = False
     if a.prior_videos is not None:
@@ -207,6 +235,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     if a.gradient_checkpointing is not None:
         cfg.gradient_checkpointing = a.gradient_checkpointing
     cfg.shard = cfg.shard or a.shard
+    cfg.keep_encoders = cfg.keep_encoders or a.keep_encoders
     cfg.validate()
     return cfg
 
@@ -286,6 +315,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     from setseq.train import Trainer, optimizer_class
     from setseq.video import EXCERPT_KEYS
 
+    if a.dry_run:
+        return dry_run(a)
+    if a.vram is not None:
+        raise SetseqError("--vram goes with --dry-run, which plans a run for a GPU of that memory.")
     sources = _sources(a)
     out = _output(a, sources[0].video)
     cfg = config_from_args(a)
@@ -294,6 +327,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     optimizer_class(cfg.optim.optimizer)
     options = device_options(a)
     options["device"] = parallel.device_for(options["device"])
+    options["offload_activations"] = a.offload_activations or None
     backbone = load_backbone(a.base, **options)
     flags = {k: getattr(a, k) for k in EXCERPT_KEYS if getattr(a, k) is not None}
     g = clip_geometry(backbone, sources, excerpt=flags, fps=a.fps)  # the first clip's shape, the shortest's length
@@ -311,4 +345,36 @@ def cmd_train(a: argparse.Namespace) -> int:
         parallel.shutdown()
     if trainer.world.main:
         print(f"wrote {out}" + (f" and {trainer.stage1_path}" if len(cfg.stages) > 1 else ""))
+    return 0
+
+
+def dry_run(a: argparse.Namespace) -> int:
+    """`setseq train --base FOLDER --dry-run`: print the plan of the run the flags ask for (`setseq.plan`),
+    at the base's default geometry or --frames/--height/--width, without loading any weight."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from setseq import plan
+
+    if not Path(a.base).is_dir():
+        raise SetseqError(f"--dry-run plans a run on a local Wan folder; {a.base!r} is not one.")
+    cfg = config_from_args(a)
+    model = plan.read_model(a.base)
+    given = {"frames": a.frames, "height": a.height, "width": a.width}
+    g = replace(model.geometry, **{k: v for k, v in given.items() if v is not None})
+    dtype_bytes = {None: 4, "float32": 4}.get(a.dtype, 2)
+    settings = plan.Settings(
+        dtype_bytes=dtype_bytes,
+        rank=cfg.lora.rank,
+        concepts=max(1, len(a.videos) or 1),
+        micro_batch=cfg.optim.micro_batch or cfg.optim.batch_size,
+        stages=tuple(s.train for s in cfg.stages if s.train != "tokens"),
+        optimizer=cfg.optim.optimizer,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        fp8_base=a.fp8_base,
+        blocks_to_swap=a.blocks_to_swap or 0,
+        offload_activations=a.offload_activations,
+        keep_encoders=cfg.keep_encoders,
+    )
+    print(plan.render(model, g, settings, a.vram))
     return 0

@@ -12,6 +12,8 @@ What a player shows is what trains:
   is installed) and non-square pixels (the sample aspect ratio) are applied before resizing.
 - Timing: frames are placed by their presentation timestamps, so variable-rate clips keep their
   timing whatever their average rate.
+- Colour: HDR (PQ, HLG) and wide-gamut (BT.2020, P3) clips are mapped to SDR BT.709 by libswscale,
+  and the declared colour matrix and range are honoured (``setseq.colour``).
 - Alpha: an alpha channel (VP8/VP9 WebM with alpha, decoded with libvpx; PNG frames; ...) is kept
   as ``Video.alpha``; the trainer uses it as the foreground mask when no mask file is given.
 - Damage: a file that decodes to much less than its container declares (cut short, half
@@ -71,6 +73,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from setseq.colour import SdrConverter
 from setseq.errors import SetseqError
 from setseq.log import warn
 
@@ -580,6 +583,7 @@ class _FrameStore:
         self.times: list[float] = []
         self.source_size: tuple[int, int] | None = None
         self._last = (None, None)
+        self.to_rgb = SdrConverter(source)  # HDR and wide gamut as an SDR player shows them
 
     def __len__(self) -> int:
         return len(self.times)
@@ -587,7 +591,7 @@ class _FrameStore:
     def add(self, t: float, item: tuple[av.VideoFrame, _View]) -> None:
         frame, view = item
         if self._last[0] is not frame:  # a frame picked twice (upsampling) is converted once
-            self._last = (frame, _frame_to_tensor(frame, view, self.source, self.size))
+            self._last = (frame, _frame_to_tensor(frame, view, self.source, self.size, self.to_rgb))
         x, a, shown = self._last[1]
         self.source_size = self.source_size or shown
         if self.capacity is not None and self.size is not None:
@@ -617,14 +621,16 @@ class _FrameStore:
         return rgb, alpha
 
 
-def _frame_to_tensor(frame: av.VideoFrame, view: _View, source: Path, size: tuple[int, int] | None):
+def _frame_to_tensor(
+    frame: av.VideoFrame, view: _View, source: Path, size: tuple[int, int] | None, to_rgb: SdrConverter
+):
     """(rgb (3, H, W) in [-1, 1], alpha (H, W) in [0, 1] or None, displayed source (h, w))."""
     if frame.width == 0 or frame.height == 0:
         raise SetseqError(f"{source} has zero-size frames ({frame.width}x{frame.height}); re-encode it.")
     if size is not None:
         frame, view = _preshrink(frame, view, size)
     has_alpha = any(c.is_alpha for c in frame.format.components)
-    pixels = torch.from_numpy(frame.to_ndarray(format="rgba" if has_alpha else "rgb24"))  # (h, w, 3 or 4) uint8
+    pixels = torch.from_numpy(to_rgb(frame, "rgba" if has_alpha else "rgb24"))  # (h, w, 3 or 4) uint8, SDR BT.709
     x = pixels.permute(2, 0, 1).float()  # (3 or 4, h, w)
     x = torch.cat([x[:3] / 127.5 - 1.0, x[3:] / 255.0])
     if view.transpose:

@@ -16,6 +16,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from torch import nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from setseq import checkpoint, flow, lora, parallel
+from setseq import checkpoint, flow, lora, parallel, preempt
 from setseq import concept as concept_io
 from setseq.backbones.base import Backbone, Geometry
 from setseq.batches import Batches, ConceptSpec, LatentCache, batch_loss
@@ -285,7 +286,16 @@ class Trainer:
 
     def run(self, resume: bool = False) -> concept_io.ConceptSet:
         """Train every stage, checkpointing as it goes; write `out` (and `NAME.stage1.safetensors`
-        after the set stage of a two-stage method). Returns the final concept set."""
+        after the set stage of a two-stage method). Returns the final concept set.
+
+        Raises:
+            preempt.Preempted: on SIGTERM or SIGINT, after the current step and its checkpoint
+                (a second signal raises KeyboardInterrupt at once); `run(resume=True)` continues.
+        """
+        with preempt.stop_on_signals() as self.stop:
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> concept_io.ConceptSet:
         cfg = self.cfg
         state = self._start(resume)
         start_stage, start_step = (state["stage"], state["step"]) if state else (0, 0)
@@ -304,14 +314,20 @@ class Trainer:
             for step in range(start_step if state is not None else 0, stage.steps):
                 pending.append(self._step(stage, step, params, opt, train_tokens))
                 last = step + 1 == stage.steps
-                if len(pending) >= 10 or last or (step + 1) % cfg.checkpoint_every == 0:
+                periodic = (step + 1) % cfg.checkpoint_every == 0
+                stop = self._stop_requested(len(pending) >= 10 or last or periodic)
+                if len(pending) >= 10 or last or periodic or stop:
                     self._flush(pending, stage, step, bar)
-                if (step + 1) % cfg.checkpoint_every == 0 and not last:
+                if (periodic or stop) and not last:
                     self._save_checkpoint(si, step + 1, opt)
+                if stop and not last:
+                    self._preempted(bar, f"after step {step + 1} of {stage.steps} of stage {si + 1} ({stage.name})")
                 if cfg.validate_every and (step + 1) % cfg.validate_every == 0:
                     self._validate(stage, step + 1)
             self._end_stage(si, stage)
             state = None
+            if si + 1 < len(cfg.stages) and self._stop_requested(True):
+                self._preempted(bar, f"after stage {si + 1} ({stage.name})")
         bar.close()
         self.backbone.transformer.eval()
         result = concept_io.collect(self.backbone, self._meta("final"))
@@ -319,6 +335,23 @@ class Trainer:
             concept_io.save(result, self.out)
             self.ckpt_path.unlink(missing_ok=True)
         return result
+
+    def _stop_requested(self, sync_point: bool) -> bool:
+        """Whether a signal asked the run to stop; with several processes, asked on any of them,
+        agreed on at sync points only (every rank must checkpoint at the same step)."""
+        if self.world.size == 1:
+            return self.stop.requested
+        return sync_point and parallel.on_any_rank(self.world, self.stop.requested)
+
+    def _preempted(self, bar: tqdm, where: str) -> None:
+        """The checkpoint is written: say how to go on, and stop."""
+        bar.close()
+        signum = self.stop.signum or signal.SIGTERM  # another rank received it
+        raise preempt.Preempted(
+            f"stopped by {signal.Signals(signum).name} {where}; checkpoint {self.ckpt_path} is written: "
+            "run the same command with --resume to continue.",
+            signum,
+        )
 
     def _start(self, resume: bool) -> dict[str, Any] | None:
         """Set up the data and the adapters; with `resume`, load the checkpoint (its state, or None); compile, shard."""

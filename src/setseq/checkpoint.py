@@ -72,8 +72,8 @@ def save(
         "config": config,
         "fingerprint": fingerprint,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk raises OSError, not RuntimeError
+        torch.save(state, f)
 
 
 def load(path: str | Path, config: dict[str, Any], fingerprint: str) -> dict[str, Any] | None:

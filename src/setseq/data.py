@@ -75,6 +75,7 @@ import torch.nn.functional as F
 
 from setseq.colour import SdrConverter
 from setseq.errors import SetseqError
+from setseq.fileio import write_error
 from setseq.log import warn
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -808,7 +809,7 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float, *, sc
         _encode(tmp, video, fps, codec, _MUXER_OPTIONS.get(path.suffix.lower(), {}))
         os.replace(tmp, path)
     except (av.FFmpegError, OSError) as e:
-        raise SetseqError(f"Could not write {path} ({e}); check that its directory is writable.") from None
+        raise write_error(path, e) or SetseqError(f"Could not write {path} ({e}).") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

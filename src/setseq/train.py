@@ -31,7 +31,7 @@ from setseq.backbones.base import Backbone, Geometry
 from setseq.batches import Batches, ConceptSpec, LatentCache, batch_loss
 from setseq.config import OptimConfig, StageConfig, TrainConfig
 from setseq.errors import SetseqError
-from setseq.fileio import cache_root
+from setseq.fileio import cache_root, check_writable
 from setseq.generate import write_sample
 from setseq.log import warn
 from setseq.prior import prior_videos
@@ -277,6 +277,7 @@ class Trainer:
         self.out, self.progress = Path(out), progress
         self.ckpt_path = self.out.with_name(self.out.stem + ".ckpt")
         self.stage1_path = self.out.with_name(self.out.name.removesuffix(".safetensors") + ".stage1.safetensors")
+        check_writable(self.out, self.ckpt_path, self.stage1_path, create=True)  # before any training time is spent
         self.cache_dir = Path(cache_dir or cache_root())
         self.losses: dict[str, list[float]] = {s.name: [] for s in cfg.stages}
         self.layers: dict[str, lora.SetSeqLinear] = {}

@@ -17,6 +17,7 @@ from setseq.cli.options import (
     parse_scales,
 )
 from setseq.errors import SetseqError
+from setseq.fileio import check_writable
 
 
 def add_parser(sub) -> None:
@@ -71,6 +72,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from setseq.generate import generate
 
     out = Path(a.out)
+    check_writable(out, *([out.with_suffix(".gif")] if a.preview else []), create=True)  # before any sampling
     if out.suffix.lower() not in (".mp4", ".webm", ".gif"):
         raise SetseqError(f"the output must end in .mp4, .webm or .gif, got {str(out)!r}.")
     if a.steps is not None and a.steps < 1:

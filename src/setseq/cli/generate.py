@@ -89,6 +89,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
             rank_weights = concept_io.rank_weights(cs, parse_numbers(a.rank_weights, "--rank-weights"))
     if a.frames is not None:
         g = replace(g, frames=a.frames)
+    backbone.check_geometry(g)  # a concept file's geometry, or --frames, this base cannot sample
     # --identity-scale and --motion-scale for all, then --scale's per-concept motion over them
     with (
         lora.scales(

@@ -190,3 +190,23 @@ def test_a_disk_that_fills_during_training_ends_in_one_sentence(tmp_path):
     assert len(errors) == 1 and "Traceback" not in proc.stderr and "could not write" in errors[0], proc.stderr
     assert "ulimit -f" in errors[0]
     assert list(out.iterdir()) == []  # the stage-1 file was the first to fail: neither it nor its temporary
+
+
+def test_a_disk_too_small_for_the_run_is_said_before_training(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    steps = {"n": 0}
+    real_step = Trainer._step
+
+    def counted(self, *args):
+        steps["n"] += 1
+        return real_step(self, *args)
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage._replace(free=300_000))  # 0.3 MB free
+    monkeypatch.setattr(Trainer, "_step", counted)
+    video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
+    assert main(["train", str(video), *PROMPT, *TRAIN, "--out", str(tmp_path / "c.safetensors")]) == 2
+    _one_sentence(capsys, "MiB free", "free some space")
+    assert steps["n"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]

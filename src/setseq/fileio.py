@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +78,27 @@ def check_writable(*paths: str | Path, create: bool = False) -> None:
             os.unlink(probe)
         except OSError as e:
             raise write_error(path, e) from None
+
+
+def check_space(folder: str | Path, need: int, what: str) -> None:
+    """Refuse, before the work that would fill it, a disk with less than `need` bytes free.
+
+    Args:
+        folder: where the files will be written (its nearest existing folder is measured).
+        need: bytes the files will take; what: what they are, for the message.
+
+    Raises:
+        SetseqError: saying how much is free and how much is needed.
+    """
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise SetseqError(
+            f"the disk holding {str(folder)!r} has {free / 2**20:.1f} MiB free, but {what} take about "
+            f"{need / 2**20:.1f} MiB; free some space or write to another disk."
+        )
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from setseq.backbones.base import Backbone, Geometry
 from setseq.batches import Batches, ConceptSpec, LatentCache, batch_loss
 from setseq.config import OptimConfig, StageConfig, TrainConfig
 from setseq.errors import SetseqError
-from setseq.fileio import cache_root, check_writable
+from setseq.fileio import cache_root, check_space, check_writable
 from setseq.generate import write_sample
 from setseq.log import warn
 from setseq.prior import prior_videos
@@ -337,6 +337,16 @@ class Trainer:
             self.ckpt_path.unlink(missing_ok=True)
         return result
 
+    def _bytes_to_write(self) -> int:
+        """About what the run writes at most at once: the concept and stage-1 files (float32 adapters
+        and tokens) and the checkpoint (the same tensors with two Adam moments each), plus 1 MiB."""
+        adapters = sum(
+            layer.basis.numel() + layer.identity.numel() + sum(b.numel() for _, b in layer.motion.items())
+            for layer in self.layers.values()
+        )
+        tokens = sum(e.numel() for e in self.backbone.token_embeddings().values())
+        return 4 * (adapters + tokens) * (1 + 1 + 3) + 2**20
+
     def _stop_requested(self, sync_point: bool) -> bool:
         """Whether a signal asked the run to stop; with several processes, asked on any of them,
         agreed on at sync points only (every rank must checkpoint at the same step)."""
@@ -366,6 +376,8 @@ class Trainer:
         self.latents = LatentCache(self.backbone.encode_video)  # each window through the VAE once
         self.layers = add_adapters(self.backbone, self.concepts, cfg)
         freeze(self.backbone)
+        if self.world.main:  # the files' sizes are known now, before any training time is spent
+            check_space(self.out.parent, self._bytes_to_write(), "the concept file, its stage-1 file and checkpoint")
         state = checkpoint.start_run(self.ckpt_path, self.backbone, self.layers, cfg.to_dict(), self.world, resume)
         if state is not None:
             self.losses = state["losses"]

@@ -56,7 +56,7 @@ def _encode_bands(path, samples, *, codec, pix_fmt, options, trc, primaries, mat
         s.width, s.height, s.pix_fmt = SIZE, SIZE, pix_fmt
         cc = s.codec_context
         cc.color_trc, cc.color_primaries, cc.colorspace = trc, primaries, matrix
-        cc.color_range = 2 if full else 1
+        cc.color_range = {None: 0, False: 1, True: 2}[full]  # None: undeclared
         for i in range(2):
             frame = av.VideoFrame(SIZE, SIZE, pix_fmt)
             for plane, values in zip(frame.planes, samples):
@@ -122,12 +122,12 @@ def test_hdr_clip_decodes_to_the_colours_an_sdr_player_shows(tmp_path, transfer)
 
 @pytest.mark.parametrize(
     "matrix, full",
-    [(6, False), (5, False), (1, False), (1, True), (6, True)],
-    ids=["bt601-limited", "bt470bg-limited", "bt709-limited", "bt709-full", "bt601-full"],
+    [(6, False), (5, False), (1, False), (1, True), (6, True), (2, None)],
+    ids=["bt601-limited", "bt470bg-limited", "bt709-limited", "bt709-full", "bt601-full", "undeclared"],
 )
 def test_declared_matrix_and_range_are_honoured(tmp_path, matrix, full):
-    kr, kb = (0.2126, 0.0722) if matrix == 1 else (0.299, 0.114)
-    samples = _ycbcr(PATCHES, kr, kb, bits=8, full=full)
+    kr, kb = (0.2126, 0.0722) if matrix == 1 else (0.299, 0.114)  # undeclared: FFmpeg reads BT.601 limited
+    samples = _ycbcr(PATCHES, kr, kb, bits=8, full=bool(full))
     clip = _encode_bands(
         tmp_path / "sdr.mp4", samples, codec="libx264", pix_fmt="yuv420p", options={"qp": "0"},
         trc=1, primaries=1, matrix=matrix, full=full,

@@ -72,7 +72,8 @@ def save(
         "config": config,
         "fingerprint": fingerprint,
     }
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk raises OSError, not RuntimeError
+    # through a file object, so that a full disk raises OSError (torch.save to a path says only "file write failed")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)
 
 

@@ -184,8 +184,8 @@ def export(
         The paths written: [out], or one per expert, high noise first.
 
     Raises:
-        SetseqError: for a path not ending in .safetensors or that cannot be written, and as `lora_pairs` and `state_dict`
-            (before anything is written).
+        SetseqError: for a path not ending in .safetensors or that cannot be written (a folder, no
+            permission), and as `lora_pairs` and `state_dict` (before anything is written).
     """
     out = Path(out)
     check_writable(out, create=True)

@@ -155,7 +155,7 @@ class ToyBackbone:
                     f"{tuple(row.shape)}; was the concept trained on another base?"
                 )
             with torch.no_grad():
-                self.text_encoder.concepts[self.tokenizer.concepts[tok]].copy_(emb)
+                row.copy_(emb)
 
     def unknown_words(self, prompt: str) -> list[str]:
         return self.tokenizer.unknown(prompt)

@@ -82,7 +82,7 @@ def _hdr_clip(path, transfer):
     light = REFERENCE_WHITE * PATCHES ** (1 / 0.45) @ BT709_TO_BT2020.T  # BT.709 display light in BT.2020 RGB
     signal = _pq(light) if transfer == "pq" else _hlg(light)
     samples = _ycbcr(signal, 0.2627, 0.0593, bits=10, full=False)
-    trc = colour.ColorTrc.SMPTE2084 if transfer == "pq" else colour.ColorTrc.ARIB_STD_B67
+    trc = colour.TRC_PQ if transfer == "pq" else colour.TRC_HLG
     options = {"x265-params": "log-level=none:lossless=1"}
     return _encode_bands(
         path,
@@ -151,5 +151,5 @@ def test_hdr_that_cannot_be_mapped_warns_in_one_line_naming_the_transfer(tmp_pat
 def test_sdr_frames_need_no_mapping():
     frame = av.VideoFrame(16, 16, "yuv420p")
     assert colour.hdr_description(frame) is None
-    frame.color_trc, frame.color_primaries = colour.ColorTrc.SMPTE2084, colour.ColorPrimaries.BT2020
+    frame.color_trc, frame.color_primaries = colour.TRC_PQ, 9  # BT.2020
     assert colour.hdr_description(frame) == "PQ (SMPTE ST 2084, HDR10) transfer with BT.2020 primaries"

@@ -18,23 +18,21 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, VideoReformatter
+from av.video.reformatter import VideoReformatter
 
 from setseq.log import warn
 
+# FFmpeg's enum values (libavutil/pixfmt.h; stable across versions, so older PyAV, which lacks
+# the ColorTrc and ColorPrimaries enums, is served too).
+TRC_BT709, TRC_PQ, TRC_HLG = 1, 16, 18
+PRIMARIES_BT709 = 1
+RANGE_LIMITED, RANGE_FULL = 1, 2
 # What needs mapping to show on an SDR BT.709 screen: HDR transfers and primaries wider than BT.709.
-HDR_TRANSFERS = {
-    int(ColorTrc.SMPTE2084): "PQ (SMPTE ST 2084, HDR10)",
-    int(ColorTrc.ARIB_STD_B67): "HLG (ARIB STD-B67)",
-}
-WIDE_PRIMARIES = {
-    int(ColorPrimaries.BT2020): "BT.2020",
-    int(ColorPrimaries.SMPTE431): "DCI-P3",
-    int(ColorPrimaries.SMPTE432): "Display P3",
-}
-# FFmpeg's AVColorSpace (what a frame declares) -> libswscale's coefficient set (what PyAV takes).
-_MATRICES = {1: Colorspace.ITU709, 4: Colorspace.FCC, 5: Colorspace.ITU601, 6: Colorspace.SMPTE170M}
-_MATRICES.update({7: Colorspace.SMPTE240M, 9: Colorspace.BT2020, 10: Colorspace.BT2020})
+HDR_TRANSFERS = {TRC_PQ: "PQ (SMPTE ST 2084, HDR10)", TRC_HLG: "HLG (ARIB STD-B67)"}
+WIDE_PRIMARIES = {9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
+# FFmpeg's AVColorSpace (what a frame declares) -> libswscale's SWS_CS_* coefficient set (what
+# PyAV's src_colorspace takes): BT.709, FCC, BT.470BG, SMPTE 170M, SMPTE 240M, BT.2020 (NCL and CL).
+_MATRICES = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 
 RE_ENCODE = (
     "re-encode it to SDR first, e.g. `ffmpeg -i IN -vf zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,"
@@ -45,7 +43,8 @@ RE_ENCODE = (
 def hdr_description(frame: av.VideoFrame) -> str | None:
     """What makes ``frame`` need mapping for an SDR BT.709 screen ("HLG (ARIB STD-B67) transfer with
     BT.2020 primaries"), or None when it is SDR with BT.709-like primaries (or declares nothing)."""
-    trc, primaries = HDR_TRANSFERS.get(int(frame.color_trc)), WIDE_PRIMARIES.get(int(frame.color_primaries))
+    trc = HDR_TRANSFERS.get(int(getattr(frame, "color_trc", 2)))
+    primaries = WIDE_PRIMARIES.get(int(getattr(frame, "color_primaries", 2)))
     if trc and primaries:
         return f"{trc} transfer with {primaries} primaries"
     if trc:
@@ -77,16 +76,16 @@ class SdrConverter:
         warning that names the transfer.
         """
         matrix = {"src_colorspace": _MATRICES[int(frame.colorspace)]} if int(frame.colorspace) in _MATRICES else {}
-        if int(frame.color_range) in (int(ColorRange.MPEG), int(ColorRange.JPEG)):
-            matrix["src_color_range"] = ColorRange(int(frame.color_range))
+        if int(frame.color_range) in (RANGE_LIMITED, RANGE_FULL):
+            matrix["src_color_range"] = int(frame.color_range)
         what = hdr_description(frame)
         if what is not None:
             try:
                 out = self._reformatter.reformat(
                     frame,
                     format=format,
-                    dst_color_trc=ColorTrc.BT709,
-                    dst_color_primaries=ColorPrimaries.BT709,
+                    dst_color_trc=TRC_BT709,
+                    dst_color_primaries=PRIMARIES_BT709,
                     **matrix,
                 )
                 return out.to_ndarray()

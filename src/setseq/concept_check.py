@@ -100,7 +100,7 @@ def check_meta(meta: Any, source: str) -> None:
     scale (finite number), target_modules (list of str), method, stage, setseq_version (str),
     config (object; its ``stages`` a list of objects), geometry ({frames, height, width}: whole
     numbers >= 1, fps > 0, within generous bounds), losses ({stage: [numbers]}), experts ({name:
-    {component: str, t: [from, to] with 0 <= from < to <= 1}}).
+    {component: str, t: [from, to] with 0 <= from <= to <= 1}}).
 
     Raises:
         SetseqError: naming ``source`` and the first field out of type or range.
@@ -157,9 +157,9 @@ def check_meta(meta: Any, source: str) -> None:
             and isinstance(t, list)
             and len(t) == 2
             and all(_number(x) for x in t)
-            and 0 <= t[0] < t[1] <= 1
+            and 0 <= t[0] <= t[1] <= 1
         ):
-            refuse(f"its expert {name!r} is {e!r}, not {{component, t: [from, to]}} with 0 <= from < to <= 1")
+            refuse(f"its expert {name!r} is {e!r}, not {{component, t: [from, to]}} with 0 <= from <= to <= 1")
 
 
 def _check_geometry(geometry: Any, refuse) -> None:

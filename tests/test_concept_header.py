@@ -81,6 +81,13 @@ JSON = st.recursive(
 REMOVED = object()
 
 
+class Good(tuple):
+    """(tensors, header), shown briefly in Hypothesis' report of a failing example."""
+
+    def __repr__(self):
+        return "<a concept file trained on toy-tiny>"
+
+
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """(tensors, header) of a concept file freshly trained on the toy base."""
@@ -89,7 +96,7 @@ def good(tmp_path_factory):
     assert main(["train", str(video), *PROMPT, *TRAIN, "--out", str(d / "sq.safetensors")]) == 0
     with safe_open(str(d / "sq.safetensors"), "pt") as f:
         header = f.metadata()
-    return load_file(str(d / "sq.safetensors")), header
+    return Good((load_file(str(d / "sq.safetensors")), header))
 
 
 def _every_command_answers(tensors, header, capsys):

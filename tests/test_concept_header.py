@@ -144,7 +144,7 @@ def _set(meta, path, value):
     return meta
 
 
-@_settings(20)
+@_settings(50)
 @given(field=st.sampled_from(META_FIELDS), value=JSON | st.just(REMOVED))
 def test_any_damaged_metadata_field_is_refused_in_one_sentence_or_works(good, capsys, field, value):
     tensors, header = good
@@ -154,7 +154,7 @@ def test_any_damaged_metadata_field_is_refused_in_one_sentence_or_works(good, ca
     _every_command_answers(tensors, {**header, "setseq": json.dumps(meta)}, capsys)
 
 
-@_settings(10)
+@_settings(20)
 @given(
     key=st.sampled_from(["format", "format_version", "setseq"]),
     value=st.text(max_size=12) | st.sampled_from(["1.0", "01", "-1", "2", "99999999999999999999", "１", " 1"]),
@@ -174,7 +174,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int
 DTYPES += [torch.float8_e4m3fn] if hasattr(torch, "float8_e4m3fn") else []
 
 
-@_settings(15)
+@_settings(40)
 @given(
     pick=st.integers(0, 10_000),
     damage=st.sampled_from(["shape", "dtype", "rename", "remove", "add"]),

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from setseq.errors import SetseqError
-
-if TYPE_CHECKING:
-    from setseq.concept import ConceptSet
 
 FORMAT = "setseq.concept"
 FORMAT_VERSION = 1
@@ -175,8 +172,9 @@ def _check_geometry(geometry: Any, refuse) -> None:
         refuse(f"its metadata has geometry {geometry!r}, not positive frames, height, width and fps")
 
 
-def validate(cs: ConceptSet, source: str = "the concept set") -> None:
-    """Check that a concept set is whole and consistent: its metadata (``check_meta``) and its tensors.
+def validate(cs: Any, source: str = "the concept set") -> None:
+    """Check that a concept set (a ``concept.ConceptSet``, not imported here: concept imports this
+    module) is whole and consistent: its metadata (``check_meta``) and its tensors.
 
     Tensors: each is float32, float16, bfloat16 or float64, non-empty and finite; every adapted
     module has a basis (out x R) and identity coefficients (R x in) with R the recorded rank (>= 1

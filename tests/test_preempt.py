@@ -86,3 +86,26 @@ def test_cli_exits_with_the_conventional_code_and_says_how_to_resume(tmp_path, m
     assert main([*args, "--resume"]) == 0
     assert cio.load(tmp_path / "clip.safetensors").meta["stage"] == "final"
     assert not (tmp_path / "clip.ckpt").exists()
+
+
+def test_sigterm_outside_training_ends_a_command_without_leaving_temporary_files(tmp_path, monkeypatch, capsys):
+    """`setseq generate` stopped by a scheduler while it writes its video: exit 143, nothing left."""
+    video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
+    args = ["train", str(video), "--prompt", STATIC, "--motion-prompt", MOTION, "--base", "toy-tiny"]
+    assert (
+        main([*args, "--stage1-steps", "1", "--stage2-steps", "1", "--batch-size", "1", "--no-prior", "--quiet"]) == 0
+    )
+    real_encode = data._encode
+
+    def encode_then_stop(file, *rest):
+        real_encode(file, *rest)  # the temporary file is whole on disk now
+        assert file.is_file()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(data, "_encode", encode_then_stop)
+    out = tmp_path / "gen" / "g.mp4"
+    gen = ["generate", str(tmp_path / "clip.safetensors"), "--prompt", "a [v]. it moves in [u] motion."]
+    assert main([*gen, "--steps", "1", "--out", str(out)]) == 143
+    assert "Traceback" not in capsys.readouterr().err
+    assert list(out.parent.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -1,9 +1,11 @@
-"""Stopping a run on request: a scheduler's SIGTERM (SLURM, Kubernetes) or Ctrl-C (SIGINT).
+"""Stopping on request: a scheduler's SIGTERM (SLURM, Kubernetes) or Ctrl-C (SIGINT).
 
-The first signal asks the run to stop: it finishes the current optimiser step, writes its
-checkpoint and raises `Preempted`, whose message says how to resume; the CLI then exits with the
-conventional code 128 + signal number (143 for SIGTERM, 130 for SIGINT). A second signal stops at
-once (`StoppedAtOnce`, a KeyboardInterrupt; temporary files are still removed, nothing half-written is left).
+During a training run, the first signal asks the run to stop: it finishes the current optimiser
+step, writes its checkpoint and raises `Preempted`, whose message says how to resume; the CLI then
+exits with the conventional code 128 + signal number (143 for SIGTERM, 130 for SIGINT). A second
+signal stops at once (`StoppedAtOnce`, a KeyboardInterrupt: temporary files are still removed, so
+nothing half-written is left). Outside a training run, SIGTERM ends a command as Ctrl-C does
+(`sigterm_as_interrupt`), so that its temporary files are removed too.
 """
 
 from __future__ import annotations
@@ -51,6 +53,25 @@ class StopRequest:
         if self.signum is not None:  # the second signal: stop now
             raise StoppedAtOnce(signum)
         self.signum = signum
+
+
+def _stop_now(signum: int, frame) -> None:
+    raise StoppedAtOnce(signum)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM ends the command as Ctrl-C does (`StoppedAtOnce`, exit code 143),
+    so that temporary files are removed on the way out instead of the process vanishing; a
+    training run inside the block handles it its own way (`stop_on_signals`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _stop_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -114,6 +114,11 @@ def on_any_rank(world: World, flag: bool) -> bool:
     return any(_gather(world, bool(flag)))
 
 
+def from_main(world: World, value: object) -> object:
+    """Rank 0's `value` (picklable), on every rank (e.g. a check only the writing rank can make)."""
+    return _gather(world, value)[0]
+
+
 def _gather(world: World, value: object) -> list[object]:
     """Every rank's `value` (picklable), in rank order, on every rank."""
     if world.size == 1:

@@ -337,6 +337,21 @@ class Trainer:
             self.ckpt_path.unlink(missing_ok=True)
         return result
 
+    def _check_space(self) -> None:
+        """Room on the disk for what rank 0 writes, checked now that the sizes are known and before
+        any training time is spent; every rank raises alike (none waits on the others)."""
+        problem = None
+        if self.world.main:
+            try:
+                check_space(
+                    self.out.parent, self._bytes_to_write(), "the concept file, its stage-1 file and checkpoint"
+                )
+            except SetseqError as e:
+                problem = str(e)
+        problem = parallel.from_main(self.world, problem)
+        if problem:
+            raise SetseqError(problem)
+
     def _bytes_to_write(self) -> int:
         """About what the run writes at most at once: the concept and stage-1 files (float32 adapters
         and tokens) and the checkpoint (the same tensors with two Adam moments each), plus 1 MiB."""
@@ -376,8 +391,7 @@ class Trainer:
         self.latents = LatentCache(self.backbone.encode_video)  # each window through the VAE once
         self.layers = add_adapters(self.backbone, self.concepts, cfg)
         freeze(self.backbone)
-        if self.world.main:  # the files' sizes are known now, before any training time is spent
-            check_space(self.out.parent, self._bytes_to_write(), "the concept file, its stage-1 file and checkpoint")
+        self._check_space()
         state = checkpoint.start_run(self.ckpt_path, self.backbone, self.layers, cfg.to_dict(), self.world, resume)
         if state is not None:
             self.losses = state["losses"]

@@ -40,6 +40,7 @@ def _settings(examples):  # few examples, drawn the same way every run, so the s
         max_examples=examples,
         deadline=None,
         derandomize=True,
+        database=None,  # nothing written beside the tests
         suppress_health_check=[HealthCheck.function_scoped_fixture],
     )
 

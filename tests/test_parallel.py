@@ -3,6 +3,7 @@ whether the ranks hold whole models (data parallel) or shards of them (FSDP2); o
 
 import datetime
 import os
+import signal
 import socket
 import sys
 import time
@@ -16,6 +17,7 @@ from setseq import parallel
 from setseq.cli import main
 from setseq.config import OptimConfig, load_config
 from setseq.errors import SetseqError
+from setseq.preempt import Preempted
 from setseq.train import ConceptSpec, Trainer
 
 WORLD = 2
@@ -98,6 +100,27 @@ def _cut_and_resumed(out_dir, shard):
     return _run(out_dir, shard, resume=True)[0]
 
 
+def _preempted_and_resumed(out_dir):
+    """Rank 1 alone receives SIGTERM in the first step (as when a scheduler stops one node first):
+    both ranks stop after that step, rank 0 writes the checkpoint, and the resumed run completes."""
+    real, calls = Trainer._step, {"n": 0}
+
+    def step(self, *args):
+        loss = real(self, *args)
+        calls["n"] += 1
+        if calls["n"] == 1 and os.environ["RANK"] == "1":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Trainer, "_step", step)
+        with pytest.raises(Preempted):
+            _run(out_dir)
+    if os.environ["RANK"] == "0":
+        assert torch.load(out_dir / "c.ckpt", weights_only=False)["step"] == 1
+    return _run(out_dir, resume=True)[0]
+
+
 def _worker(rank, port, root):
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank)
@@ -109,12 +132,14 @@ def _worker(rank, port, root):
         for kind in ("ddp", "fsdp"):
             result, grads = _run(root / kind, shard=kind == "fsdp")
             resumed = _cut_and_resumed(root / f"{kind}-resumed", shard=kind == "fsdp")
+            preempted = _preempted_and_resumed(root / "ddp-preempted") if kind == "ddp" else resumed
             torch.save(
                 {
                     "tensors": result.tensors,
                     "losses": result.meta["losses"],
                     "grads": grads,
                     "resumed": resumed.tensors,
+                    "preempted": preempted.tensors,
                 },
                 root / f"{kind}-rank{rank}.pt",
             )
@@ -148,6 +173,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
         _close(ranks[0]["tensors"], single.tensors)
         _close(ranks[1]["tensors"], ranks[0]["tensors"], atol=0)  # the ranks agree exactly
         _close(ranks[0]["resumed"], single.tensors)  # resuming from rank 0's checkpoint
+        _close(ranks[0]["preempted"], single.tensors)  # a SIGTERM on one rank stopped both at one step
+        _close(ranks[1]["preempted"], ranks[0]["preempted"], atol=0)
         for stage, losses in single.meta["losses"].items():
             assert ranks[0]["losses"][stage] == pytest.approx(losses, rel=1e-5, abs=1e-7)
         assert any(v.abs().sum() > 0 for k, v in single.tensors.items() if ".motion." in k)

@@ -74,8 +74,9 @@ def save(
         "config": config,
         "fingerprint": fingerprint,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # through a file object, so that a full disk raises OSError (torch.save to a path says only "file write failed")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load(path: str | Path, config: dict[str, Any], fingerprint: str) -> dict[str, Any] | None:

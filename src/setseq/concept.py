@@ -16,7 +16,6 @@ name then begins with the expert it belongs to (`high_noise.blocks.0.attn1.to_q`
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from setseq import lora
 from setseq.backbones.base import Backbone
+from setseq.concept_check import FORMAT, FORMAT_VERSION, read_header, validate
 from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
 
@@ -34,9 +34,6 @@ if TYPE_CHECKING:
     from setseq.backbones.base import Geometry
     from setseq.batches import ConceptSpec
     from setseq.config import TrainConfig
-
-FORMAT = "setseq.concept"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -145,146 +142,12 @@ def load(path: str | Path) -> ConceptSet:
         with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise SetseqError(f"{str(path)!r} is not a readable .safetensors file ({e}).") from None
-    if header.get("format") != FORMAT:
-        raise SetseqError(
-            f"{str(path)!r} is a .safetensors file but not a setseq concept "
-            f"(no '{FORMAT}' header); was it exported for another tool?"
-        )
-    version = int(header.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise SetseqError(
-            f"{str(path)!r} has concept format version {version}; this setseq reads "
-            f"up to {FORMAT_VERSION}; upgrade setseq."
-        )
-    try:
-        meta = json.loads(header["setseq"])
-    except (KeyError, json.JSONDecodeError):
-        raise SetseqError(f"{str(path)!r} has a damaged setseq header.") from None
+    meta = read_header(header, repr(str(path)))
     cs = ConceptSet(tensors, meta)
     validate(cs, repr(str(path)))
     return cs
-
-
-def validate(cs: ConceptSet, source: str = "the concept set") -> None:
-    """Check that a concept set is whole and consistent, so that every command that reads one
-    (generate, export, info, and any other user of `load`) refuses a damaged or foreign file in one
-    sentence instead of failing later.
-
-    Checks: the metadata has a base {name, fingerprint}, an integer rank, a finite scale, a
-    geometry of positive sizes (when recorded), a list of concepts with name, identity_token and
-    motion_token, and experts (when recorded) that every module name begins with; every adapted
-    module has a basis (out x R) and identity coefficients (R x in) with R the recorded rank; motion
-    coefficients (R x in) exist for known concepts only, in every module or in none; token
-    embeddings are 1-D, of one width, and named after the concepts' tokens; nothing else is stored;
-    every value is finite.
-
-    Raises:
-        SetseqError: naming ``source`` and the first inconsistency found.
-    """
-    bad = f"{source} is damaged or not a setseq concept file"
-    fix = "train it again or use an intact copy"
-    meta, tensors = cs.meta, cs.tensors
-
-    def refuse(what: str) -> None:
-        raise SetseqError(f"{bad}: {what}; {fix}.")
-
-    if not isinstance(meta, dict):
-        refuse("its metadata is not a JSON object")
-    base = meta.get("base")
-    if not (isinstance(base, dict) and isinstance(base.get("name"), str) and "fingerprint" in base):
-        refuse("its metadata names no base model")
-    rank = meta.get("rank")
-    if not (isinstance(rank, int) and not isinstance(rank, bool) and rank >= 0):
-        refuse(f"its metadata has rank {rank!r}, not a whole number")
-    concepts = meta.get("concepts")
-    fields = ("name", "identity_token", "motion_token")
-    if not (
-        isinstance(concepts, list)
-        and concepts
-        and all(isinstance(c, dict) and all(isinstance(c.get(k), str) for k in fields) for c in concepts)
-    ):
-        refuse(f"its metadata lists no concepts with {', '.join(fields)}")
-    scale = meta.get("scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        refuse(f"its metadata has LoRA scale {scale!r}, not a finite number")
-    geometry = meta.get("geometry", {})
-    sizes = ("frames", "height", "width")
-    if not (
-        isinstance(geometry, dict)
-        and set(geometry) <= {*sizes, "fps"}
-        and all(isinstance(geometry.get(k, 1), int) and geometry.get(k, 1) >= 1 for k in sizes)
-        and isinstance(geometry.get("fps", 1.0), (int, float))
-        and geometry.get("fps", 1.0) > 0
-    ):
-        refuse(f"its metadata has geometry {geometry!r}, not positive frames, height, width and fps")
-    names = [c["name"] for c in concepts]
-    tokens = {c[k] for c in concepts for k in ("identity_token", "motion_token")}
-    if len(set(names)) != len(names):
-        refuse(f"its concepts repeat a name ({names})")
-    for key, t in tensors.items():
-        if not t.is_floating_point():
-            refuse(f"tensor {key} holds {t.dtype}, not floating-point values")
-        if not bool(torch.isfinite(t).all()):
-            refuse(f"tensor {key} holds non-finite values (NaN or infinity)")
-    modules = cs.modules()
-    widths = {}
-    for m in modules:
-        basis, identity = tensors[f"{m}.basis"], tensors.get(f"{m}.identity")
-        if identity is None:
-            refuse(f"tensor {m}.identity is missing")
-        if basis.ndim != 2 or basis.shape[1] != rank or identity.ndim != 2 or identity.shape[0] != rank:
-            refuse(
-                f"module {m} has basis {tuple(basis.shape)} and identity {tuple(identity.shape)}, "
-                f"but rank {rank} needs (out, {rank}) and ({rank}, in)"
-            )
-        widths[m] = tuple(identity.shape)
-    if modules and "target_modules" in meta and sorted(meta["target_modules"]) != modules:
-        refuse(f"its metadata adapts {len(meta['target_modules'])} modules but it holds tensors for {len(modules)}")
-    experts = meta.get("experts", {})
-    if not (
-        isinstance(experts, dict)
-        and all(isinstance(e, dict) and isinstance(e.get("t"), list) for e in experts.values())
-    ):
-        refuse(f"its metadata has experts {experts!r}, not a table of experts with their times")
-    strays = [m for m in modules if experts and m.partition(".")[0] not in experts]
-    if strays:
-        refuse(f"module {strays[0]} belongs to none of its experts {sorted(experts)}")
-    motion: dict[str, set[str]] = {}
-    token_widths = set()
-    for key, t in tensors.items():
-        if key.startswith("token."):
-            if key[len("token.") :] not in tokens or t.ndim != 1:
-                refuse(f"tensor {key} is not the embedding of one of its tokens {sorted(tokens)}")
-            token_widths.add(t.shape[0])
-            continue
-        module, kind, rest = _split_key(key, modules)
-        if module is None or kind not in ("basis", "identity", "motion") or (kind == "motion") != bool(rest):
-            refuse(f"it holds tensor {key}, which no adapter or token of it uses")
-        if kind == "motion":
-            if rest not in names:
-                refuse(f"tensor {key} is the motion of {rest!r}, which is not one of its concepts {names}")
-            if tuple(t.shape) != widths[module]:
-                refuse(f"tensor {key} has shape {tuple(t.shape)}, but {module}.identity is {widths[module]}")
-            motion.setdefault(rest, set()).add(module)
-    for name, where in motion.items():
-        if where != set(modules):
-            missing = sorted(set(modules) - where)
-            refuse(f"the motion of {name!r} is missing from {len(missing)} module(s), e.g. {missing[0]}.motion.{name}")
-    if len(token_widths) > 1:
-        refuse(f"its token embeddings differ in width {sorted(token_widths)}")
-    if not modules and not token_widths:
-        refuse("it holds no adapter and no token embedding")
-
-
-def _split_key(key: str, modules: list[str]) -> tuple[str | None, str, str]:
-    """ "blocks.0.q.motion.a" -> ("blocks.0.q", "motion", "a"), for the longest module that prefixes it."""
-    for m in sorted(modules, key=len, reverse=True):
-        if key.startswith(m + "."):
-            kind, _, rest = key[len(m) + 1 :].partition(".")
-            return m, kind, rest
-    return None, "", ""
 
 
 def check_base(cs: ConceptSet, backbone: Backbone, source: str = "the concept") -> None:

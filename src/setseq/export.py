@@ -41,7 +41,7 @@ from safetensors.torch import save_file
 from setseq import lora
 from setseq.concept import ConceptSet
 from setseq.errors import SetseqError
-from setseq.fileio import atomic_path
+from setseq.fileio import atomic_path, check_writable
 
 FORMATS = ("diffusers", "comfyui")
 PARTS = ("full", "identity")
@@ -184,10 +184,11 @@ def export(
         The paths written: [out], or one per expert, high noise first.
 
     Raises:
-        SetseqError: for a path not ending in .safetensors, and as `lora_pairs` and `state_dict`
-            (before anything is written).
+        SetseqError: for a path not ending in .safetensors or that cannot be written (a folder, no
+            permission), and as `lora_pairs` and `state_dict` (before anything is written).
     """
     out = Path(out)
+    check_writable(out, create=True)
     if out.suffix != ".safetensors":
         raise SetseqError(f"the export must be a .safetensors file, got {str(out)!r}.")
     experts = by_expert(cs, lora_pairs(cs, part, identity_scale, motion_scale, rank_weights))

@@ -109,6 +109,16 @@ def on_every_rank(world: World, flag: bool) -> bool:
     return all(_gather(world, bool(flag)))
 
 
+def on_any_rank(world: World, flag: bool) -> bool:
+    """True where `flag` holds on some rank (e.g. a stop signal one process received)."""
+    return any(_gather(world, bool(flag)))
+
+
+def from_main(world: World, value: object) -> object:
+    """Rank 0's `value` (picklable), on every rank (e.g. a check only the writing rank can make)."""
+    return _gather(world, value)[0]
+
+
 def _gather(world: World, value: object) -> list[object]:
     """Every rank's `value` (picklable), in rank order, on every rank."""
     if world.size == 1:

@@ -16,6 +16,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,13 @@ from torch import nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from setseq import checkpoint, flow, lora, parallel
+from setseq import checkpoint, flow, lora, parallel, preempt
 from setseq import concept as concept_io
 from setseq.backbones.base import Backbone, Geometry
 from setseq.batches import Batches, ConceptSpec, LatentCache, TextCache, batch_loss
 from setseq.config import EXPERT_MODES, OptimConfig, StageConfig, TrainConfig
 from setseq.errors import SetseqError
-from setseq.fileio import cache_root
+from setseq.fileio import cache_root, check_space, check_writable
 from setseq.generate import write_sample
 from setseq.log import note, warn
 from setseq.prior import prior_videos
@@ -293,6 +294,7 @@ class Trainer:
         self.out, self.progress = Path(out), progress
         self.ckpt_path = self.out.with_name(self.out.stem + ".ckpt")
         self.stage1_path = self.out.with_name(self.out.name.removesuffix(".safetensors") + ".stage1.safetensors")
+        check_writable(self.out, self.ckpt_path, self.stage1_path, create=True)  # before any training time is spent
         self.cache_dir = Path(cache_dir or cache_root())
         self.losses: dict[str, list[float]] = {s.name: [] for s in cfg.stages}
         self.layers: dict[str, lora.SetSeqLinear] = {}
@@ -305,7 +307,16 @@ class Trainer:
 
     def run(self, resume: bool = False) -> concept_io.ConceptSet:
         """Train every stage, checkpointing as it goes; write `out` (and `NAME.stage1.safetensors`
-        after the set stage of a two-stage method). Returns the final concept set."""
+        after the set stage of a two-stage method). Returns the final concept set.
+
+        Raises:
+            preempt.Preempted: on SIGTERM or SIGINT, after the current step and its checkpoint
+                (a second signal raises KeyboardInterrupt at once); `run(resume=True)` continues.
+        """
+        with preempt.stop_on_signals() as self.stop:
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> concept_io.ConceptSet:
         cfg = self.cfg
         state = self._start(resume)
         start_stage, start_step = (state["stage"], state["step"]) if state else (0, 0)
@@ -340,15 +351,63 @@ class Trainer:
             for step in range(start_step if state is not None else 0, stage.steps):
                 pending.append(self._step(stage, step, params, opt, train_tokens))
                 last = step + 1 == stage.steps
-                if len(pending) >= 10 or last or (step + 1) % cfg.checkpoint_every == 0:
+                periodic = (step + 1) % cfg.checkpoint_every == 0
+                stop = self._stop_requested(len(pending) >= 10 or last or periodic)
+                if len(pending) >= 10 or last or periodic or stop:
                     self._flush(pending, stage, step, bar)
-                if (step + 1) % cfg.checkpoint_every == 0 and not last:
+                if (periodic or stop) and not last:
                     self._save_checkpoint(si, step + 1, opt)
+                if stop and not last:
+                    self._preempted(bar, f"after step {step + 1} of {stage.steps} of stage {si + 1} ({stage.name})")
                 if cfg.validate_every and (step + 1) % cfg.validate_every == 0:
                     self._validate(stage, step + 1)
             self._count_expert_samples(stage, seen)
             self._end_stage(si, stage)
             state = None
+            if si + 1 < len(cfg.stages) and self._stop_requested(True):
+                self._preempted(bar, f"after stage {si + 1} ({stage.name})")
+
+    def _check_space(self) -> None:
+        """Room on the disk for what rank 0 writes, checked now that the sizes are known and before
+        any training time is spent; every rank raises alike (none waits on the others)."""
+        problem = None
+        if self.world.main:
+            try:
+                check_space(
+                    self.out.parent, self._bytes_to_write(), "the concept file, its stage-1 file and checkpoint"
+                )
+            except SetseqError as e:
+                problem = str(e)
+        problem = parallel.from_main(self.world, problem)
+        if problem:
+            raise SetseqError(problem)
+
+    def _bytes_to_write(self) -> int:
+        """About what the run writes at most at once: the concept and stage-1 files (float32 adapters
+        and tokens) and the checkpoint (the same tensors with two Adam moments each), plus 1 MiB."""
+        adapters = sum(
+            layer.basis.numel() + layer.identity.numel() + sum(b.numel() for _, b in layer.motion.items())
+            for layer in self.layers.values()
+        )
+        tokens = sum(e.numel() for e in self.backbone.token_embeddings().values())
+        return 4 * (adapters + tokens) * (1 + 1 + 3) + 2**20
+
+    def _stop_requested(self, sync_point: bool) -> bool:
+        """Whether a signal asked the run to stop; with several processes, asked on any of them,
+        agreed on at sync points only (every rank must checkpoint at the same step)."""
+        if self.world.size == 1:
+            return self.stop.requested
+        return sync_point and parallel.on_any_rank(self.world, self.stop.requested)
+
+    def _preempted(self, bar: tqdm, where: str) -> None:
+        """The checkpoint is written: say how to go on, and stop."""
+        bar.close()
+        signum = self.stop.signum or signal.SIGTERM  # another rank received it
+        raise preempt.Preempted(
+            f"stopped by {signal.Signals(signum).name} {where}; checkpoint {self.ckpt_path} is written: "
+            "run the same command with --resume to continue.",
+            signum,
+        )
 
     def _start(self, resume: bool) -> dict[str, Any] | None:
         """Set up the data and the adapters; with `resume`, load the checkpoint (its state, or None); compile, shard."""
@@ -362,6 +421,7 @@ class Trainer:
         self.latents = LatentCache(self.backbone.encode_video)  # each window through the VAE once
         self.layers = add_adapters(self.backbone, self.concepts, cfg)
         freeze(self.backbone)
+        self._check_space()
         state = checkpoint.start_run(self.ckpt_path, self.backbone, self.layers, cfg.to_dict(), self.world, resume)
         if state is not None:
             self.losses = state["losses"]

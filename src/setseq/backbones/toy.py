@@ -153,8 +153,14 @@ class ToyBackbone:
         for tok, emb in embeddings.items():
             if tok not in self.tokenizer.concepts:
                 self.add_concept_tokens([tok])
+            row = self.text_encoder.concepts[self.tokenizer.concepts[tok]]
+            if emb.shape != row.shape:
+                raise SetseqError(
+                    f"the embedding of {tok} has shape {tuple(emb.shape)}, but this text encoder needs "
+                    f"{tuple(row.shape)}; was the concept trained on another base?"
+                )
             with torch.no_grad():
-                self.text_encoder.concepts[self.tokenizer.concepts[tok]].copy_(emb)
+                row.copy_(emb)
 
     def unknown_words(self, prompt: str) -> list[str]:
         return self.tokenizer.unknown(prompt)

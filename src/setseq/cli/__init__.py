@@ -20,6 +20,7 @@ from setseq.cli import bench, demo, export, generate, info, toy, train
 from setseq.cli import eval as evaluate  # the module `eval`, not the builtin
 from setseq.cli.options import EXIT_USAGE, Parser
 from setseq.errors import SetseqError
+from setseq.preempt import Preempted, sigterm_as_interrupt
 
 __all__ = ["build_parser", "main"]
 
@@ -44,10 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run one `setseq` command line (``sys.argv[1:]`` when None) and return its exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        with sigterm_as_interrupt():  # a scheduler's stop removes temporary files on the way out
+            return args.func(args) or 0
+    except Preempted as e:  # SIGTERM or SIGINT: the checkpoint is written
+        print(f"setseq: {e}", file=sys.stderr)
+        return e.code
     except SetseqError as e:
         print(f"setseq: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C outside training, or a second signal during it
         print("setseq: interrupted; `setseq train ... --resume` continues from the last checkpoint.", file=sys.stderr)
-        return 130
+        return getattr(e, "code", 130)

@@ -17,6 +17,7 @@ from setseq.cli.options import (
     parse_scales,
 )
 from setseq.errors import SetseqError
+from setseq.fileio import check_writable
 
 SAMPLERS = ("scheduler", "euler")  # setseq.generate.SAMPLERS, named here so that --help needs no torch
 
@@ -86,6 +87,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from setseq.video import write_video
 
     out = Path(a.out)
+    check_writable(out, *([out.with_suffix(".gif")] if a.preview else []), create=True)  # before any sampling
     if out.suffix.lower() not in (".mp4", ".webm", ".gif"):
         raise SetseqError(f"the output must end in .mp4, .webm or .gif, got {str(out)!r}.")
     if a.steps is not None and a.steps < 1:
@@ -102,6 +104,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
             rank_weights = concept_io.rank_weights(cs, parse_numbers(a.rank_weights, "--rank-weights"))
     if a.frames is not None:
         g = replace(g, frames=a.frames)
+    backbone.check_geometry(g)  # a concept file's geometry, or --frames, this base cannot sample
     # --identity-scale and --motion-scale for all, then --scale's per-concept motion over them
     with (
         lora.scales(

@@ -8,6 +8,7 @@ from pathlib import Path
 from setseq.cli.options import COUNT, DURATION, POSITIVE, SECONDS, SEED, STEPS, device_args, device_options, dropouts
 from setseq.config import TrainConfig
 from setseq.errors import SetseqError
+from setseq.fileio import check_writable
 
 
 def add_parser(sub) -> None:
@@ -297,10 +298,9 @@ def _sources(a: argparse.Namespace) -> list:
 
 def _output(a: argparse.Namespace, first_video: str | Path) -> Path:
     out = Path(a.out) if a.out else Path(first_video).with_suffix(".safetensors")
+    check_writable(out)  # a folder, a missing or unwritable folder: said before the model loads
     if out.suffix != ".safetensors":
         raise SetseqError(f"the output must be a .safetensors file, got {str(out)!r}.")
-    if out.parent and not out.parent.exists():
-        raise SetseqError(f"the output folder {str(out.parent)!r} does not exist.")
     return out
 
 

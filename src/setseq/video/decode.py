@@ -25,6 +25,7 @@ from pathlib import Path
 import av
 import torch
 
+from setseq.colour import SdrConverter
 from setseq.errors import SetseqError
 from setseq.log import warn
 from setseq.video.display import View, frame_to_tensor, frame_view, shown_size
@@ -312,6 +313,7 @@ class _FrameStore:
         self.times: list[float] = []
         self.source_size: tuple[int, int] | None = None
         self._last = (None, None)
+        self.to_rgb = SdrConverter(source)  # HDR and wide gamut as an SDR player shows them
 
     def __len__(self) -> int:
         return len(self.times)
@@ -319,7 +321,7 @@ class _FrameStore:
     def add(self, t: float, item: tuple[av.VideoFrame, View]) -> None:
         frame, view = item
         if self._last[0] is not frame:  # a frame picked twice (upsampling) is converted once
-            self._last = (frame, frame_to_tensor(frame, view, self.source, self.size))
+            self._last = (frame, frame_to_tensor(frame, view, self.source, self.size, self.to_rgb))
         x, a, shown = self._last[1]
         self.source_size = self.source_size or shown
         if self.capacity is not None and self.size is not None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from setseq.colour import SdrConverter
 from setseq.errors import SetseqError
 
 
@@ -62,14 +63,19 @@ def frame_view(frame: av.VideoFrame, stream) -> View:
     return View(sar=sar)
 
 
-def frame_to_tensor(frame: av.VideoFrame, view: View, source: Path, size: tuple[int, int] | None):
-    """(rgb (3, H, W) in [-1, 1], alpha (H, W) in [0, 1] or None, displayed source (h, w))."""
+def frame_to_tensor(
+    frame: av.VideoFrame, view: View, source: Path, size: tuple[int, int] | None, to_rgb: SdrConverter | None = None
+):
+    """(rgb (3, H, W) in [-1, 1], alpha (H, W) in [0, 1] or None, displayed source (h, w)).
+
+    to_rgb: the clip's converter to SDR BT.709 (`setseq.colour`); None: PyAV's plain conversion."""
     if frame.width == 0 or frame.height == 0:
         raise SetseqError(f"{source} has zero-size frames ({frame.width}x{frame.height}); re-encode it.")
     if size is not None:
         frame, view = _preshrink(frame, view, size)
     has_alpha = any(c.is_alpha for c in frame.format.components)
-    pixels = torch.from_numpy(frame.to_ndarray(format="rgba" if has_alpha else "rgb24"))  # (h, w, 3 or 4) uint8
+    fmt = "rgba" if has_alpha else "rgb24"
+    pixels = torch.from_numpy(to_rgb(frame, fmt) if to_rgb else frame.to_ndarray(format=fmt))  # (h, w, 3|4) uint8
     x = pixels.permute(2, 0, 1).float()  # (3 or 4, h, w)
     x = torch.cat([x[:3] / 127.5 - 1.0, x[3:] / 255.0])
     if view.transpose:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from setseq.errors import SetseqError
+from setseq.fileio import write_error
 
 # Suffix -> encoders to try in order; encoder -> (pixel format, encoder options).
 _ENCODERS = {
@@ -64,7 +65,7 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float, *, sc
         _encode(tmp, video, fps, codec, _MUXER_OPTIONS.get(path.suffix.lower(), {}))
         os.replace(tmp, path)
     except (av.FFmpegError, OSError) as e:
-        raise SetseqError(f"Could not write {path} ({e}); check that its directory is writable.") from None
+        raise write_error(path, e) or SetseqError(f"Could not write {path} ({e}).") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -284,11 +284,14 @@ class DiffusersBackbone:
         gradient_checkpointing: bool = False,
         fp8_base: bool = False,
         blocks_to_swap: int = 0,
+        extras: dict[str, nn.Module] | None = None,
     ):
         """
         Args:
             name: written into concept files; a local model folder, so that `--base NAME` reloads it.
             transformer, vae, text_encoder, tokenizer: the diffusers / transformers components.
+            extras: further frozen components by pipeline name (LTX-2's text connectors): they are
+                fingerprinted, frozen and placed like the text encoder.
             geometry: default clip geometry; sampling: default sampling settings.
             text_len: the prompt length in tokens that the pipeline pads or truncates to.
             device: where the components run (default: where they are).
@@ -303,8 +306,11 @@ class DiffusersBackbone:
         self.name, self.geometry, self.sampling, self.text_len = name, geometry, sampling, text_len
         self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
         # of the weights as loaded: a concept trained on a float8 base fits the same base without it
-        self._fingerprint = weights_fingerprint({"transformer": transformer, "text_encoder": text_encoder, "vae": vae})
-        for m in (transformer, vae, text_encoder):
+        extras = extras or {}
+        self._fingerprint = weights_fingerprint(
+            {"transformer": transformer, "text_encoder": text_encoder, "vae": vae, **extras}
+        )
+        for m in (transformer, vae, text_encoder, *extras.values()):
             m.requires_grad_(False)
             m.eval()
             if m is transformer and (fp8_base or blocks_to_swap):

@@ -57,13 +57,18 @@ TEXT_LEN = 128
 PIPELINE = "LTXPipeline"  # the pipeline class an LTX-Video folder's model_index.json names
 
 
-def dynamic_shift(tokens: int, scheduler: dict | None = None) -> float:
-    """The timestep shift LTX-Video samples with at `tokens` latent tokens: exp(mu), mu linear in
-    the token count (the scheduler's dynamic shifting; exp(mu) is the shift of `flow.shift_time`).
-    The scheduler's optional terminal stretch is not applied."""
-    s = scheduler or {}
-    lo, hi = s.get("base_image_seq_len", 256), s.get("max_image_seq_len", 4096)
-    mu_lo, mu_hi = s.get("base_shift", 0.5), s.get("max_shift", 1.15)
+# The scheduler's dynamic-shift settings LTXPipeline falls back on when the folder's scheduler lacks them.
+SHIFT_DEFAULTS = dict(base_image_seq_len=256, max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
+
+
+def dynamic_shift(tokens: int, scheduler: dict | None = None, defaults: dict = SHIFT_DEFAULTS) -> float:
+    """The timestep shift LTX-Video (and LTX-2) samples with at `tokens` latent tokens: exp(mu), mu
+    linear in the token count (the scheduler's dynamic shifting; exp(mu) is the shift of
+    `flow.shift_time`), with the pipeline's `defaults` for settings the scheduler lacks. The
+    scheduler's optional terminal stretch is not applied."""
+    s = {**defaults, **(scheduler or {})}
+    lo, hi = s["base_image_seq_len"], s["max_image_seq_len"]
+    mu_lo, mu_hi = s["base_shift"], s["max_shift"]
     return math.exp(mu_lo + (tokens - lo) * (mu_hi - mu_lo) / (hi - lo))
 
 
@@ -71,6 +76,8 @@ class LTXBackbone(DiffusersBackbone):
     """LTX-Video text-to-video. Build with `load` (a local folder) or from components (tests)."""
 
     model = "LTX-Video"
+    SAMPLING = (50, 3.0)  # the pipeline's default steps and guidance
+    SHIFT_DEFAULTS = SHIFT_DEFAULTS
     lora_targets = [
         "transformer_blocks.*.attn[12].to_[qkv]",
         "transformer_blocks.*.attn[12].to_out.0",
@@ -94,8 +101,7 @@ class LTXBackbone(DiffusersBackbone):
         cfg = transformer.config
         if cfg.patch_size != 1 or cfg.patch_size_t != 1:
             raise SetseqError(
-                f"setseq supports LTX-Video transformers with patch size 1 (LTX-Video 0.9), got "
-                f"{cfg.patch_size_t}x{cfg.patch_size}."
+                f"setseq supports {self.model} transformers with patch size 1, got {cfg.patch_size_t}x{cfg.patch_size}."
             )
         self.latent_channels = vae.config.latent_channels
         self.vae_stride = vae.spatial_compression_ratio
@@ -103,7 +109,8 @@ class LTXBackbone(DiffusersBackbone):
         self.size_step = vae.spatial_compression_ratio
         if sampling is None:
             tokens = math.prod(self.latent_shape(geometry)[1:])
-            sampling = SamplingDefaults(steps=50, guidance=3.0, shift=dynamic_shift(tokens, scheduler))
+            steps, guidance = self.SAMPLING
+            sampling = SamplingDefaults(steps, guidance, shift=dynamic_shift(tokens, scheduler, self.SHIFT_DEFAULTS))
         super().__init__(
             name, transformer, vae, text_encoder, tokenizer, geometry, sampling, text_len=text_len, **options
         )

@@ -13,13 +13,13 @@ pytest.importorskip("transformers")
 from conftest import tiny_config  # noqa: E402
 from setseq import concept as cio  # noqa: E402
 from setseq import flow, lora  # noqa: E402
-from setseq.backbones import Geometry, load_backbone, ltx, wan  # noqa: E402  # noqa: E402
+from setseq.backbones import Geometry, load_backbone, wan  # noqa: E402
 from setseq.backbones.diffusers_common import weights_fingerprint  # noqa: E402
 from setseq.errors import SetseqError  # noqa: E402
 from setseq.generate import generate  # noqa: E402
 from setseq.train import ConceptSpec, Trainer, begin_stage  # noqa: E402
+from tiny_pipelines import MODULES, pipeline  # noqa: E402
 
-MODULES = {"wan": wan, "ltx": ltx}
 PROMPT = "a [v] red square on a blue background. it moves in [u] motion."
 
 
@@ -117,6 +117,8 @@ def test_concept_tokens_start_at_zero_and_train_alone(kind):
     [
         ("wan", Geometry(80, 470, 832, 16.0), "81 frames at 464x832"),
         ("ltx", Geometry(160, 500, 704, 25.0), "161 frames at 512x704"),
+        ("ltx2", Geometry(120, 500, 768, 24.0), "121 frames at 512x768"),
+        ("hunyuan15", Geometry(120, 470, 848, 24.0), "121 frames at 464x848"),
     ],
 )
 def test_geometry_rules_name_the_nearest_valid_values(kind, bad, nearest):
@@ -129,11 +131,7 @@ def test_geometry_rules_name_the_nearest_valid_values(kind, bad, nearest):
 
 def _save_pipeline(kind, folder, seed=0):
     """A tiny model saved as a diffusers pipeline folder (model_index.json and subfolders)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline, WanPipeline
-
-    pipe_class = {"wan": WanPipeline, "ltx": LTXPipeline}[kind]
-    pipe = pipe_class(scheduler=FlowMatchEulerDiscreteScheduler(), **MODULES[kind].tiny_components(seed))
-    pipe.save_pretrained(folder)
+    pipeline(kind, seed).save_pretrained(folder)
     return folder
 
 
@@ -145,6 +143,8 @@ def test_a_local_diffusers_folder_loads_as_the_same_model(tmp_path, kind):
     assert bb.fingerprint() == ref.fingerprint()
     x = torch.randn(1, *ref.latent_shape(ref.geometry), generator=torch.Generator().manual_seed(0))
     bb.text_len = ref.text_len  # the folder gets the pipeline's prompt length; compare at the tiny one's
+    if kind == "hunyuan15":  # and the pipeline's prompt template; compare with the tiny one's
+        bb.system_message, bb.crop_start = ref.system_message, ref.crop_start
     with torch.no_grad():
         v = bb.velocity(x, torch.tensor([0.5]), bb.encode_text(["a red dog"]))
         assert torch.allclose(v, ref.velocity(x, torch.tensor([0.5]), ref.encode_text(["a red dog"])), atol=1e-5)
@@ -159,7 +159,10 @@ def test_bad_model_folders_get_one_sentence(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    with pytest.raises(SetseqError, match="supports text-to-video WanPipeline and LTXPipeline"):
+    with pytest.raises(
+        SetseqError,
+        match="supports text-to-video WanPipeline, LTXPipeline, LTX2Pipeline and HunyuanVideo15Pipeline folders",
+    ):
         load_backbone(str(other))
     broken = _save_pipeline("wan", tmp_path / "broken")
     for f in (broken / "transformer").iterdir():  # the weights were never downloaded

@@ -115,7 +115,7 @@ def test_diffusers_format_keys_for_a_toy_concept(tmp_path):
 
 def test_export_refuses_what_it_cannot_write(tmp_path):
     cs = random_concept(tiny_backbone())
-    with pytest.raises(SetseqError, match="ComfyUI format is for Wan and LTX-Video"):
+    with pytest.raises(SetseqError, match="ComfyUI format is for Wan, LTX-Video, LTX-2 and HunyuanVideo 1.5"):
         export(cs, tmp_path / "x.safetensors", "comfyui")
     with pytest.raises(SetseqError, match="no concept named"):
         export(cs, tmp_path / "x.safetensors", "diffusers", motion_scale={"c": 1.0})

@@ -58,6 +58,7 @@ LTX2_TINY_VAE = dict(
     decoder_layers_per_block=(1, 1, 1, 1),
     upsample_residual=(False, False, False),
     upsample_factor=(1, 1, 1),
+    scaling_factor=0.8,  # made up, like the statistics below, so that a test sees the normalisation
     spatial_compression_ratio=32,  # as the real config states them (the class's guess from the blocks differs)
     temporal_compression_ratio=8,
 )
@@ -263,6 +264,9 @@ def tiny_components(seed: int = 0, words: list[str] | None = None) -> dict:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
         parts["connectors"] = LTX2TextConnectors(**LTX2_TINY_CONNECTORS)
+    c = parts["vae"].config.latent_channels
+    parts["vae"].latents_mean.copy_(torch.tensor([(i % 5 - 2) / 10 for i in range(c)]))  # made-up statistics
+    parts["vae"].latents_std.copy_(torch.tensor([1.0 + (i % 3) / 4 for i in range(c)]))
     return parts
 
 

@@ -1,4 +1,5 @@
-"""Wan and LTX-Video backbones on tiny seeded diffusers models (CPU): protocol, training, loading."""
+"""Wan, LTX-Video, LTX-2 and HunyuanVideo 1.5 backbones on tiny seeded diffusers models (CPU): protocol,
+training, loading."""
 
 import json
 

@@ -1,8 +1,9 @@
-"""What the Wan and LTX-Video backbones share: diffusers components behind the `Backbone` protocol.
+"""What the diffusers backbones share: diffusers components behind the `Backbone` protocol.
 
-A `DiffusersBackbone` holds a diffusers video transformer and VAE and a transformers T5-family text
-encoder with its tokenizer. The subclasses (`wan.py`, `ltx.py`) supply what differs: the latent
-normalisation, how prompts are encoded and padded, and the transformer call. Everything here is
+A `DiffusersBackbone` holds a diffusers video transformer and VAE and a transformers text encoder
+(T5-family, Gemma 3, Qwen2.5-VL) with its tokenizer. The subclasses (`wan.py`, `ltx.py`, `ltx2.py`,
+`hunyuan15.py`) supply what differs: the latent normalisation, how prompts are encoded and padded,
+and the transformer call. Everything here is
 model-agnostic: concept tokens, the geometry rules, the weights fingerprint, on-disk caching of
 latents and text embeddings, loading the parts of a local diffusers-format folder and building tiny
 random ones. Which backbone a folder is, `setseq.backbones.load_backbone` decides.
@@ -38,7 +39,8 @@ def require_diffusers() -> None:
         import transformers  # noqa: F401
     except ImportError as e:
         raise SetseqError(
-            f"the Wan and LTX-Video backbones need diffusers and transformers ({e.name} is missing); {EXTRA_HINT}."
+            f"the diffusers backbones (Wan, LTX-Video, LTX-2, HunyuanVideo 1.5) need diffusers and transformers "
+            f"({e.name} is missing); {EXTRA_HINT}."
         ) from None
 
 
@@ -262,7 +264,7 @@ class DiffusersBackbone:
 
     model = "diffusers model"  # for messages
     lora_targets: list[str] = []
-    supports_self_conditioning = False  # neither Wan nor LTX-Video has an x_0 input
+    supports_self_conditioning = False  # none of these models has an x_0 input
     loss_space = "velocity"
     frame_step = 1  # frames must be frame_step * N + 1 (the VAE's temporal compression)
     size_step = 1  # height and width must be multiples of this (VAE stride x patch size)

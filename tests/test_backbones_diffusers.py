@@ -173,8 +173,11 @@ def test_bad_model_folders_get_one_sentence(tmp_path):
         load_backbone(str(broken))
 
 
-def test_the_cache_serves_latents_and_text_without_the_models(tmp_path):
-    bb = wan.tiny(cache_dir=tmp_path)
+@pytest.mark.parametrize("kind", ["wan", "ltx2", "hunyuan15"])
+def test_the_cache_serves_latents_and_text_without_the_models(tmp_path, kind):
+    """Latents and text embeddings (LTX-2's: the connectors' output) come from the cache, and a
+    changed concept token makes a new text key."""
+    bb = MODULES[kind].tiny(cache_dir=tmp_path)
     bb.add_concept_tokens(["[v]"])
     clip = _clip(bb)[None]  # (1, F, C, H, W)
     with torch.no_grad():
@@ -192,7 +195,8 @@ def test_the_cache_serves_latents_and_text_without_the_models(tmp_path):
     assert len(list((tmp_path / "latents").iterdir())) == 1
 
     bb.vae.encode, bb.text_encoder.forward = vae_encode, encoder_forward
-    bb.load_token_embeddings({"[v]": torch.ones(32)})  # new token values: a new key, a new embedding
+    row = bb.token_embeddings()["[v]"]
+    bb.load_token_embeddings({"[v]": torch.ones_like(row)})  # new token values: a new key, a new embedding
     with torch.no_grad():
         assert not torch.allclose(bb.encode_text(["a [v] dog"]).emb, text.emb)
 

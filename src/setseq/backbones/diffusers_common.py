@@ -259,7 +259,8 @@ class DiffusersBackbone:
 
     Latents are (C, F', h, w) per sample, the diffusers layout. Subclasses set `model`,
     `lora_targets`, `frame_step` and `size_step`, and implement `_normalise`, `_denormalise`,
-    `_vae_decode`, `_encode_ids` and `_forward`.
+    `_vae_decode`, `_encode_ids` and `_forward`; where a prompt takes more than one encoder call
+    (LTX-2's connectors, HunyuanVideo 1.5's chat template), they replace `_encode_prompts` instead.
     """
 
     model = "diffusers model"  # for messages

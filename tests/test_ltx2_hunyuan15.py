@@ -157,3 +157,70 @@ def test_hunyuan15_refuses_quoted_text_it_cannot_render():
     bb = hunyuan15.tiny()
     with pytest.raises(SetseqError, match="quoted text"):
         bb.encode_text(['a sign that says "open"'])
+
+
+# --------------------------------------------------------------------------------------------
+# End to end through the CLI, from a saved pipeline folder
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ltx2", "hunyuan15"])
+def test_train_generate_and_export_from_a_pipeline_folder(tmp_path, kind):
+    """`setseq train` (both stages), `generate` and `export` in both formats on a tiny model saved as
+    its pipeline's folder, loaded by `--base` with the folder's own defaults."""
+    import av
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from setseq import concept as cio
+    from setseq.cli import main
+    from test_inputs import encode
+
+    folder = tmp_path / "model"
+    pipeline(kind).save_pretrained(folder)
+    images = np.zeros((12, 64, 64, 3), np.uint8)
+    for k in range(12):  # a red bar moving right on blue
+        images[..., 2] = 200
+        images[k, :, 4 * k : 4 * k + 8] = (255, 0, 0)
+    clip = encode(tmp_path / "clip.mp4", images, rate=24)
+    size = (
+        ["--frames", "9", "--height", "64", "--width", "64"]
+        if kind == "ltx2"
+        else ["--frames", "5", "--height", "32", "--width", "32"]
+    )
+    out = tmp_path / "c.safetensors"
+    args = [
+        "train",
+        str(clip),
+        "--base",
+        str(folder),
+        "--prompt",
+        "a [v] red square.",
+        "--motion-prompt",
+        "it moves in [u] motion.",
+    ]
+    args += [
+        "--stage1-steps",
+        "1",
+        "--stage2-steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--no-prior",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(args + size) == 0
+    cs = cio.load(out)
+    assert cs.meta["stage"] == "final" and cs.meta["base"]["name"] == str(folder.resolve())
+    assert (tmp_path / "c.stage1.safetensors").is_file()
+    video = tmp_path / "gen.mp4"
+    prompt = "a [v] red square. it moves in [u] motion."
+    assert main(["generate", str(out), "--prompt", prompt, "--out", str(video), "--steps", "1", "--upscale", "1"]) == 0
+    with av.open(str(video)) as c:
+        assert c.streams.video[0].frames == int(size[1])
+    for fmt in ("diffusers", "comfyui"):
+        path = tmp_path / f"{fmt}.safetensors"
+        assert main(["export", str(out), "--format", fmt, "--out", str(path)]) == 0
+        assert len(load_file(path)) > 0

@@ -59,15 +59,22 @@ WAN_PROJECTION = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
 WAN_FFN = {"net.0.proj": "0", "net.2": "2"}
 WAN_ATTN_RE = re.compile(r"blocks\.(\d+)\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)")
 WAN_FFN_RE = re.compile(r"blocks\.(\d+)\.ffn\.(net\.0\.proj|net\.2)")
+# LTX-Video's and LTX-2's native module names are diffusers' for the adapted layers. Read from
+# ComfyUI's source: comfy/ldm/lightricks/model.py (transformer_blocks.{i}.attn1 / attn2 of
+# CrossAttention with to_q, to_k, to_v, to_out.0; ff of FeedForward with net.0.proj, net.2) and, for
+# LTX-2, comfy/ldm/lightricks/av_model.py (BasicAVTransformerBlock: the video stream's attn1, attn2, ff
+# beside audio_attn1, audio_attn2, audio_ff, audio_to_video_attn, video_to_audio_attn).
 LTX_RE = re.compile(r"transformer_blocks\.\d+\.\S+")
 
 # diffusers HunyuanVideo 1.5 module -> ComfyUI's native module (and the part it is of a fused layer).
-# Read from ComfyUI's source: comfy/ldm/hunyuan_video/model.py builds `double_blocks` of
-# comfy/ldm/flux/layers.py's DoubleStreamBlock (img_attn.qkv, img_attn.proj, img_mlp.0, img_mlp.2 and
-# the txt_ twins), and comfy/lora.py's model_lora_keys_unet maps every "diffusion_model.<module>" LoRA
-# key to that module's weight. HunyuanVideo 1.5's own checkpoint keeps q, k, v apart (img_attn_q, ...:
-# diffusers' scripts/convert_hunyuan_video1_5_to_diffusers.py), which ComfyUI's layout fuses in q, k, v
-# order; musubi-tuner's convert_hunyuan_video_1_5_lora_to_comfy.py writes 1.5 LoRAs the same way.
+# Read from ComfyUI's source: comfy/ldm/hunyuan_video/model.py builds `double_blocks` of flux's
+# DoubleStreamBlock, whose native names (img_attn.qkv, img_attn.proj, img_mlp.0, img_mlp.2 and the txt_
+# twins) comfy/lora.py's model_lora_keys_unet spells out in its HunyuanVideo branch; that function maps
+# every "diffusion_model.<module>" LoRA key to the module's weight. HunyuanVideo 1.5's own checkpoint
+# keeps q, k and v apart (img_attn_q, ...: diffusers' scripts/convert_hunyuan_video1_5_to_diffusers.py),
+# which ComfyUI's layout holds fused in q, k, v order. The ComfyUI versions readable here predate its
+# 1.5 support; that 1.5 LoRAs for ComfyUI take this fused layout is what musubi-tuner's
+# networks/convert_hunyuan_video_1_5_lora_to_comfy.py writes (2025-12).
 HY15_NATIVE = {
     "attn.to_q": ("img_attn.qkv", 0),
     "attn.to_k": ("img_attn.qkv", 1),

@@ -74,7 +74,7 @@ LTX_RE = re.compile(r"transformer_blocks\.\d+\.\S+")
 # keeps q, k and v apart (img_attn_q, ...: diffusers' scripts/convert_hunyuan_video1_5_to_diffusers.py),
 # which ComfyUI's layout holds fused in q, k, v order. The ComfyUI versions readable here predate its
 # 1.5 support; that 1.5 LoRAs for ComfyUI take this fused layout is what musubi-tuner's
-# networks/convert_hunyuan_video_1_5_lora_to_comfy.py writes (2025-12).
+# networks/convert_hunyuan_video_1_5_lora_to_comfy.py writes.
 HY15_NATIVE = {
     "attn.to_q": ("img_attn.qkv", 0),
     "attn.to_k": ("img_attn.qkv", 1),

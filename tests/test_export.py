@@ -26,7 +26,7 @@ def random_concept(bb, targets=None, rank=4, scale=0.5, seed=0) -> cio.ConceptSe
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     bb.transformer.eval()
     meta = {
-        "base": {"name": bb.name, "fingerprint": bb.fingerprint()},
+        "base": {"name": bb.name, "fingerprint": bb.fingerprint(), **cio.base_model(bb)},
         "rank": rank,
         "scale": scale,
         "concepts": [{"name": c, "identity_token": "[v]", "motion_token": f"[u{i}]"} for i, c in enumerate("ab")],
@@ -314,3 +314,24 @@ def test_hunyuan15_key_table():
     assert hunyuan15_native_name("transformer_blocks.7.attn.add_v_proj") == ("double_blocks.7.txt_attn.qkv", 2)
     assert hunyuan15_native_name("transformer_blocks.0.ff_context.net.2") == ("double_blocks.0.txt_mlp.2", None)
     assert hunyuan15_native_name("transformer_blocks.0.attn1.to_q") is None  # LTX's, not HunyuanVideo's
+
+
+def test_the_recorded_base_model_picks_the_comfyui_names(tmp_path):
+    """An LTX concept of feed-forward layers only has module names that HunyuanVideo 1.5 also has: the
+    base model the concept file records decides (LTX: the diffusers names); a file without it (older
+    ones) is told by the names."""
+    pytest.importorskip("diffusers")
+    from setseq.backbones import ltx
+    from setseq.export import base_family
+
+    ff = ["transformer_blocks.0.ff.net.0.proj", "transformer_blocks.1.ff.net.2"]
+    assert base_family(ff, "LTX-Video") == "ltx" == base_family(ff, "LTX-2")
+    assert base_family(ff, "HunyuanVideo 1.5") == "hunyuan15" == base_family(ff)
+    assert base_family(["transformer_blocks.0.attn1.to_q"], "HunyuanVideo 1.5") == "other"
+    assert base_family(["blocks.0.attn1.to_q"], "Wan 2.2 TI2V-5B") == "wan"
+    cs = random_concept(ltx.tiny(), targets=["transformer_blocks.*.ff.net.2"])
+    assert cs.meta["base"]["model"] == "LTX-Video"
+    comfy = load_file(export(cs, tmp_path / "ff.safetensors", "comfyui")[0])
+    assert sorted(comfy) == [
+        f"diffusion_model.transformer_blocks.{i}.ff.net.2.lora_{ab}.weight" for i in range(2) for ab in "AB"
+    ]

@@ -159,17 +159,25 @@ def hunyuan15_native_name(module: str) -> tuple[str, int | None] | None:
     return f"double_blocks.{m[1]}.{native}", part
 
 
-def base_family(modules: list[str]) -> str:
-    """ "wan", "hunyuan15", "ltx" (LTX-Video and LTX-2) or "other", from the adapted module names (a
-    concept records the base's path, not its kind; the names say which architecture they belong to:
-    HunyuanVideo 1.5's blocks hold `attn` and `ff_context`, LTX's `attn1`, `attn2` and `ff`)."""
-    if all(wan_original_name(m) for m in modules):
-        return "wan"
-    if all(hunyuan15_native_name(m) for m in modules):
-        return "hunyuan15"
-    if all(LTX_RE.fullmatch(m) for m in modules):
-        return "ltx"
-    return "other"
+# The key table of each model a concept file names (its base's `model`, recorded in concept files from
+# 2026-12-07 on); older files are told apart by their module names.
+FAMILIES = {"LTX-Video": "ltx", "LTX-2": "ltx", "HunyuanVideo 1.5": "hunyuan15"}
+FITS = {
+    "wan": wan_original_name,
+    "hunyuan15": hunyuan15_native_name,
+    "ltx": LTX_RE.fullmatch,
+}
+
+
+def base_family(modules: list[str], model: str | None = None) -> str:
+    """ "wan", "hunyuan15", "ltx" (LTX-Video and LTX-2) or "other": the key table of the base `model`
+    (as a concept file records it) when every module is in it, else the first table that holds every
+    module name (HunyuanVideo 1.5's blocks hold `attn` and `ff_context`, LTX's `attn1`, `attn2` and
+    `ff`; names alone cannot tell an LTX concept of `ff` layers only from a HunyuanVideo one)."""
+    family = "wan" if (model or "").startswith("Wan") else FAMILIES.get(model or "")
+    if family is not None:
+        return family if all(FITS[family](m) for m in modules) else "other"
+    return next((f for f, fits in FITS.items() if all(fits(m) for m in modules)), "other")
 
 
 def fuse_parts(parts: dict[int, tuple[torch.Tensor, torch.Tensor]], n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,8 +228,11 @@ def by_expert(
     return {e: p for e, p in out.items() if p}
 
 
-def state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str) -> dict[str, torch.Tensor]:
-    """The LoRA tensors under the key names of `fmt` (see the module docstring)."""
+def state_dict(
+    pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str, model: str | None = None
+) -> dict[str, torch.Tensor]:
+    """The LoRA tensors under the key names of `fmt` (see the module docstring); `model` is the base's
+    model as the concept file records it (None: told by the module names)."""
     if fmt not in FORMATS:
         raise SetseqError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     out: dict[str, torch.Tensor] = {}
@@ -229,7 +240,7 @@ def state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str) ->
         for m, (down, up) in pairs.items():
             out[f"transformer.{m}.lora_A.weight"], out[f"transformer.{m}.lora_B.weight"] = down, up
         return out
-    family = base_family(list(pairs))
+    family = base_family(list(pairs), model)
     if family == "other":
         raise SetseqError(
             f"the ComfyUI format is for Wan, LTX-Video, LTX-2 and HunyuanVideo 1.5 concepts, and this one adapts "
@@ -277,7 +288,9 @@ def export(
         raise SetseqError(f"the export must be a .safetensors file, got {str(out)!r}.")
     experts = by_expert(cs, lora_pairs(cs, part, identity_scale, motion_scale, rank_weights))
     files = {
-        (out.with_name(f"{out.stem}_{e}{out.suffix}") if e else out, e): state_dict(pairs, fmt)
+        (out.with_name(f"{out.stem}_{e}{out.suffix}") if e else out, e): state_dict(
+            pairs, fmt, cs.meta.get("base", {}).get("model")
+        )
         for e, pairs in experts.items()
     }
     info = {

@@ -8,6 +8,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from setseq.backbones import hunyuan15, ltx2  # noqa: E402
+from setseq.backbones.hunyuan15 import HunyuanVideo15Backbone  # noqa: E402
 from setseq.errors import SetseqError  # noqa: E402
 from tiny_pipelines import pipeline  # noqa: E402
 
@@ -77,6 +78,40 @@ def test_ltx2_velocity_is_the_video_stream_with_the_audio_stream_cut_off():
 
         torch.testing.assert_close(v, video(True), atol=1e-5, rtol=1e-5)
         assert not torch.allclose(video(False), video(False, audio=-audio), atol=1e-4)
+
+
+def test_ltx2_samples_are_the_pipelines_where_its_guidance_is_the_isolated_video_prediction():
+    """LTX2Pipeline at guidance 1 (video and audio), STG 0, modality scale 0 and no rescale steps the video with the
+    isolated video prediction, so from the same noise and prompt its latents are setseq's Euler
+    samples on the same schedule (the audio it samples beside them plays no part)."""
+    from setseq import flow
+
+    bb, pipe = ltx2.tiny(), pipeline("ltx2")
+    noise = _latents(bb)
+    with torch.no_grad():
+        emb, mask, _, _ = pipe.encode_prompt(PROMPT, do_classifier_free_guidance=False, max_sequence_length=16)
+        theirs = pipe(
+            prompt_embeds=emb,
+            prompt_attention_mask=mask,
+            latents=pipe._pack_latents(noise),  # packed: taken as already normalised, as setseq's are
+            height=64,
+            width=64,
+            num_frames=9,
+            frame_rate=24.0,
+            num_inference_steps=3,
+            guidance_scale=1.0,
+            audio_guidance_scale=1.0,  # else the pipeline guides both with a negative prompt
+            stg_scale=0.0,
+            modality_scale=0.0,
+            guidance_rescale=0.0,
+            output_type="latent",
+            return_dict=False,
+        )[0]  # denormalised (B, C, F', h, w)
+        text = bb.encode_text([PROMPT])
+        ours = flow.euler_sample(lambda x, t, _: bb.velocity(x, t, text), noise, steps=3)
+        vae = bb.vae
+        stats = (vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    torch.testing.assert_close(pipe._denormalize_latents(ours, *stats), theirs, atol=1e-5, rtol=1e-5)
 
 
 def test_ltx2_latents_are_normalised_and_decoded_as_the_pipeline_does():
@@ -224,3 +259,27 @@ def test_train_generate_and_export_from_a_pipeline_folder(tmp_path, kind):
         path = tmp_path / f"{fmt}.safetensors"
         assert main(["export", str(out), "--format", fmt, "--out", str(path)]) == 0
         assert len(load_file(path)) > 0
+
+
+def test_hunyuan15_defaults_are_the_pipelines_own():
+    """The system message a real folder is encoded with is the one HunyuanVideo15Pipeline sets itself,
+    and so are the prompt length and the template's crop."""
+    import inspect
+
+    from diffusers import HunyuanVideo15Pipeline
+
+    import tiny_pipelines
+
+    signature = inspect.signature(HunyuanVideo15Backbone.__init__).parameters
+    assert (
+        signature["crop_start"].default == hunyuan15.CROP_START and signature["text_len"].default == hunyuan15.TEXT_LEN
+    )
+    pipe = tiny_pipelines.pipeline("hunyuan15")
+    fresh = HunyuanVideo15Pipeline(**{k: getattr(pipe, k) for k in pipe.components})
+    bb = HunyuanVideo15Backbone("x", pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer)
+    assert bb.system_message == fresh.system_message
+    assert (bb.crop_start, bb.text_len) == (fresh.prompt_template_encode_start_idx, fresh.tokenizer_max_length)
+    assert bb.geometry == hunyuan15.GEOMETRY and (
+        bb.geometry.height,
+        bb.geometry.width,
+    ) == fresh.video_processor.calculate_default_height_width(9, 16, 640)

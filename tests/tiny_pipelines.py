@@ -9,8 +9,9 @@ MODULES = {"wan": wan, "ltx": ltx, "ltx2": ltx2, "hunyuan15": hunyuan15}
 
 
 def pipeline(kind: str, seed: int = 0):
-    """The diffusers pipeline of `MODULES[kind].tiny(seed)`'s components; LTX-2's without its audio VAE
-    and vocoder, HunyuanVideo 1.5's with a tiny random ByT5 encoder and the tiny prompt template."""
+    """The diffusers pipeline of `MODULES[kind].tiny(seed)`'s components; LTX-2's with a tiny random
+    audio VAE and no vocoder (it runs to latents), HunyuanVideo 1.5's with a tiny random ByT5 encoder
+    and the tiny prompt template."""
     from diffusers import (
         ClassifierFreeGuidance,
         FlowMatchEulerDiscreteScheduler,
@@ -23,8 +24,14 @@ def pipeline(kind: str, seed: int = 0):
     parts = MODULES[kind].tiny_components(seed)
     scheduler = FlowMatchEulerDiscreteScheduler()
     if kind == "ltx2":
+        from diffusers import AutoencoderKLLTX2Audio
+
         parts["tokenizer"].padding_side = "left"
-        return LTX2Pipeline(scheduler=scheduler, audio_vae=None, vocoder=None, **parts)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 2)
+            # 2 latent channels x 8 / 4 mel bins: the tiny transformer's 4 audio features per token
+            audio_vae = AutoencoderKLLTX2Audio(base_channels=4, num_res_blocks=1, latent_channels=2, mel_bins=8)
+        return LTX2Pipeline(scheduler=scheduler, audio_vae=audio_vae, vocoder=None, **parts)
     if kind == "hunyuan15":
         from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 

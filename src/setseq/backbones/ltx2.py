@@ -13,8 +13,8 @@ between them. setseq models video alone. The transformer runs with its modalitie
 prediction does not read the audio stream at all; the audio stream is fed one silent token and its
 output is dropped. Only the video stream's linears are adapted; the audio stream keeps the base's
 weights. LTX2Pipeline samples audio and video jointly, so setseq's samples equal the pipeline's only
-where the pipeline's guidance reduces to the isolated video prediction (guidance 1, STG 0,
-modality scale 0, no rescale).
+where the pipeline's guidance reduces to the isolated video prediction (video and audio
+guidance 1, STG 0, modality scale 0, no rescale).
 """
 
 from __future__ import annotations

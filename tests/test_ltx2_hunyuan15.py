@@ -176,6 +176,33 @@ def test_hunyuan15_velocity_is_the_pipelines_transformer_call():
     assert not torch.allclose(ours, other, atol=1e-4)
 
 
+def test_hunyuan15_generate_is_the_pipelines_own_call():
+    """`generate` (guidance 6, shift 5, the empty negative prompt) is HunyuanVideo15Pipeline's call on
+    the same starting noise, decoded video included."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from setseq.generate import generate
+
+    bb, pipe = hunyuan15.tiny(), pipeline("hunyuan15")
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=bb.sampling.shift)
+    assert pipe.guider.guidance_scale == bb.sampling.guidance
+    g = bb.geometry
+    noise = torch.randn(1, *bb.latent_shape(g), generator=torch.Generator().manual_seed(5))  # generate's draw
+    with torch.no_grad():
+        theirs = pipe(
+            prompt=PROMPT,
+            latents=noise,
+            height=g.height,
+            width=g.width,
+            num_frames=g.frames,
+            num_inference_steps=3,
+            output_type="pt",
+            return_dict=False,
+        )[0]  # (B, F, C, H, W) in [0, 1]
+    ours = generate(bb, [PROMPT], steps=3, seed=5)  # (B, F, C, H, W) in [-1, 1]
+    torch.testing.assert_close((ours + 1) / 2, theirs, atol=1e-5, rtol=1e-5)
+
+
 def test_hunyuan15_latents_are_scaled_and_decoded_as_the_pipeline_does():
     bb, pipe = hunyuan15.tiny(), pipeline("hunyuan15")
     vae, k = pipe.vae, pipe.vae.config.scaling_factor

@@ -173,6 +173,25 @@ def test_bad_model_folders_get_one_sentence(tmp_path):
         load_backbone(str(broken))
 
 
+@pytest.mark.parametrize(
+    "kind, change, found",
+    [
+        ("ltx", {"patch_size": 2}, "patches of 1x2x2"),
+        ("ltx2", {"patch_size_t": 2}, "patches of 2x1x1"),
+        ("hunyuan15", {"in_channels": 8}, "a transformer of 8 input and 8 output channels"),
+    ],
+)
+def test_a_layout_setseq_does_not_know_is_refused_before_any_weight_loads(tmp_path, kind, change, found):
+    folder = _save_pipeline(kind, tmp_path / "model")
+    config = folder / "transformer" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
+    for f in (folder / "transformer").iterdir():  # no weights to load: the config alone must decide
+        if f.suffix == ".safetensors":
+            f.unlink()
+    with pytest.raises(SetseqError, match=f"layout that setseq does not know \\({found}.*setseq knows"):
+        load_backbone(str(folder))
+
+
 @pytest.mark.parametrize("kind", ["wan", "ltx2", "hunyuan15"])
 def test_the_cache_serves_latents_and_text_without_the_models(tmp_path, kind):
     """Latents and text embeddings (LTX-2's: the connectors' output) come from the cache, and a

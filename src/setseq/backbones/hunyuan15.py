@@ -27,6 +27,8 @@ from setseq.backbones.diffusers_common import (
     build_tiny,
     default_cache_dir,
     load_components,
+    read_config,
+    read_model_index,
     require_diffusers,
 )
 from setseq.errors import SetseqError
@@ -80,6 +82,24 @@ TARGETS = [
 ]
 
 
+def check_layout(transformer: dict, vae: dict, where: str = "the model") -> None:
+    """Refuse a transformer that is not HunyuanVideo 1.5's text-to-video layout, from its config and
+    the VAE's (read before any weight is loaded): x_t, the conditioning latent and its mask in,
+    2C + 1 channels for a C-channel VAE, and C out.
+
+    Raises:
+        SetseqError: naming the channel counts found.
+    """
+    c = vae.get("latent_channels", 32)
+    found = (transformer.get("in_channels"), transformer.get("out_channels"))
+    if found != (2 * c + 1, c):
+        raise SetseqError(
+            f"{where} holds a HunyuanVideo 1.5 layout that setseq does not know (a transformer of {found[0]} input "
+            f"and {found[1]} output channels, a VAE of {c} latent channels); setseq knows the text-to-video transformer of "
+            f"2C + 1 = {2 * c + 1} input and C = {c} output channels."
+        )
+
+
 class HunyuanVideo15Backbone(DiffusersBackbone):
     """HunyuanVideo 1.5 text-to-video. Build with `load` (a local folder) or from components (tests)."""
 
@@ -112,12 +132,8 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
         from diffusers import HunyuanVideo15Pipeline
 
         cfg = transformer.config
+        check_layout(dict(cfg), dict(vae.config))
         self.latent_channels = vae.config.latent_channels
-        if cfg.in_channels != 2 * self.latent_channels + 1:
-            raise SetseqError(
-                f"setseq supports HunyuanVideo 1.5 transformers of 2C + 1 = {2 * self.latent_channels + 1} input "
-                f"channels for this {self.latent_channels}-channel VAE, got {cfg.in_channels}."
-            )
         self.vae_stride = vae.config.spatial_compression_ratio
         self.frame_step = vae.config.temporal_compression_ratio
         self.size_step = self.vae_stride * cfg.patch_size
@@ -219,6 +235,9 @@ def load(
     from diffusers import AutoencoderKLHunyuanVideo15, HunyuanVideo15Transformer3DModel
     from transformers import Qwen2_5_VLTextModel
 
+    root = Path(path).resolve()
+    read_model_index(root)
+    check_layout(read_config(root, "transformer"), read_config(root, "vae"), repr(str(root)))
     root, parts = load_components(
         path, HunyuanVideo15Transformer3DModel, AutoencoderKLHunyuanVideo15, Qwen2_5_VLTextModel, dtype
     )

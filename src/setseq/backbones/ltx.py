@@ -20,6 +20,8 @@ from setseq.backbones.diffusers_common import (
     build_tiny,
     default_cache_dir,
     load_components,
+    read_config,
+    read_model_index,
     require_diffusers,
 )
 from setseq.errors import SetseqError
@@ -72,6 +74,21 @@ def dynamic_shift(tokens: int, scheduler: dict | None = None, defaults: dict = S
     return math.exp(mu_lo + (tokens - lo) * (mu_hi - mu_lo) / (hi - lo))
 
 
+def check_layout(transformer: dict, model: str, where: str = "the model") -> None:
+    """Refuse an LTX-Video or LTX-2 transformer (its config, read before any weight is loaded) whose
+    patches are not 1 x 1 x 1, the only layout setseq packs latents for.
+
+    Raises:
+        SetseqError: naming the patch size found.
+    """
+    p, pt = transformer.get("patch_size", 1), transformer.get("patch_size_t", 1)
+    if (p, pt) != (1, 1):
+        raise SetseqError(
+            f"{where} holds a {model} layout that setseq does not know (patches of {pt}x{p}x{p} latents); "
+            f"setseq knows {model} transformers with patches of 1x1x1."
+        )
+
+
 class LTXBackbone(DiffusersBackbone):
     """LTX-Video text-to-video. Build with `load` (a local folder) or from components (tests)."""
 
@@ -98,11 +115,7 @@ class LTXBackbone(DiffusersBackbone):
         scheduler: dict | None = None,
         **options,
     ):
-        cfg = transformer.config
-        if cfg.patch_size != 1 or cfg.patch_size_t != 1:
-            raise SetseqError(
-                f"setseq supports {self.model} transformers with patch size 1, got {cfg.patch_size_t}x{cfg.patch_size}."
-            )
+        check_layout(dict(transformer.config), self.model)
         self.latent_channels = vae.config.latent_channels
         self.vae_stride = vae.spatial_compression_ratio
         self.frame_step = vae.temporal_compression_ratio
@@ -185,7 +198,10 @@ def load(
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
     from transformers import T5EncoderModel
 
-    root, parts = load_components(path, LTXVideoTransformer3DModel, AutoencoderKLLTXVideo, T5EncoderModel, dtype)
+    root = Path(path).resolve()
+    read_model_index(root)
+    check_layout(read_config(root, "transformer"), LTXBackbone.model, repr(str(root)))
+    root, parts = load_components(root, LTXVideoTransformer3DModel, AutoencoderKLLTXVideo, T5EncoderModel, dtype)
     scheduler_file = root / "scheduler" / "scheduler_config.json"
     scheduler = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else None
     return LTXBackbone(

@@ -31,9 +31,11 @@ from setseq.backbones.diffusers_common import (
     default_cache_dir,
     load_components,
     load_part,
+    read_config,
+    read_model_index,
     require_diffusers,
 )
-from setseq.backbones.ltx import LTXBackbone
+from setseq.backbones.ltx import LTXBackbone, check_layout
 
 # A tiny random instance for tests; its VAE keeps the real 8x temporal and 32x spatial compression.
 LTX2_TINY = dict(
@@ -203,15 +205,19 @@ def load(
         blocks_to_swap: keep this many transformer blocks in CPU memory, copied to `device` as they run.
 
     Raises:
-        SetseqError: naming a part that is missing or cannot be read.
+        SetseqError: for a transformer layout setseq does not know (`ltx.check_layout`), or naming a
+            part that is missing or cannot be read.
     """
     require_diffusers()
     from diffusers import AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
     from transformers import Gemma3ForConditionalGeneration
 
+    root = Path(path).resolve()
+    read_model_index(root)
+    check_layout(read_config(root, "transformer"), LTX2Backbone.model, repr(str(root)))
     root, parts = load_components(
-        path, LTX2VideoTransformer3DModel, AutoencoderKLLTX2Video, Gemma3ForConditionalGeneration, dtype
+        root, LTX2VideoTransformer3DModel, AutoencoderKLLTX2Video, Gemma3ForConditionalGeneration, dtype
     )
     parts["connectors"] = load_part(LTX2TextConnectors.from_pretrained, root, "connectors", torch_dtype=dtype)
     scheduler_file = root / "scheduler" / "scheduler_config.json"

@@ -131,7 +131,8 @@ def test_geometry_rules_name_the_nearest_valid_values(kind, bad, nearest):
 
 
 def _save_pipeline(kind, folder, seed=0):
-    """A tiny model saved as a diffusers pipeline folder (model_index.json and subfolders)."""
+    """A tiny model saved as a diffusers pipeline folder (model_index.json and subfolders), with the
+    scheduler its tiny instance samples with."""
     pipeline(kind, seed).save_pretrained(folder)
     return folder
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_backbone
+from conftest import random_concept, tiny_backbone
 from setseq import concept as cio
 from setseq import lora
 from setseq.cli import main
@@ -12,26 +12,6 @@ from setseq.errors import SetseqError
 from setseq.export import export, lora_pairs, wan_original_name
 
 SCALES = dict(identity_scale=0.7, motion_scale={"a": 0.5, "b": 2.0})
-
-
-def random_concept(bb, targets=None, rank=4, scale=0.5, seed=0) -> cio.ConceptSet:
-    """Adapters with random (non-zero) basis, identity and two concepts' motion, as a concept set."""
-    layers = lora.inject(bb.transformer, targets or bb.lora_targets, rank, scale)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in layers.values():
-            for c in ("a", "b"):
-                layer.add_motion(c)
-            for p in (layer.basis, layer.identity, *layer.motion.values()):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    bb.transformer.eval()
-    meta = {
-        "base": {"name": bb.name, "fingerprint": bb.fingerprint(), **cio.base_model(bb)},
-        "rank": rank,
-        "scale": scale,
-        "concepts": [{"name": c, "identity_token": "[v]", "motion_token": f"[u{i}]"} for i, c in enumerate("ab")],
-    }
-    return cio.collect(bb, meta)
 
 
 # --------------------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_motion_words_keeps_nearly_clean_clips_whatever_the_caption():
 def test_attribute_accuracy_confusion_agrees_with_accuracy(capsys):
     """The confusion table counts every clip an attribute applies to once, and its diagonal is the
     accuracy (a rough 2-step sample is enough: the check is bookkeeping, not quality)."""
-    from setseq.toylab.evaluate import attribute_accuracy
+    from setseq.toylab.evaluate import GRID_TOLERANCE, attribute_accuracy
 
     r = attribute_accuracy(load_backbone("toy"), n=12, steps=2, progress=False)
     for attr, rows in r["confusion"].items():
@@ -123,8 +123,12 @@ def test_attribute_accuracy_confusion_agrees_with_accuracy(capsys):
         if applies:
             right = sum(found.get(truth, 0) for truth, found in rows.items())
             assert right / len(applies) == pytest.approx(r["accuracy"][attr])
+    grids, truths = [s["grid"] for s in r["samples"]], [s["grid_truth"] for s in r["samples"]]
+    sharp = sum(g <= GRID_TOLERANCE * t for g, t in zip(grids, truths)) / len(grids)
+    assert r["grid"]["sharp"] == pytest.approx(sharp, abs=0.01) and min(truths) > 0
     assert main(["toy", "eval", "-n", "4", "--steps", "2"]) == 0
-    assert "camera in the caption -> read from the clip:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "camera in the caption -> read from the clip:" in out and "patch grid" in out
 
 
 def test_toy_eval_motion_words_cli(capsys):

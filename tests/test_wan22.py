@@ -26,14 +26,17 @@ PROMPT = "a [v] red square on a blue background. it moves in [u] motion."
 
 
 def save_folder(layout, folder, seed=0):
-    """A tiny model of `layout` saved as a WanPipeline folder, as diffusers writes Wan 2.2's."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+    """A tiny model of `layout` saved as a WanPipeline folder, as diffusers writes Wan 2.2's, with its
+    tiny instance's scheduler (UniPC with flow sigmas)."""
+    from diffusers import WanPipeline
+
+    from setseq.backbones.scheduling import make_scheduler
 
     options = {"boundary_ratio": wan.TINY_BOUNDARY} if layout.experts else {}
     if layout.expand_timesteps:
         options["expand_timesteps"] = True
     parts = wan.tiny_components(seed, layout=layout)
-    WanPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), **parts, **options).save_pretrained(folder)
+    WanPipeline(scheduler=make_scheduler(wan.tiny_scheduler(layout)), **parts, **options).save_pretrained(folder)
     return folder
 
 
@@ -214,7 +217,7 @@ def test_generate_from_the_concept_file(trained):
     g = trained.geometry
     video = generate(bb, [PROMPT], geometry=g, steps=4, guidance=2.0, seed=3)
     assert video.shape == (1, g.frames, 3, g.height, g.width) and torch.isfinite(video).all()
-    if trained.layout.experts:  # the sampler's shift 12 puts 3 of 4 steps above the boundary
+    if trained.layout.experts:  # the folder's UniPC at flow shift 12 puts 3 of 4 steps above the boundary
         high, low = (torch.cat(seen[experts[e]]) for e in ("high_noise", "low_noise"))
         assert len(high) == 3 * 2 and len(low) == 1 * 2  # each step runs cond and uncond together
         assert (high >= 875).all() and (low < 875).all()

@@ -8,21 +8,32 @@ from setseq.backbones import hunyuan15, ltx, ltx2, wan
 MODULES = {"wan": wan, "ltx": ltx, "ltx2": ltx2, "hunyuan15": hunyuan15}
 
 
+def scheduler_config(kind: str) -> dict:
+    """The scheduler config the tiny backbone of `kind` samples with (the kind its real folders hold)."""
+    return {
+        "wan": wan.tiny_scheduler(),
+        "ltx": ltx.SCHEDULER,
+        "ltx2": ltx2.SCHEDULER,
+        "hunyuan15": hunyuan15.SCHEDULER,
+    }[kind]
+
+
 def pipeline(kind: str, seed: int = 0):
-    """The diffusers pipeline of `MODULES[kind].tiny(seed)`'s components; LTX-2's with a tiny random
-    audio VAE and no vocoder (it runs to latents), HunyuanVideo 1.5's with a tiny random ByT5 encoder
-    and the tiny prompt template."""
+    """The diffusers pipeline of `MODULES[kind].tiny(seed)`'s components and scheduler; LTX-2's with a
+    tiny random audio VAE and no vocoder (it runs to latents), HunyuanVideo 1.5's with a tiny random
+    ByT5 encoder, the tiny prompt template and a guider at the tiny instance's guidance."""
     from diffusers import (
         ClassifierFreeGuidance,
-        FlowMatchEulerDiscreteScheduler,
         HunyuanVideo15Pipeline,
         LTX2Pipeline,
         LTXPipeline,
         WanPipeline,
     )
 
+    from setseq.backbones.scheduling import make_scheduler
+
     parts = MODULES[kind].tiny_components(seed)
-    scheduler = FlowMatchEulerDiscreteScheduler()
+    scheduler = make_scheduler(scheduler_config(kind))
     if kind == "ltx2":
         from diffusers import AutoencoderKLLTX2Audio
 

@@ -175,7 +175,7 @@ def run_demo(
     summary = {
         who: {
             k: float(np.mean([r[k] for r in rows if r["model"] == who]))
-            for k in ("identity", "motion", "edit_followed")
+            for k in ("identity", "motion", "edit_followed", "grid")
         }
         for who in ("concept", "base")
     }
@@ -203,6 +203,7 @@ def run_demo(
         "camera",
         "edit_followed",
         "mse_to_reference",
+        "grid",
     ]
     write_report(
         out / "report.html",
@@ -221,7 +222,9 @@ def run_demo(
                 table(rows, cols)
                 + "<p>identity: colour make-up of the object against the training video (1 = same); motion: its "
                 "trajectory or texture dynamics against the training video (1 = same); edit_followed: the "
-                "requested background or camera is what the checker reads. "
+                "requested background or camera is what the checker reads; grid: how much stronger the "
+                "background's gradient is across the model's 4 x 4 patch borders than inside patches "
+                f"(the training video: {rows[0]['grid_truth']:.2f}; a render scores about 1, a blocky sample more). "
                 f"Training took {t_train:.0f} s; the whole demo {time.time() - t0:.0f} s.</p>",
             ),
             *sections_extra,
@@ -243,6 +246,8 @@ def _score(clip: torch.Tensor, reference: torch.Tensor, kind: str, expect: dict,
         "identity": m["toy_identity"],
         "motion": m["toy_motion"],
         "mse_to_reference": m["mse"],
+        "grid": m["grid"],
+        "grid_truth": m["grid_truth"],
         "background": found["background"],
         "camera": found["camera"],
         "edit_followed": float(all(found[k] == v for k, v in expect.items())),

@@ -4,8 +4,9 @@
     v   = d x_t / d t = eps - x_0                      (the regression target)
     L   = E || v_theta(x_t, t) - v ||^2                 (paper eq. 1; `training_loss`)
 
-Sampling integrates dx/dt = v from t = 1 to t = 0 with Euler steps; classifier-free guidance
-mixes the conditional and unconditional velocities.
+Sampling integrates dx/dt = v from t = 1 to t = 0 with Euler steps (`euler_sample`), or hands each
+velocity to a diffusers scheduler (`scheduler_sample`: a model folder's own sampler, e.g. Wan's UniPC);
+classifier-free guidance mixes the conditional and unconditional velocities.
 """
 
 from __future__ import annotations
@@ -157,6 +158,34 @@ def euler_sample(
         if self_condition:
             x0_prev = predict_x0(x, v, t)
         x = x + (ts[i + 1] - ts[i]) * v
+        if callback is not None:
+            callback(i)
+    return x
+
+
+@torch.no_grad()
+def scheduler_sample(
+    velocity: VelocityFn, noise: torch.Tensor, scheduler, callback: Callable[[int], None] | None = None
+) -> torch.Tensor:
+    """Integrate from noise to data with a diffusers scheduler whose timesteps are set, as a pipeline's loop does.
+
+    At each of the scheduler's timesteps tau (diffusers' time, 1000 sigma) the model's velocity at t = tau /
+    1000 goes to `scheduler.step`, which moves x to the next noise level (flow-match Euler: one Euler step
+    between its sigmas; UniPC: a multistep predictor-corrector on the x_0 estimates x - sigma v). The
+    model reads tau itself, not sigma: UniPC's timesteps are sigma * 1000 rounded down.
+
+    Args:
+        velocity: v(x_t, t, None) with t of shape (B,); guidance lives in this callable.
+        noise: the starting sample (B, ...) at the scheduler's first sigma (1: pure noise).
+        scheduler: a diffusers scheduler after `set_timesteps` (and `set_begin_index(0)`).
+        callback: called with the step index after each step (progress bars).
+    """
+    # the times once, on the host and in float64, so that velocity's 1000 t is each timestep exactly
+    ts = scheduler.timesteps.to("cpu", torch.float64) / 1000.0
+    x = noise
+    for i, timestep in enumerate(scheduler.timesteps):
+        v = velocity(x, ts[i].expand(x.shape[0]), None)
+        x = scheduler.step(v, timestep, x, return_dict=False)[0]
         if callback is not None:
             callback(i)
     return x

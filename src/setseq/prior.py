@@ -50,6 +50,8 @@ def prior_videos(
             reg.prior_steps,
             seed,
             dataclasses.asdict(backbone.sampling),
+            # a folder's own scheduler samples them (none for the toy, whose cached videos keep their key)
+            *([backbone.pipeline_sampler.describe()] if backbone.pipeline_sampler else []),
         ]
     )
     path = Path(cache_dir) / "prior" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from setseq.backbones.scheduling import PipelineSampler
 
 # A concept token as prompts write it: "[v]", "[u1]". Backbones skip these when looking for unknown
 # words (they are added to the vocabulary later); the sampler checks that each one is known.
@@ -71,7 +74,10 @@ class Backbone(Protocol):
     # real video DiTs predict) or "x0" (the clean clip implied by the velocity, x_t - t v: for
     # models that predict x0, where the velocity loss would weigh low noise by 1/t^2).
     loss_space: str
-    sampling: SamplingDefaults
+    sampling: SamplingDefaults  # the Euler sampler's defaults
+    # The sampler the model's diffusers pipeline runs (its folder's scheduler and the pipeline's defaults),
+    # `setseq.generate`'s default; None where there is none (the toy samples with Euler).
+    pipeline_sampler: PipelineSampler | None
 
     def fingerprint(self) -> str:
         """A stable hash of the base weights, so a concept can refuse a different base."""

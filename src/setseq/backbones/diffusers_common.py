@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from setseq import memory
 from setseq.backbones.base import TOKEN, Geometry, SamplingDefaults, Text
+from setseq.backbones.scheduling import PipelineSampler
 from setseq.errors import SetseqError
 from setseq.fileio import atomic_path, cache_root
 
@@ -282,6 +283,7 @@ class DiffusersBackbone:
         sampling: SamplingDefaults,
         *,
         text_len: int,
+        pipeline_sampler: PipelineSampler | None = None,
         device: torch.device | str | None = None,
         cache_dir: str | Path | None = None,
         gradient_checkpointing: bool = False,
@@ -297,6 +299,8 @@ class DiffusersBackbone:
                 fingerprinted, frozen and placed like the text encoder.
             geometry: default clip geometry; sampling: default sampling settings.
             text_len: the prompt length in tokens that the pipeline pads or truncates to.
+            pipeline_sampler: the folder's scheduler and the pipeline's defaults (`scheduling`), the
+                default sampler of `setseq.generate`; None: the Euler sampler only.
             device: where the components run (default: where they are).
             cache_dir: keep VAE latents and text embeddings of frozen prompts on disk there (None: off).
             gradient_checkpointing: recompute each transformer block's activations in the backward
@@ -307,6 +311,7 @@ class DiffusersBackbone:
                 they run (`setseq.memory`).
         """
         self.name, self.geometry, self.sampling, self.text_len = name, geometry, sampling, text_len
+        self.pipeline_sampler = pipeline_sampler
         self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
         # of the weights as loaded: a concept trained on a float8 base fits the same base without it
         extras = extras or {}

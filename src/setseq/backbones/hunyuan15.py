@@ -11,6 +11,10 @@ the image-to-video channels (a zero conditioning latent and a zero mask, concate
 input channels), zero SigLIP image tokens (which the transformer masks out) and the ByT5 glyph
 stream, which is zeros and masked out for every prompt without quoted text. setseq does not run the
 ByT5 encoder: a prompt with quoted text (the pipeline's cue to render that text) is refused.
+
+Sampling: the folder's own scheduler (`scheduling`; the 480p folder's is flow-match Euler at shift 5),
+its timesteps set as HunyuanVideo15Pipeline sets them (`set_timesteps`), at the pipeline's 50 steps and
+the guidance its folder's guider/ config holds (the pipeline takes no guidance argument).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import inspect
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from setseq.backbones import scheduling
 from setseq.backbones.base import Geometry, SamplingDefaults, Text
 from setseq.backbones.diffusers_common import (
     DiffusersBackbone,
@@ -71,6 +77,8 @@ CROP_START = 108  # the pipeline's prompt_template_encode_start_idx: the system 
 IMAGE_TOKENS = 729  # the pipeline's vision_num_semantic_tokens: zero SigLIP tokens in text-to-video
 BYT5_LEN = 256  # the pipeline's tokenizer_2_max_length
 PIPELINE = "HunyuanVideo15Pipeline"  # the pipeline class a HunyuanVideo 1.5 folder's model_index.json names
+# The scheduler the tiny instance samples with: flow-match Euler at the 480p folder's shift, 5.
+SCHEDULER = dict(_class_name="FlowMatchEulerDiscreteScheduler", num_train_timesteps=1000, shift=5.0)
 
 # diffusers module names of the adapted layers: the video stream of each double-stream block (the
 # text stream's are attn.add_[qkv]_proj, attn.to_add_out, ff_context)
@@ -98,6 +106,12 @@ def check_layout(transformer: dict, vae: dict, where: str = "the model") -> None
             f"and {found[1]} output channels, a VAE of {c} latent channels); setseq knows the text-to-video transformer of "
             f"2C + 1 = {2 * c + 1} input and C = {c} output channels."
         )
+
+
+def set_timesteps(scheduler, steps: int, latent_shape: tuple[int, ...], device: torch.device) -> None:
+    """HunyuanVideo15Pipeline's timesteps: sigmas evenly spaced from 1 to 1 / steps (the last of steps + 1
+    points down to 0 dropped), which the scheduler shifts by its own shift."""
+    scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1], device=device)
 
 
 class HunyuanVideo15Backbone(DiffusersBackbone):
@@ -215,7 +229,8 @@ def load(
 ) -> HunyuanVideo15Backbone:
     """HunyuanVideo 1.5 from a local Diffusers-format text-to-video folder (e.g.
     HunyuanVideo-1.5-Diffusers-480p_t2v); never downloads. The ByT5 glyph encoder (text_encoder_2) is
-    not loaded. Sampling defaults: the folder's scheduler shift and guider scale, 50 steps.
+    not loaded. Sampling: the folder's scheduler at the guidance of its guider/ config and 50 steps
+    (the pipeline's); the Euler sampler takes the scheduler's shift and the same guidance and steps.
 
     Args:
         path: folder with model_index.json and transformer/, vae/, text_encoder/, tokenizer/.
@@ -228,8 +243,8 @@ def load(
         blocks_to_swap: keep this many transformer blocks in CPU memory, copied to `device` as they run.
 
     Raises:
-        SetseqError: naming a part that is missing or cannot be read, or a transformer that is not
-            HunyuanVideo 1.5's.
+        SetseqError: naming a part that is missing or cannot be read, a transformer that is not
+            HunyuanVideo 1.5's, or a scheduler diffusers does not have.
     """
     require_diffusers()
     from diffusers import AutoencoderKLHunyuanVideo15, HunyuanVideo15Transformer3DModel
@@ -238,11 +253,15 @@ def load(
     root = Path(path).resolve()
     read_model_index(root)
     check_layout(read_config(root, "transformer"), read_config(root, "vae"), repr(str(root)))
+    from diffusers import ClassifierFreeGuidance
+
+    # the guider the pipeline guides with, as diffusers saves it (guider/guider_config.json)
+    guidance = _read_json(root / "guider" / ClassifierFreeGuidance.config_name).get("guidance_scale", 6.0)
+    sampler = scheduling.from_folder(root, PIPELINE, set_timesteps, guidance=guidance)
     root, parts = load_components(
         path, HunyuanVideo15Transformer3DModel, AutoencoderKLHunyuanVideo15, Qwen2_5_VLTextModel, dtype
     )
-    shift = _read_json(root / "scheduler" / "scheduler_config.json").get("shift", 5.0)
-    guidance = _read_json(root / "guider" / "config.json").get("guidance_scale", 6.0)
+    shift = sampler.config.get("shift", 5.0) if sampler else 5.0
     # the pipeline's default size: the 16:9 shape nearest its transformer's target size (480p: 480 x 848)
     from diffusers.pipelines.hunyuan_video1_5.image_processor import HunyuanVideo15ImageProcessor
 
@@ -253,6 +272,7 @@ def load(
         **parts,
         geometry=Geometry(GEOMETRY.frames, int(height), int(width), GEOMETRY.fps),
         sampling=SamplingDefaults(steps=50, guidance=float(guidance), shift=float(shift)),
+        pipeline_sampler=sampler,
         device=device,
         cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
         gradient_checkpointing=gradient_checkpointing,
@@ -292,7 +312,8 @@ def tiny_crop_start(tokenizer) -> int:
 
 
 def tiny(seed: int = 0, **options) -> HunyuanVideo15Backbone:
-    """A tiny random HunyuanVideo 1.5 backbone: 5 frames at 32x32 (2 x 2 x 2 latents of 8 channels)."""
+    """A tiny random HunyuanVideo 1.5 backbone: 5 frames at 32x32 (2 x 2 x 2 latents of 8 channels),
+    sampling with SCHEDULER at 4 steps and guidance 6."""
     parts = tiny_components(seed)
     return HunyuanVideo15Backbone(
         "hunyuan15-tiny",
@@ -302,5 +323,6 @@ def tiny(seed: int = 0, **options) -> HunyuanVideo15Backbone:
         text_len=16,
         system_message=TINY_SYSTEM,
         crop_start=tiny_crop_start(parts["tokenizer"]),
+        pipeline_sampler=scheduling.PipelineSampler(PIPELINE, SCHEDULER, 4, 6.0, set_timesteps),
         **options,
     )

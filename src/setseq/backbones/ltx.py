@@ -4,16 +4,21 @@ video (B, F, C, H, W) --VAE--> latents (B, 128, (F-1)/8+1, H/32, W/32), normalis
 latents --pack--> tokens (B, F' h w, 128)         the transformer works on a flat token list
 prompt --T5--> (B, 128, 4096) and a key mask       the encoder sees the padding, as in the pipeline
 v = transformer(x_t, timestep = 1000 t, text, mask) (the model's own flow convention is setseq's)
+
+Sampling: a folder's own scheduler (FlowMatchEulerDiscreteScheduler with dynamic shifting and a terminal
+stretch, `scheduling`), its timesteps set as LTXPipeline sets them (`set_timesteps`), at LTXPipeline's
+defaults; setseq's Euler sampler (--sampler euler) takes the same shift, exp(mu), without the stretch.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from setseq.backbones import scheduling
 from setseq.backbones.base import Geometry, SamplingDefaults
 from setseq.backbones.diffusers_common import (
     DiffusersBackbone,
@@ -59,19 +64,49 @@ TEXT_LEN = 128
 PIPELINE = "LTXPipeline"  # the pipeline class an LTX-Video folder's model_index.json names
 
 
-# The scheduler's dynamic-shift settings LTXPipeline falls back on when the folder's scheduler lacks them.
+# LTX-Video 0.9's scheduler, the config its folders hold (diffusers' conversion script writes it); the
+# tiny instance samples with it.
+SCHEDULER = dict(
+    _class_name="FlowMatchEulerDiscreteScheduler",
+    num_train_timesteps=1000,
+    shift=1.0,
+    use_dynamic_shifting=True,
+    base_shift=0.95,
+    max_shift=2.05,
+    base_image_seq_len=1024,
+    max_image_seq_len=4096,
+    shift_terminal=0.1,
+)
+# The dynamic-shift settings LTXPipeline falls back on for a scheduler config without them.
 SHIFT_DEFAULTS = dict(base_image_seq_len=256, max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
 
 
-def dynamic_shift(tokens: int, scheduler: dict | None = None, defaults: dict = SHIFT_DEFAULTS) -> float:
-    """The timestep shift LTX-Video (and LTX-2) samples with at `tokens` latent tokens: exp(mu), mu
-    linear in the token count (the scheduler's dynamic shifting; exp(mu) is the shift of
-    `flow.shift_time`), with the pipeline's `defaults` for settings the scheduler lacks. The
-    scheduler's optional terminal stretch is not applied."""
+def shift_mu(tokens: int, scheduler: dict | None = None, defaults: dict = SHIFT_DEFAULTS) -> float:
+    """mu, the log of the timestep shift LTX-Video (and LTX-2) samples with at `tokens` latent tokens:
+    linear in the token count between the scheduler's (base_image_seq_len, base_shift) and
+    (max_image_seq_len, max_shift), with the pipeline's `defaults` for settings the config lacks
+    (diffusers' calculate_shift)."""
+    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+
     s = {**defaults, **(scheduler or {})}
-    lo, hi = s["base_image_seq_len"], s["max_image_seq_len"]
-    mu_lo, mu_hi = s["base_shift"], s["max_shift"]
-    return math.exp(mu_lo + (tokens - lo) * (mu_hi - mu_lo) / (hi - lo))
+    return calculate_shift(tokens, s["base_image_seq_len"], s["max_image_seq_len"], s["base_shift"], s["max_shift"])
+
+
+def dynamic_shift(tokens: int, scheduler: dict | None = None, defaults: dict = SHIFT_DEFAULTS) -> float:
+    """The Euler sampler's shift at `tokens` latent tokens: exp(mu) (`shift_mu`), the shift of
+    `flow.shift_time`. The scheduler's terminal stretch is the folder's scheduler's alone."""
+    return math.exp(shift_mu(tokens, scheduler, defaults))
+
+
+def set_timesteps(
+    scheduler, steps: int, latent_shape: tuple[int, ...], device: torch.device, defaults: dict = SHIFT_DEFAULTS
+) -> None:
+    """LTXPipeline's timesteps: sigmas evenly spaced from 1 to 1 / steps, given to the scheduler with mu
+    of the latent token count F' h w (the scheduler shifts them by mu and stretches them to its
+    terminal); `defaults`: the pipeline's fallbacks for shift settings the config lacks (`shift_mu`)."""
+    sigmas = np.linspace(1.0, 1.0 / steps, steps)
+    mu = shift_mu(math.prod(latent_shape[1:]), scheduler.config, defaults)
+    scheduler.set_timesteps(sigmas=sigmas, device=device, mu=mu)
 
 
 def check_layout(transformer: dict, model: str, where: str = "the model") -> None:
@@ -193,6 +228,9 @@ def load(
         gradient_checkpointing: recompute block activations in the backward pass.
         fp8_base: store the transformer blocks' linear weights in float8 x a per-tensor scale.
         blocks_to_swap: keep this many transformer blocks in CPU memory, copied to `device` as they run.
+
+    Raises:
+        SetseqError: for a part that is missing or cannot be read, or a scheduler diffusers does not have.
     """
     require_diffusers()
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
@@ -201,13 +239,13 @@ def load(
     root = Path(path).resolve()
     read_model_index(root)
     check_layout(read_config(root, "transformer"), LTXBackbone.model, repr(str(root)))
+    sampler = scheduling.from_folder(root, PIPELINE, set_timesteps)
     root, parts = load_components(root, LTXVideoTransformer3DModel, AutoencoderKLLTXVideo, T5EncoderModel, dtype)
-    scheduler_file = root / "scheduler" / "scheduler_config.json"
-    scheduler = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else None
     return LTXBackbone(
         str(root),
         **parts,
-        scheduler=scheduler,
+        scheduler=sampler.config if sampler else None,
+        pipeline_sampler=sampler,
         device=device,
         cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
         gradient_checkpointing=gradient_checkpointing,
@@ -232,12 +270,14 @@ def tiny_components(seed: int = 0, words: list[str] | None = None) -> dict:
 
 
 def tiny(seed: int = 0, **options) -> LTXBackbone:
-    """A tiny random LTX-Video backbone: 9 frames at 64x64 (2 x 2 x 2 latents, 8 tokens)."""
+    """A tiny random LTX-Video backbone: 9 frames at 64x64 (2 x 2 x 2 latents, 8 tokens), sampling with
+    LTX-Video's scheduler (SCHEDULER) at 4 steps."""
     return LTXBackbone(
         "ltx-tiny",
         **tiny_components(seed),
         geometry=Geometry(9, 64, 64, 25.0),
         sampling=SamplingDefaults(steps=4, guidance=3.0, shift=1.0),
         text_len=16,
+        pipeline_sampler=scheduling.PipelineSampler(PIPELINE, SCHEDULER, 4, 3.0, set_timesteps),
         **options,
     )

@@ -15,16 +15,22 @@ output is dropped. Only the video stream's linears are adapted; the audio stream
 weights. LTX2Pipeline samples audio and video jointly, so setseq's samples equal the pipeline's only
 where the pipeline's guidance reduces to the isolated video prediction (video and audio
 guidance 1, STG 0, modality scale 0, no rescale).
+
+Sampling: the folder's own scheduler (`scheduling`), its timesteps set as LTX2Pipeline sets them
+(LTXPipeline's sigmas and token-count shift, with LTX2Pipeline's fallbacks: `set_timesteps`), at
+LTX2Pipeline's 30 steps and guidance 3; the guidance is classifier-free guidance of the isolated video
+prediction alone (the pipeline's spatio-temporal, modality and audio guidance and its rescale have no
+counterpart in a video-only model).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from setseq.backbones import ltx, scheduling
 from setseq.backbones.base import Geometry, SamplingDefaults, Text
 from setseq.backbones.diffusers_common import (
     build_tiny,
@@ -83,6 +89,13 @@ GEOMETRY = Geometry(frames=121, height=512, width=768, fps=24.0)  # LTX2Pipeline
 TEXT_LEN = 1024  # the pipeline's max_sequence_length
 PIPELINE = "LTX2Pipeline"  # the pipeline class an LTX-2 folder's model_index.json names
 
+# LTX-2's scheduler as the tiny instance samples with it: flow-match Euler with a shift that grows with
+# the token count from (1024, 0.95) to (4096, 2.05) and sigmas stretched to end at 0.1 (LTX-2's own
+# scheduler settings, the same numbers as LTX-Video 0.9's).
+SCHEDULER = dict(ltx.SCHEDULER)
+# LTX2Pipeline's dynamic-shift fallbacks for a scheduler config without them (its calculate_shift arguments)
+SHIFT_DEFAULTS = dict(base_image_seq_len=1024, max_image_seq_len=4096, base_shift=0.95, max_shift=2.05)
+
 # diffusers module names of the adapted layers: the video stream's self- and cross-attention and MLP
 # (the audio stream's are audio_attn1, audio_attn2, audio_ff, audio_to_video_attn, video_to_audio_attn)
 TARGETS = [
@@ -93,6 +106,11 @@ TARGETS = [
 ]
 
 
+def set_timesteps(scheduler, steps: int, latent_shape: tuple[int, ...], device: torch.device) -> None:
+    """LTX2Pipeline's timesteps: LTXPipeline's (`ltx.set_timesteps`) with LTX2Pipeline's shift fallbacks."""
+    ltx.set_timesteps(scheduler, steps, latent_shape, device, SHIFT_DEFAULTS)
+
+
 class LTX2Backbone(LTXBackbone):
     """LTX-2 text-to-video, the video stream alone. Build with `load` (a local folder) or from
     components (tests); `connectors` is the pipeline's LTX2TextConnectors."""
@@ -100,8 +118,7 @@ class LTX2Backbone(LTXBackbone):
     model = "LTX-2"
     lora_targets = TARGETS
     SAMPLING = (30, 3.0)  # LTX2Pipeline's default steps and guidance
-    # LTX2Pipeline's dynamic-shift fallbacks (its call's calculate_shift arguments)
-    SHIFT_DEFAULTS = dict(base_image_seq_len=1024, max_image_seq_len=4096, base_shift=0.95, max_shift=2.05)
+    SHIFT_DEFAULTS = SHIFT_DEFAULTS
 
     def __init__(
         self,
@@ -205,8 +222,8 @@ def load(
         blocks_to_swap: keep this many transformer blocks in CPU memory, copied to `device` as they run.
 
     Raises:
-        SetseqError: for a transformer layout setseq does not know (`ltx.check_layout`), or naming a
-            part that is missing or cannot be read.
+        SetseqError: for a transformer layout setseq does not know (`ltx.check_layout`), naming a
+            part that is missing or cannot be read, or for a scheduler diffusers does not have.
     """
     require_diffusers()
     from diffusers import AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
@@ -216,16 +233,16 @@ def load(
     root = Path(path).resolve()
     read_model_index(root)
     check_layout(read_config(root, "transformer"), LTX2Backbone.model, repr(str(root)))
+    sampler = scheduling.from_folder(root, PIPELINE, set_timesteps)
     root, parts = load_components(
         root, LTX2VideoTransformer3DModel, AutoencoderKLLTX2Video, Gemma3ForConditionalGeneration, dtype
     )
     parts["connectors"] = load_part(LTX2TextConnectors.from_pretrained, root, "connectors", torch_dtype=dtype)
-    scheduler_file = root / "scheduler" / "scheduler_config.json"
-    scheduler = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else None
     return LTX2Backbone(
         str(root),
         **parts,
-        scheduler=scheduler,
+        scheduler=sampler.config if sampler else None,
+        pipeline_sampler=sampler,
         device=device,
         cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
         gradient_checkpointing=gradient_checkpointing,
@@ -277,12 +294,14 @@ def tiny_components(seed: int = 0, words: list[str] | None = None) -> dict:
 
 
 def tiny(seed: int = 0, **options) -> LTX2Backbone:
-    """A tiny random LTX-2 backbone: 9 frames at 64x64 (2 x 2 x 2 latents, 8 tokens)."""
+    """A tiny random LTX-2 backbone: 9 frames at 64x64 (2 x 2 x 2 latents, 8 tokens), sampling with
+    LTX-2's scheduler (SCHEDULER) at 4 steps."""
     return LTX2Backbone(
         "ltx2-tiny",
         **tiny_components(seed),
         geometry=Geometry(9, 64, 64, 24.0),
         sampling=SamplingDefaults(steps=4, guidance=3.0, shift=1.0),
         text_len=16,
+        pipeline_sampler=scheduling.PipelineSampler(PIPELINE, SCHEDULER, 4, 3.0, set_timesteps),
         **options,
     )

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, safe_open
 
+from setseq import precision
 from setseq.backbones.base import Geometry, SamplingDefaults, Text
 from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
@@ -42,6 +43,7 @@ class ToyBackbone:
     """The toy DiT and its text encoder behind the `Backbone` protocol."""
 
     supports_self_conditioning = True
+    pipeline_sampler = None  # no diffusers folder, no scheduler: the toy samples with setseq's Euler
     frame_step = 1  # pixel space: every frame is its own latent frame
     lora_targets = ["blocks.*.attn.[qkvo]", "blocks.*.cross.[qkvo]", "blocks.*.mlp.fc[12]"]
 
@@ -75,6 +77,9 @@ class ToyBackbone:
         self.text_encoder.eval()
         self.transformer.eval()
         self._fingerprint = _fingerprint(self.state_dict())
+        # bf16 autocast on CPUs with bf16 matrix units, for models wide enough that it pays
+        # (benchmarks/toy_step.py); SETSEQ_PRECISION=fp32|bf16 decides for any width.
+        self.bf16 = precision.use_bf16("cpu", width=cfg.dim)
 
     @property
     def loss_space(self) -> str:
@@ -167,7 +172,9 @@ class ToyBackbone:
 
     # -- the model -------------------------------------------------------------------------
     def velocity(self, x_t, t, text: Text, self_cond=None):
-        return self.transformer(x_t, t, text.emb, text.mask, self_cond)
+        """(B, F, C, H, W) float32, computed under bf16 autocast where `self.bf16` says so."""
+        with precision.autocast(self.bf16 and x_t.device.type == "cpu"):
+            return self.transformer(x_t, t, text.emb, text.mask, self_cond).float()
 
     def prior_prompts(self, n: int, seed: int) -> list[tuple[str, str]]:
         from setseq.toy import world
@@ -192,7 +199,13 @@ def _fingerprint(sd: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def save_weights(backbone: ToyBackbone, path: Path, info: dict | None = None) -> None:
+def save_weights(backbone: ToyBackbone, path: Path, info: dict | None = None, dtype: torch.dtype | None = None) -> None:
+    """Write the backbone's weights and config to a safetensors file, atomically.
+
+    Args:
+        dtype: store floating-point tensors in this dtype (e.g. torch.bfloat16 to halve a shipped
+            file); None keeps float32. Loading always computes in float32.
+    """
     from safetensors.torch import save_file
 
     meta = {
@@ -201,7 +214,11 @@ def save_weights(backbone: ToyBackbone, path: Path, info: dict | None = None) ->
         "info": json.dumps(info or {}),
     }
     with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp), metadata=meta)
+        state = {
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+            for k, v in backbone.state_dict().items()
+        }
+        save_file(state, str(tmp), metadata=meta)
 
 
 def load_file_weights(path: str | Path, name: str = "toy") -> ToyBackbone:

@@ -14,6 +14,10 @@ sample's timestep decides which expert runs on it, in training (so whose adapter
 in sampling (which switches expert at the boundary). TI2V-5B takes one timestep per latent token
 (its pipeline's `expand_timesteps`); in text-to-video they are all equal.
 
+Sampling: a folder's own scheduler (UniPCMultistepScheduler with flow sigmas, `scheduling`), its timesteps
+set as WanPipeline sets them (the scheduler's own spacing for the number of steps), at WanPipeline's
+defaults; the layout's `SamplingDefaults` serve setseq's Euler sampler (--sampler euler).
+
 Wan's cross-attention takes no mask: the pipeline zeroes every embedding past a prompt's tokens,
 so a masked token (setseq's text-token masking) is zeroed the same way.
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from setseq.backbones import scheduling
 from setseq.backbones.base import Geometry, SamplingDefaults
 from setseq.backbones.diffusers_common import (
     DiffusersBackbone,
@@ -258,7 +263,8 @@ class WanBackbone(DiffusersBackbone):
         """
         Args:
             name, transformer, vae, text_encoder, tokenizer, text_len, options: as `DiffusersBackbone`.
-            geometry, sampling: default clip geometry and sampling settings (default: the layout's).
+            geometry, sampling: default clip geometry and Euler sampling settings (default: the layout's).
+            options: also `pipeline_sampler`, the folder's scheduler (`scheduling.PipelineSampler`).
             layout: which Wan this is (one of LAYOUTS).
             transformer_2, boundary: T2V-A14B's low-noise expert and the pipeline's boundary_ratio.
 
@@ -347,8 +353,8 @@ def load(
         blocks_to_swap: keep this many transformer blocks in CPU memory, copied to `device` as they run.
 
     Raises:
-        SetseqError: for a layout setseq does not know (`identify`), or a part that is missing or
-            cannot be read.
+        SetseqError: for a layout setseq does not know (`identify`), a part that is missing or
+            cannot be read, or a scheduler diffusers does not have.
     """
     require_diffusers()
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
@@ -357,6 +363,7 @@ def load(
     root = Path(path).resolve()
     index = read_model_index(root)
     layout = identify(index, read_config(root, "transformer"), read_config(root, "vae"), repr(str(root)))
+    sampler = scheduling.from_folder(root, PIPELINE)  # WanPipeline: set_timesteps(steps), its own spacing
     root, parts = load_components(root, WanTransformer3DModel, AutoencoderKLWan, UMT5EncoderModel, dtype)
     if layout.experts:
         parts["transformer_2"] = load_part(
@@ -367,6 +374,7 @@ def load(
         **parts,
         layout=layout,
         boundary=index.get("boundary_ratio"),
+        pipeline_sampler=sampler,
         device=device,
         cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
         gradient_checkpointing=gradient_checkpointing,
@@ -386,6 +394,18 @@ TINY = {
     WAN_2_2_A14B.name: ("wan2.2-a14b-tiny", Geometry(5, 32, 32, 16.0), SamplingDefaults(4, 4.0, 12.0)),
     WAN_2_2_TI2V_5B.name: ("wan2.2-ti2v-5b-tiny", Geometry(5, 64, 64, 24.0), SamplingDefaults(4, 5.0, 5.0)),
 }
+
+
+def tiny_scheduler(layout: Layout = WAN_2_1) -> dict:
+    """The scheduler config of a layout's tiny instance: Wan's UniPC with flow sigmas (the kind a Wan
+    folder's scheduler/ holds) at the layout's shift, so the tiny T2V-A14B switches expert within 4 steps."""
+    return dict(
+        _class_name="UniPCMultistepScheduler",
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        num_train_timesteps=1000,
+        flow_shift=layout.sampling.shift,
+    )
 
 
 def tiny_components(seed: int = 0, words: list[str] | None = None, layout: Layout = WAN_2_1) -> dict:
@@ -414,8 +434,10 @@ def tiny_components(seed: int = 0, words: list[str] | None = None, layout: Layou
 
 def tiny(seed: int = 0, layout: Layout = WAN_2_1, **options) -> WanBackbone:
     """A tiny random Wan backbone of a layout: 5 frames at 32x32 (TI2V-5B: 64x64), 2 x 4 x 4 latents
-    of 16 (48) channels, 8 tokens; T2V-A14B's experts switch at t = 0.875."""
+    of 16 (48) channels, 8 tokens; T2V-A14B's experts switch at t = 0.875. It samples with
+    `tiny_scheduler(layout)` at its own few steps."""
     name, geometry, sampling = TINY[layout.name]
+    sampler = scheduling.PipelineSampler(PIPELINE, tiny_scheduler(layout), sampling.steps, sampling.guidance)
     return WanBackbone(
         name,
         **tiny_components(seed, layout=layout),
@@ -424,5 +446,6 @@ def tiny(seed: int = 0, layout: Layout = WAN_2_1, **options) -> WanBackbone:
         text_len=16,
         layout=layout,
         boundary=TINY_BOUNDARY if layout.experts else None,
+        pipeline_sampler=sampler,
         **options,
     )

@@ -18,6 +18,8 @@ from setseq.cli.options import (
 )
 from setseq.errors import SetseqError
 
+SAMPLERS = ("scheduler", "euler")  # setseq.generate.SAMPLERS, named here so that --help needs no torch
+
 
 def add_parser(sub) -> None:
     """The `generate` command and its flags."""
@@ -48,6 +50,18 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=SEED, default=0, help="noise seed (default 0)")
     p.add_argument("--steps", type=COUNT, help="sampling steps (default: the base model's)")
     p.add_argument("--guidance", type=GUIDANCE, help="classifier-free guidance (paper: 8; default: the base model's)")
+    p.add_argument(
+        "--guidance-2",
+        type=GUIDANCE,
+        help="guidance of the low-noise expert's steps (Wan 2.2 T2V-A14B; diffusers' guidance_scale_2; default: --guidance)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help="scheduler: the scheduler the model folder names, stepped as its diffusers pipeline does, with "
+        "the pipeline's default steps and guidance; euler: setseq's Euler integrator (default: scheduler for a "
+        "model folder, euler for the toy)",
+    )
     p.add_argument(
         "--guidance-interval",
         type=interval,
@@ -103,7 +117,9 @@ def cmd_generate(a: argparse.Namespace) -> int:
             geometry=g,
             steps=a.steps,
             guidance=a.guidance,
+            guidance_2=a.guidance_2,
             guidance_interval=a.guidance_interval,
+            sampler=a.sampler,
             seed=a.seed,
             negative=a.negative,
             progress=True,

@@ -32,7 +32,7 @@ def _pretrain_parser(tsub) -> None:
     pre = tsub.add_parser("pretrain", help="pretrain the toy DiT from scratch on the toy world (resumable)")
     pre.add_argument("--out", required=True, help="folder for the checkpoint, log and MODEL.safetensors")
     pre.add_argument("--model", default="toy", help="architecture preset: toy or toy-tiny (default: toy)")
-    from setseq.toylab.pretrain import RECIPES, PretrainConfig
+    from setseq.toylab.pretrain import PLANS, RECIPES, PretrainConfig
 
     d = PretrainConfig()  # the help states the defaults the run will use
     pre.add_argument(
@@ -52,6 +52,12 @@ def _pretrain_parser(tsub) -> None:
         "--init", help="start from this weights file (e.g. the shipped toy.safetensors) instead of from scratch"
     )
     pre.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    pre.add_argument(
+        "--plan",
+        choices=list(PLANS),
+        help="run a whole curriculum (every recipe phase in OUT/<i>-<phase>/), resuming where it stopped; "
+        "v2: the 11.7 M-parameter base (docs/toy-model.md)",
+    )
     pre.add_argument("--device", help="where to train: cpu, cuda, cuda:1, ... (default: a GPU when there is one)")
     pre.add_argument(
         "--workers",
@@ -128,8 +134,17 @@ def _eval_parser(tsub) -> None:
 
 
 def cmd_toy_pretrain(a: argparse.Namespace) -> int:
-    """Pretrain the toy DiT with the flags over PretrainConfig."""
-    from setseq.toylab.pretrain import RECIPES, PretrainConfig, pretrain
+    """Pretrain the toy DiT with the flags over PretrainConfig, or run a whole plan."""
+    from setseq.toylab.pretrain import RECIPES, PretrainConfig, pretrain, pretrain_plan
+
+    if a.plan:
+        given = [f for f in ("steps", "batch_size", "lr", "init", "dim", "depth", "heads") if getattr(a, f) is not None]
+        if given or a.recipe != "defaults":
+            raise SetseqError(
+                f"--plan sets every phase's settings; leave out --recipe and {', '.join(given) or 'the rest'}."
+            )
+        print(f"wrote {pretrain_plan(a.plan, a.out, a.model, device=a.device, workers=a.workers)}")
+        return 0
 
     cfg = PretrainConfig(model=a.model, **RECIPES[a.recipe])
     for name in (
@@ -164,7 +179,13 @@ def cmd_toy_pretrain(a: argparse.Namespace) -> int:
 def cmd_toy_eval(a: argparse.Namespace) -> int:
     """Score a toy base: attribute accuracy, or with --motion-words / --probe its reading of motion words."""
     from setseq.backbones import load_backbone
-    from setseq.toylab.evaluate import attribute_accuracy, camera_probe, direction_probe, motion_words
+    from setseq.toylab.evaluate import (
+        GRID_TOLERANCE,
+        attribute_accuracy,
+        camera_probe,
+        direction_probe,
+        motion_words,
+    )
 
     n = a.n if a.n is not None else (32 if a.motion_words else 16 if a.probe else 100)
     if a.probe and n % 4:
@@ -208,6 +229,11 @@ def cmd_toy_eval(a: argparse.Namespace) -> int:
         for k, v in r["accuracy"].items():
             print(f"{k:<12} {v:.1%}")
         print(f"{'mean':<12} {r['mean']:.1%}  over {n} held-out captions")
+        gr = r["grid"]
+        print(
+            f"patch grid   median {gr['median']:.2f} (rendered truth {gr['truth_median']:.2f}); "
+            f"sharp (within {GRID_TOLERANCE:g} x the truth's) {gr['sharp']:.0%}"
+        )
         for attr, rows in r["confusion"].items():
             print(f"{attr} in the caption -> read from the clip:")
             for truth, found in sorted(rows.items()):

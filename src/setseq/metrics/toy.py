@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from setseq.errors import SetseqError
-from setseq.metrics.video import check_video, match_reference, mse, pixel_coherence
+from setseq.metrics.video import check_video, match_reference, mse, patch_grid_ratio, pixel_coherence
 from setseq.toy import checker, world
 
 Mask = np.ndarray | torch.Tensor  # (F, H, W) bool object pixels
@@ -218,6 +218,18 @@ def edit_adherence(video: torch.Tensor, requested: dict[str, str]) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# sharpness
+
+
+def background_grid(video: torch.Tensor, patch: int = 4) -> float:
+    """`patch_grid_ratio` on the clip's background: the object (background subtraction, grown by a
+    pixel so that its edges do not count) left out. About 1 for rendered truth; above 1 where a
+    model draws its patch grid. patch: the toy DiT's patch (4 for the shipped preset)."""
+    video = check_video(video)
+    return patch_grid_ratio(video, patch, ignore=torch.from_numpy(checker.grow(segment(video))))
+
+
+# --------------------------------------------------------------------------------------------
 # all together
 
 
@@ -240,9 +252,10 @@ def toy_metrics(
             the reference's, "toy_edit" says which share of them the clip shows.
 
     Returns:
-        {"mse", "tc_pixel", "toy_identity", "toy_motion", "toy_edits", and "toy_edit" when the
-        prompt requests an edit}; "toy_edits" maps the attributes read differently from the
-        reference to their new values.
+        {"mse", "tc_pixel", "toy_identity", "toy_motion", "toy_edits", "grid", "grid_truth", and
+        "toy_edit" when the prompt requests an edit}; "toy_edits" maps the attributes read
+        differently from the reference to their new values; "grid" is the clip's `background_grid`
+        and "grid_truth" the reference's (about 1 for a render: a sharp sample stays near it).
     """
     out = {
         "mse": mse(video, reference),
@@ -250,6 +263,8 @@ def toy_metrics(
         "toy_identity": identity_score(video, reference, reference_mask),
         "toy_motion": motion_score(video, reference, kind, reference_mask),
         "toy_edits": detected_edits(video, reference),
+        "grid": background_grid(video),
+        "grid_truth": background_grid(reference),
     }
     requested = requested_edits(prompt, reference) if prompt else {}
     if requested:

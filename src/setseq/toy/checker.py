@@ -88,7 +88,7 @@ def _lerp_matrix(pos: np.ndarray, size: int) -> np.ndarray:
     return np.maximum(0.0, 1.0 - np.abs(pos - np.arange(size, dtype=np.float32)))
 
 
-def _grow(mask: np.ndarray) -> np.ndarray:
+def grow(mask: np.ndarray) -> np.ndarray:
     """Dilate (F, H, W) masks by one pixel in each direction (3x3)."""
     padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)))
     height, width = mask.shape[1:]
@@ -218,7 +218,7 @@ def check(video: torch.Tensor, mask_hint: torch.Tensor | np.ndarray | None = Non
             raise SetseqError(f"mask_hint has shape {fg.shape}, the video needs {rgb.shape[:3]}")
     # The camera is read from the background alone: the object, grown by a pixel to cover its
     # blurred rim, is left out.
-    pan, zoom = _camera_motion(rgb, _grow(fg))
+    pan, zoom = _camera_motion(rgb, grow(fg))
     centroids = _centroids(fg)
     return {
         "background": background,

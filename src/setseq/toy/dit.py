@@ -202,7 +202,8 @@ class Attention(nn.Module):
         q = self.q(x).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, heads, T, hd)
         k = self.k(ctx).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, heads, S, hd)
         v = self.v(ctx).unflatten(-1, (self.heads, -1)).transpose(1, 2)
-        q, k = self.q_norm(q), self.k_norm(k)
+        # QK-norm in float32 (a no-op in float32; under bf16 autocast it keeps the fused kernel)
+        q, k = self.q_norm(q.float()).to(q.dtype), self.k_norm(k.float()).to(k.dtype)
         if angles is not None:
             q, k = apply_rope(q, angles), apply_rope(k, angles)
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, S)
@@ -323,7 +324,9 @@ class ToyDiT(nn.Module):
         for blk in self.blocks:
             x = blk(x, c, text, text_mask, angles)
         # 3. output and unpatchify
-        shift, scale = self.final_ada(c).chunk(2, -1)
-        x = self.final(modulate(self.final_norm(x), shift, scale))  # (B, T, C p p)
+        # The output layer in float32 even under bf16 autocast: x0-prediction divides its output by t.
+        with torch.autocast(x.device.type, enabled=False):
+            shift, scale = self.final_ada(c.float()).chunk(2, -1)
+            x = self.final(modulate(self.final_norm(x.float()), shift, scale))  # (B, T, C p p)
         x = x.view(B, Fr, h, w, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (B, F, C, h, p, w, p)
         return x.reshape(B, Fr, C, H, W)

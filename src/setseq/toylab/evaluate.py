@@ -13,7 +13,12 @@ from tqdm.auto import tqdm
 from setseq import flow
 from setseq.backbones.base import Backbone
 from setseq.generate import generate
+from setseq.metrics.toy import background_grid
 from setseq.toy import checker, world
+
+# A sample counts as sharp when its background's patch-grid ratio is within this factor of its
+# rendered truth's (truths score about 1; an undertrained patchifying model well above).
+GRID_TOLERANCE = 1.3
 
 
 def attribute_accuracy(
@@ -31,7 +36,9 @@ def attribute_accuracy(
         {"n": n, "accuracy": {attribute: share correct}, "mean": mean over attributes,
          "confusion": {"camera" | "direction": {truth: {what the checker read: count}}} over the
          clips the attribute applies to (None: the checker read no direction),
-         "samples": [{caption, found, correct}, ...]}.
+         "grid": {"median", "truth_median", "sharp"}: the samples' `background_grid` and their
+         rendered truths', and the share of samples within GRID_TOLERANCE x their truth's,
+         "samples": [{caption, found, correct, grid, grid_truth}, ...]}.
     """
     rng = np.random.default_rng(seed)
     scenes = [world.sample_scene(rng, "heldout") for _ in range(n)]
@@ -41,9 +48,12 @@ def attribute_accuracy(
         videos.append(generate(backbone, captions[i : i + batch], steps=steps, guidance=guidance, seed=seed + i))
     videos = torch.cat(videos)
     acc = checker.accuracy(videos, scenes)
+    g = backbone.geometry
+    grids = [background_grid(v) for v in videos]
+    truths = [background_grid(world.render(s, g.frames, g.height, g.width).video) for s in scenes]
     samples = []
     confusion: dict[str, dict[str, dict[str, int]]] = {"camera": {}, "direction": {}}
-    for cap, video, scene in zip(captions, videos, scenes):
+    for cap, video, scene, grid, grid_truth in zip(captions, videos, scenes, grids, truths):
         found = checker.check(video)
         correct = checker.score(video, scene)
         for attr, truth in (("camera", scene.camera), ("direction", scene.motion)):
@@ -55,10 +65,14 @@ def attribute_accuracy(
                 "caption": cap,
                 "correct": correct,
                 "found": {k: found[k] for k in ("background", "color", "direction", "camera")},
+                "grid": round(grid, 3),
+                "grid_truth": round(grid_truth, 3),
             }
         )
     mean = float(np.mean(list(acc.values())))
-    return {"n": n, "accuracy": acc, "mean": mean, "confusion": confusion, "samples": samples}
+    sharp = float(np.mean([gr <= GRID_TOLERANCE * tr for gr, tr in zip(grids, truths)]))
+    grid = {"median": float(np.median(grids)), "truth_median": float(np.median(truths)), "sharp": sharp}
+    return {"n": n, "accuracy": acc, "mean": mean, "confusion": confusion, "grid": grid, "samples": samples}
 
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}

@@ -274,3 +274,20 @@ def test_hunyuan15_defaults_are_the_pipelines_own():
         bb.geometry.height,
         bb.geometry.width,
     ) == fresh.video_processor.calculate_default_height_width(9, 16, 640)
+
+
+def test_hunyuan15_samples_at_its_folders_guider_and_scheduler(tmp_path):
+    """A folder's guidance is its guider's (guider/guider_config.json, as diffusers saves it) and its
+    shift its scheduler's, for both samplers; here both differ from the 480p defaults (6 and 5)."""
+    from diffusers import ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler
+
+    from setseq.backbones import load_backbone
+
+    pipe = pipeline("hunyuan15")
+    pipe.guider = ClassifierFreeGuidance(guidance_scale=4.5)
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
+    pipe.save_pretrained(tmp_path / "model")
+    bb = load_backbone(str(tmp_path / "model"))
+    assert bb.pipeline_sampler.guidance == bb.sampling.guidance == 4.5
+    assert bb.pipeline_sampler.config["shift"] == bb.sampling.shift == 7.0
+    assert bb.pipeline_sampler.steps == bb.sampling.steps == 50

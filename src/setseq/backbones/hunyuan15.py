@@ -244,17 +244,15 @@ def load(
 
     Raises:
         SetseqError: naming a part that is missing or cannot be read, a transformer that is not
-            HunyuanVideo 1.5's, or a scheduler diffusers does not have.
+            HunyuanVideo 1.5's, a guider config that cannot be read, or a scheduler diffusers does not have.
     """
     require_diffusers()
-    from diffusers import AutoencoderKLHunyuanVideo15, HunyuanVideo15Transformer3DModel
+    from diffusers import AutoencoderKLHunyuanVideo15, ClassifierFreeGuidance, HunyuanVideo15Transformer3DModel
     from transformers import Qwen2_5_VLTextModel
 
     root = Path(path).resolve()
     read_model_index(root)
     check_layout(read_config(root, "transformer"), read_config(root, "vae"), repr(str(root)))
-    from diffusers import ClassifierFreeGuidance
-
     # the guider the pipeline guides with, as diffusers saves it (guider/guider_config.json)
     guidance = _read_json(root / "guider" / ClassifierFreeGuidance.config_name).get("guidance_scale", 6.0)
     sampler = scheduling.from_folder(root, PIPELINE, set_timesteps, guidance=guidance)
@@ -282,7 +280,13 @@ def load(
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A config file's content, {} where there is none; one sentence for one that cannot be read."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SetseqError(f"{str(path)!r} cannot be read ({e}).") from None
 
 
 def tiny_components(seed: int = 0, words: list[str] | None = None) -> dict:

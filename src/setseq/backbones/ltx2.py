@@ -41,7 +41,6 @@ from setseq.backbones.diffusers_common import (
     read_model_index,
     require_diffusers,
 )
-from setseq.backbones.ltx import LTXBackbone, check_layout
 
 # A tiny random instance for tests; its VAE keeps the real 8x temporal and 32x spatial compression.
 LTX2_TINY = dict(
@@ -111,7 +110,7 @@ def set_timesteps(scheduler, steps: int, latent_shape: tuple[int, ...], device: 
     ltx.set_timesteps(scheduler, steps, latent_shape, device, SHIFT_DEFAULTS)
 
 
-class LTX2Backbone(LTXBackbone):
+class LTX2Backbone(ltx.LTXBackbone):
     """LTX-2 text-to-video, the video stream alone. Build with `load` (a local folder) or from
     components (tests); `connectors` is the pipeline's LTX2TextConnectors."""
 
@@ -232,7 +231,7 @@ def load(
 
     root = Path(path).resolve()
     read_model_index(root)
-    check_layout(read_config(root, "transformer"), LTX2Backbone.model, repr(str(root)))
+    ltx.check_layout(read_config(root, "transformer"), LTX2Backbone.model, repr(str(root)))
     sampler = scheduling.from_folder(root, PIPELINE, set_timesteps)
     root, parts = load_components(
         root, LTX2VideoTransformer3DModel, AutoencoderKLLTX2Video, Gemma3ForConditionalGeneration, dtype

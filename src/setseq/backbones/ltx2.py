@@ -90,7 +90,8 @@ PIPELINE = "LTX2Pipeline"  # the pipeline class an LTX-2 folder's model_index.js
 
 # LTX-2's scheduler as the tiny instance samples with it: flow-match Euler with a shift that grows with
 # the token count from (1024, 0.95) to (4096, 2.05) and sigmas stretched to end at 0.1 (LTX-2's own
-# scheduler settings, the same numbers as LTX-Video 0.9's).
+# scheduler settings, the same numbers as LTX-Video 0.9's; a real LTX-2 folder's scheduler_config.json
+# could not be read here).
 SCHEDULER = dict(ltx.SCHEDULER)
 # LTX2Pipeline's dynamic-shift fallbacks for a scheduler config without them (its calculate_shift arguments)
 SHIFT_DEFAULTS = dict(base_image_seq_len=1024, max_image_seq_len=4096, base_shift=0.95, max_shift=2.05)

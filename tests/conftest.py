@@ -52,7 +52,7 @@ def random_concept(bb, targets=None, rank=4, scale=0.5, seed=0):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     bb.transformer.eval()
     meta = {
-        "base": {"name": bb.name, "fingerprint": bb.fingerprint()},
+        "base": {"name": bb.name, "fingerprint": bb.fingerprint(), **cio.base_model(bb)},
         "rank": rank,
         "scale": scale,
         "concepts": [{"name": c, "identity_token": "[v]", "motion_token": f"[u{i}]"} for i, c in enumerate("ab")],

@@ -1,4 +1,5 @@
-"""Wan and LTX-Video backbones on tiny seeded diffusers models (CPU): protocol, training, loading."""
+"""Wan, LTX-Video, LTX-2 and HunyuanVideo 1.5 backbones on tiny seeded diffusers models (CPU): protocol,
+training, loading."""
 
 import json
 
@@ -13,13 +14,13 @@ pytest.importorskip("transformers")
 from conftest import tiny_config  # noqa: E402
 from setseq import concept as cio  # noqa: E402
 from setseq import flow, lora  # noqa: E402
-from setseq.backbones import Geometry, load_backbone, ltx, wan  # noqa: E402  # noqa: E402
+from setseq.backbones import Geometry, load_backbone, wan  # noqa: E402
 from setseq.backbones.diffusers_common import weights_fingerprint  # noqa: E402
 from setseq.errors import SetseqError  # noqa: E402
 from setseq.generate import generate  # noqa: E402
 from setseq.train import ConceptSpec, Trainer, begin_stage  # noqa: E402
+from tiny_pipelines import MODULES, pipeline  # noqa: E402
 
-MODULES = {"wan": wan, "ltx": ltx}
 PROMPT = "a [v] red square on a blue background. it moves in [u] motion."
 
 
@@ -117,6 +118,8 @@ def test_concept_tokens_start_at_zero_and_train_alone(kind):
     [
         ("wan", Geometry(80, 470, 832, 16.0), "81 frames at 464x832"),
         ("ltx", Geometry(160, 500, 704, 25.0), "161 frames at 512x704"),
+        ("ltx2", Geometry(120, 500, 768, 24.0), "121 frames at 512x768"),
+        ("hunyuan15", Geometry(120, 470, 848, 24.0), "121 frames at 464x848"),
     ],
 )
 def test_geometry_rules_name_the_nearest_valid_values(kind, bad, nearest):
@@ -130,14 +133,7 @@ def test_geometry_rules_name_the_nearest_valid_values(kind, bad, nearest):
 def _save_pipeline(kind, folder, seed=0):
     """A tiny model saved as a diffusers pipeline folder (model_index.json and subfolders), with the
     scheduler its tiny instance samples with."""
-    from diffusers import LTXPipeline, WanPipeline
-
-    from setseq.backbones.scheduling import make_scheduler
-
-    pipe_class = {"wan": WanPipeline, "ltx": LTXPipeline}[kind]
-    scheduler = make_scheduler(MODULES[kind].tiny().pipeline_sampler.config)
-    pipe = pipe_class(scheduler=scheduler, **MODULES[kind].tiny_components(seed))
-    pipe.save_pretrained(folder)
+    pipeline(kind, seed).save_pretrained(folder)
     return folder
 
 
@@ -149,6 +145,8 @@ def test_a_local_diffusers_folder_loads_as_the_same_model(tmp_path, kind):
     assert bb.fingerprint() == ref.fingerprint()
     x = torch.randn(1, *ref.latent_shape(ref.geometry), generator=torch.Generator().manual_seed(0))
     bb.text_len = ref.text_len  # the folder gets the pipeline's prompt length; compare at the tiny one's
+    if kind == "hunyuan15":  # and the pipeline's prompt template; compare with the tiny one's
+        bb.system_message, bb.crop_start = ref.system_message, ref.crop_start
     with torch.no_grad():
         v = bb.velocity(x, torch.tensor([0.5]), bb.encode_text(["a red dog"]))
         assert torch.allclose(v, ref.velocity(x, torch.tensor([0.5]), ref.encode_text(["a red dog"])), atol=1e-5)
@@ -163,7 +161,10 @@ def test_bad_model_folders_get_one_sentence(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    with pytest.raises(SetseqError, match="supports text-to-video WanPipeline and LTXPipeline"):
+    with pytest.raises(
+        SetseqError,
+        match="supports text-to-video WanPipeline, LTXPipeline, LTX2Pipeline and HunyuanVideo15Pipeline folders",
+    ):
         load_backbone(str(other))
     broken = _save_pipeline("wan", tmp_path / "broken")
     for f in (broken / "transformer").iterdir():  # the weights were never downloaded
@@ -173,8 +174,30 @@ def test_bad_model_folders_get_one_sentence(tmp_path):
         load_backbone(str(broken))
 
 
-def test_the_cache_serves_latents_and_text_without_the_models(tmp_path):
-    bb = wan.tiny(cache_dir=tmp_path)
+@pytest.mark.parametrize(
+    "kind, change, found",
+    [
+        ("ltx", {"patch_size": 2}, "patches of 1x2x2"),
+        ("ltx2", {"patch_size_t": 2}, "patches of 2x1x1"),
+        ("hunyuan15", {"in_channels": 8}, "a transformer of 8 input and 8 output channels"),
+    ],
+)
+def test_a_layout_setseq_does_not_know_is_refused_before_any_weight_loads(tmp_path, kind, change, found):
+    folder = _save_pipeline(kind, tmp_path / "model")
+    config = folder / "transformer" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
+    for f in (folder / "transformer").iterdir():  # no weights to load: the config alone must decide
+        if f.suffix == ".safetensors":
+            f.unlink()
+    with pytest.raises(SetseqError, match=f"layout that setseq does not know \\({found}.*setseq knows"):
+        load_backbone(str(folder))
+
+
+@pytest.mark.parametrize("kind", ["wan", "ltx2", "hunyuan15"])
+def test_the_cache_serves_latents_and_text_without_the_models(tmp_path, kind):
+    """Latents and text embeddings (LTX-2's: the connectors' output) come from the cache, and a
+    changed concept token makes a new text key."""
+    bb = MODULES[kind].tiny(cache_dir=tmp_path)
     bb.add_concept_tokens(["[v]"])
     clip = _clip(bb)[None]  # (1, F, C, H, W)
     with torch.no_grad():
@@ -192,7 +215,8 @@ def test_the_cache_serves_latents_and_text_without_the_models(tmp_path):
     assert len(list((tmp_path / "latents").iterdir())) == 1
 
     bb.vae.encode, bb.text_encoder.forward = vae_encode, encoder_forward
-    bb.load_token_embeddings({"[v]": torch.ones(32)})  # new token values: a new key, a new embedding
+    row = bb.token_embeddings()["[v]"]
+    bb.load_token_embeddings({"[v]": torch.ones_like(row)})  # new token values: a new key, a new embedding
     with torch.no_grad():
         assert not torch.allclose(bb.encode_text(["a [v] dog"]).emb, text.emb)
 

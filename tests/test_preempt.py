@@ -95,14 +95,16 @@ def test_sigterm_outside_training_ends_a_command_without_leaving_temporary_files
     assert (
         main([*args, "--stage1-steps", "1", "--stage2-steps", "1", "--batch-size", "1", "--no-prior", "--quiet"]) == 0
     )
-    real_encode = data._encode
+    from setseq.video import write as video_write
+
+    real_encode = video_write._encode
 
     def encode_then_stop(file, *rest):
         real_encode(file, *rest)  # the temporary file is whole on disk now
         assert file.is_file()
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(data, "_encode", encode_then_stop)
+    monkeypatch.setattr(video_write, "_encode", encode_then_stop)
     out = tmp_path / "gen" / "g.mp4"
     gen = ["generate", str(tmp_path / "clip.safetensors"), "--prompt", "a [v]. it moves in [u] motion."]
     assert main([*gen, "--steps", "1", "--out", str(out)]) == 143

@@ -7,7 +7,7 @@ Tensors (R = rank):
     token.<token>             (D,)       concept-token embedding, e.g. token.[v]
 All float32, whatever dtype the base trained in (older files may hold the base's dtype; they load).
 Metadata (safetensors header, strings): `format` = "setseq.concept", `format_version`, and
-`setseq`, a JSON object: base {name, fingerprint}, rank, scale, target_modules, concepts
+`setseq`, a JSON object: base {name, fingerprint, model (a diffusers base's, e.g. "LTX-2")}, rank, scale, target_modules, concepts
 [{name, identity_token, motion_token, prompt, motion_prompt, video}], method, config, stage, and for
 a base of two experts (Wan 2.2 T2V-A14B) experts {expert: {component, t: [from, to]}}: each module
 name then begins with the expert it belongs to (`high_noise.blocks.0.attn1.to_q`).
@@ -106,7 +106,7 @@ def run_metadata(
     uses_lora = any(s.train != "tokens" for s in cfg.stages)
     meta = {
         "setseq_version": __version__,
-        "base": {"name": backbone.name, "fingerprint": backbone.fingerprint()},
+        "base": {"name": backbone.name, "fingerprint": backbone.fingerprint(), **base_model(backbone)},
         "rank": cfg.lora.rank if uses_lora else 0,
         "scale": cfg.lora.scale,
         "target_modules": sorted(modules),
@@ -131,6 +131,13 @@ def run_metadata(
     if experts:
         meta["experts"] = experts
     return meta
+
+
+def base_model(backbone: Backbone) -> dict[str, str]:
+    """{"model": the base's model ("LTX-2", "Wan 2.2 TI2V-5B", ...)} for a diffusers base, which the
+    export reads to pick its key names; {} for the toy."""
+    model = getattr(backbone, "model", None)
+    return {"model": model} if isinstance(model, str) else {}
 
 
 def load(path: str | Path) -> ConceptSet:

@@ -21,7 +21,7 @@ BASES = ("toy", "toy-tiny")
 
 def load_backbone(spec: str, **options) -> Backbone:
     """`toy` (the embedded default), `toy-tiny` (tests), or a local diffusers folder (Wan 2.1, Wan 2.2,
-    LTX-Video).
+    LTX-Video, LTX-2, HunyuanVideo 1.5).
 
     Args:
         spec: a name of BASES or the path of a local Diffusers-format folder.
@@ -43,7 +43,7 @@ def load_backbone(spec: str, **options) -> Backbone:
                 f"leave them out for {spec!r}."
             )
         return toy.load(spec)
-    if Path(spec).exists():  # a local diffusers folder: Wan or LTX-Video
+    if Path(spec).exists():  # a local diffusers folder
         return _load_local(spec, **{k: v for k, v in options.items() if v is not None})
     raise SetseqError(f"unknown base model {spec!r}; use one of {', '.join(BASES)} or a local model path.")
 
@@ -51,15 +51,16 @@ def load_backbone(spec: str, **options) -> Backbone:
 def _load_local(path: str | Path, **options) -> Backbone:
     """A backbone from a local diffusers folder, chosen by the pipeline class in model_index.json; the
     backbone module tells the layouts of its pipeline apart (Wan 2.1, Wan 2.2 T2V-A14B, TI2V-5B)."""
-    from setseq.backbones import diffusers_common, ltx, wan
+    from setseq.backbones import diffusers_common, hunyuan15, ltx, ltx2, wan
 
     index = diffusers_common.read_model_index(path)
     diffusers_common.require_diffusers()
     kind = index.get("_class_name", "")
-    loaders = {module.PIPELINE: module.load for module in (wan, ltx)}
+    loaders = {module.PIPELINE: module.load for module in (wan, ltx, ltx2, hunyuan15)}
     if kind not in loaders:
+        names = list(loaders)
         raise SetseqError(
             f"{str(path)!r} holds a {kind or 'unnamed'} pipeline; setseq supports text-to-video "
-            f"{' and '.join(loaders)} folders."
+            f"{', '.join(names[:-1])} and {names[-1]} folders."
         )
     return loaders[kind](path, **options)

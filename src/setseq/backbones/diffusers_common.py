@@ -1,8 +1,9 @@
-"""What the Wan and LTX-Video backbones share: diffusers components behind the `Backbone` protocol.
+"""What the diffusers backbones share: diffusers components behind the `Backbone` protocol.
 
-A `DiffusersBackbone` holds a diffusers video transformer and VAE and a transformers T5-family text
-encoder with its tokenizer. The subclasses (`wan.py`, `ltx.py`) supply what differs: the latent
-normalisation, how prompts are encoded and padded, and the transformer call. Everything here is
+A `DiffusersBackbone` holds a diffusers video transformer and VAE and a transformers text encoder
+(T5-family, Gemma 3, Qwen2.5-VL) with its tokenizer. The subclasses (`wan.py`, `ltx.py`, `ltx2.py`,
+`hunyuan15.py`) supply what differs: the latent normalisation, how prompts are encoded and padded,
+and the transformer call. Everything here is
 model-agnostic: concept tokens, the geometry rules, the weights fingerprint, on-disk caching of
 latents and text embeddings, loading the parts of a local diffusers-format folder and building tiny
 random ones. Which backbone a folder is, `setseq.backbones.load_backbone` decides.
@@ -39,7 +40,8 @@ def require_diffusers() -> None:
         import transformers  # noqa: F401
     except ImportError as e:
         raise SetseqError(
-            f"the Wan and LTX-Video backbones need diffusers and transformers ({e.name} is missing); {EXTRA_HINT}."
+            f"the diffusers backbones (Wan, LTX-Video, LTX-2, HunyuanVideo 1.5) need diffusers and transformers "
+            f"({e.name} is missing); {EXTRA_HINT}."
         ) from None
 
 
@@ -258,12 +260,13 @@ class DiffusersBackbone:
 
     Latents are (C, F', h, w) per sample, the diffusers layout. Subclasses set `model`,
     `lora_targets`, `frame_step` and `size_step`, and implement `_normalise`, `_denormalise`,
-    `_vae_decode`, `_encode_ids` and `_forward`.
+    `_vae_decode`, `_encode_ids` and `_forward`; where a prompt takes more than one encoder call
+    (LTX-2's connectors, HunyuanVideo 1.5's chat template), they replace `_encode_prompts` instead.
     """
 
     model = "diffusers model"  # for messages
     lora_targets: list[str] = []
-    supports_self_conditioning = False  # neither Wan nor LTX-Video has an x_0 input
+    supports_self_conditioning = False  # none of these models has an x_0 input
     loss_space = "velocity"
     frame_step = 1  # frames must be frame_step * N + 1 (the VAE's temporal compression)
     size_step = 1  # height and width must be multiples of this (VAE stride x patch size)
@@ -287,11 +290,14 @@ class DiffusersBackbone:
         fp8_base: bool = False,
         blocks_to_swap: int = 0,
         offload_activations: bool = False,
+        extras: dict[str, nn.Module] | None = None,
     ):
         """
         Args:
             name: written into concept files; a local model folder, so that `--base NAME` reloads it.
             transformer, vae, text_encoder, tokenizer: the diffusers / transformers components.
+            extras: further frozen components by pipeline name (LTX-2's text connectors): they are
+                fingerprinted, frozen and placed like the text encoder.
             geometry: default clip geometry; sampling: default sampling settings.
             text_len: the prompt length in tokens that the pipeline pads or truncates to.
             pipeline_sampler: the folder's scheduler and the pipeline's defaults (`scheduling`), the
@@ -312,8 +318,11 @@ class DiffusersBackbone:
         self.offload_activations = offload_activations
         self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
         # of the weights as loaded: a concept trained on a float8 base fits the same base without it
-        self._fingerprint = weights_fingerprint({"transformer": transformer, "text_encoder": text_encoder, "vae": vae})
-        for m in (transformer, vae, text_encoder):
+        self.extras = extras = extras or {}
+        self._fingerprint = weights_fingerprint(
+            {"transformer": transformer, "text_encoder": text_encoder, "vae": vae, **extras}
+        )
+        for m in (transformer, vae, text_encoder, *extras.values()):
             m.requires_grad_(False)
             m.eval()
             if m is transformer and (fp8_base or blocks_to_swap):
@@ -336,7 +345,8 @@ class DiffusersBackbone:
         UMT5 in bf16: 10.6 GiB). The concept tokens' table stays where it is (its rows are the
         concept's). `unpark_encoders` brings them back."""
         table = id(self.concepts.table)
-        for module in [*(self.text_encoder.modules() if text else ()), *(self.vae.modules() if vae else ())]:
+        text_side = [self.text_encoder, *self.extras.values()] if text else []  # LTX-2's connectors too
+        for module in [*(m for part in text_side for m in part.modules()), *(self.vae.modules() if vae else ())]:
             if id(module) != table:  # nn.Module.to's own rule, module by module
                 module._apply(lambda t: t.to(device), recurse=False)
         if torch.cuda.is_available():

@@ -25,6 +25,8 @@ from setseq.backbones.diffusers_common import (
     build_tiny,
     default_cache_dir,
     load_components,
+    read_config,
+    read_model_index,
     require_diffusers,
 )
 from setseq.errors import SetseqError
@@ -75,41 +77,59 @@ SCHEDULER = dict(
     max_image_seq_len=4096,
     shift_terminal=0.1,
 )
+# The dynamic-shift settings LTXPipeline falls back on for a scheduler config without them.
+SHIFT_DEFAULTS = dict(base_image_seq_len=256, max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
 
 
-def shift_mu(tokens: int, scheduler: dict | None = None) -> float:
-    """mu, the log of the timestep shift LTX-Video samples with at `tokens` latent tokens: linear in the
-    token count between the scheduler's (base_image_seq_len, base_shift) and (max_image_seq_len,
-    max_shift), with LTXPipeline's fallbacks for a config without them (diffusers' calculate_shift)."""
+def shift_mu(tokens: int, scheduler: dict | None = None, defaults: dict = SHIFT_DEFAULTS) -> float:
+    """mu, the log of the timestep shift LTX-Video (and LTX-2) samples with at `tokens` latent tokens:
+    linear in the token count between the scheduler's (base_image_seq_len, base_shift) and
+    (max_image_seq_len, max_shift), with the pipeline's `defaults` for settings the config lacks
+    (diffusers' calculate_shift)."""
     from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
 
-    s = scheduler or {}
-    return calculate_shift(
-        tokens,
-        s.get("base_image_seq_len", 256),
-        s.get("max_image_seq_len", 4096),
-        s.get("base_shift", 0.5),
-        s.get("max_shift", 1.15),
-    )
+    s = {**defaults, **(scheduler or {})}
+    return calculate_shift(tokens, s["base_image_seq_len"], s["max_image_seq_len"], s["base_shift"], s["max_shift"])
 
 
-def dynamic_shift(tokens: int, scheduler: dict | None = None) -> float:
+def dynamic_shift(tokens: int, scheduler: dict | None = None, defaults: dict = SHIFT_DEFAULTS) -> float:
     """The Euler sampler's shift at `tokens` latent tokens: exp(mu) (`shift_mu`), the shift of
     `flow.shift_time`. The scheduler's terminal stretch is the folder's scheduler's alone."""
-    return math.exp(shift_mu(tokens, scheduler))
+    return math.exp(shift_mu(tokens, scheduler, defaults))
 
 
-def set_timesteps(scheduler, steps: int, latent_shape: tuple[int, ...], device: torch.device) -> None:
+def set_timesteps(
+    scheduler, steps: int, latent_shape: tuple[int, ...], device: torch.device, defaults: dict = SHIFT_DEFAULTS
+) -> None:
     """LTXPipeline's timesteps: sigmas evenly spaced from 1 to 1 / steps, given to the scheduler with mu
-    of the latent token count F' h w (the scheduler shifts them by mu and stretches them to its terminal)."""
+    of the latent token count F' h w (the scheduler shifts them by mu and stretches them to its
+    terminal); `defaults`: the pipeline's fallbacks for shift settings the config lacks (`shift_mu`)."""
     sigmas = np.linspace(1.0, 1.0 / steps, steps)
-    scheduler.set_timesteps(sigmas=sigmas, device=device, mu=shift_mu(math.prod(latent_shape[1:]), scheduler.config))
+    mu = shift_mu(math.prod(latent_shape[1:]), scheduler.config, defaults)
+    scheduler.set_timesteps(sigmas=sigmas, device=device, mu=mu)
+
+
+def check_layout(transformer: dict, model: str, where: str = "the model") -> None:
+    """Refuse an LTX-Video or LTX-2 transformer (its config, read before any weight is loaded) whose
+    patches are not 1 x 1 x 1, the only layout setseq packs latents for.
+
+    Raises:
+        SetseqError: naming the patch size found.
+    """
+    p, pt = transformer.get("patch_size", 1), transformer.get("patch_size_t", 1)
+    if (p, pt) != (1, 1):
+        raise SetseqError(
+            f"{where} holds a {model} layout that setseq does not know (patches of {pt}x{p}x{p} latents); "
+            f"setseq knows {model} transformers with patches of 1x1x1."
+        )
 
 
 class LTXBackbone(DiffusersBackbone):
     """LTX-Video text-to-video. Build with `load` (a local folder) or from components (tests)."""
 
     model = "LTX-Video"
+    SAMPLING = (50, 3.0)  # the pipeline's default steps and guidance
+    SHIFT_DEFAULTS = SHIFT_DEFAULTS
     lora_targets = [
         "transformer_blocks.*.attn[12].to_[qkv]",
         "transformer_blocks.*.attn[12].to_out.0",
@@ -130,19 +150,15 @@ class LTXBackbone(DiffusersBackbone):
         scheduler: dict | None = None,
         **options,
     ):
-        cfg = transformer.config
-        if cfg.patch_size != 1 or cfg.patch_size_t != 1:
-            raise SetseqError(
-                f"setseq supports LTX-Video transformers with patch size 1 (LTX-Video 0.9), got "
-                f"{cfg.patch_size_t}x{cfg.patch_size}."
-            )
+        check_layout(dict(transformer.config), self.model)
         self.latent_channels = vae.config.latent_channels
         self.vae_stride = vae.spatial_compression_ratio
         self.frame_step = vae.temporal_compression_ratio
         self.size_step = vae.spatial_compression_ratio
         if sampling is None:
             tokens = math.prod(self.latent_shape(geometry)[1:])
-            sampling = SamplingDefaults(steps=50, guidance=3.0, shift=dynamic_shift(tokens, scheduler))
+            steps, guidance = self.SAMPLING
+            sampling = SamplingDefaults(steps, guidance, shift=dynamic_shift(tokens, scheduler, self.SHIFT_DEFAULTS))
         super().__init__(
             name, transformer, vae, text_encoder, tokenizer, geometry, sampling, text_len=text_len, **options
         )
@@ -222,8 +238,11 @@ def load(
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
     from transformers import T5EncoderModel
 
-    sampler = scheduling.from_folder(Path(path).resolve(), PIPELINE, set_timesteps)
-    root, parts = load_components(path, LTXVideoTransformer3DModel, AutoencoderKLLTXVideo, T5EncoderModel, dtype)
+    root = Path(path).resolve()
+    read_model_index(root)
+    check_layout(read_config(root, "transformer"), LTXBackbone.model, repr(str(root)))
+    sampler = scheduling.from_folder(root, PIPELINE, set_timesteps)
+    root, parts = load_components(root, LTXVideoTransformer3DModel, AutoencoderKLLTXVideo, T5EncoderModel, dtype)
     return LTXBackbone(
         str(root),
         **parts,

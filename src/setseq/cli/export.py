@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
         "--format",
         required=True,
         choices=["comfyui", "diffusers"],
-        help="comfyui (Wan: original Wan key names; LTX-Video) or diffusers (load_lora_weights; any base)",
+        help="comfyui (ComfyUI's native key names: Wan, LTX-Video, LTX-2, HunyuanVideo 1.5) or diffusers "
+        "(PEFT key names, for load_lora_weights; any base)",
     )
     p.add_argument(
         "--part",

@@ -1,0 +1,87 @@
+"""`setseq ui`: the web UI (train, watch, generate, export) on a workspace folder, on this machine only
+unless --listen and --auth say otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from setseq.cli.options import COUNT
+from setseq.errors import SetseqError
+
+LOCAL = "127.0.0.1"
+TOKEN_ENV = "SETSEQ_UI_TOKEN"
+
+
+def add_parser(sub) -> None:
+    """The `ui` command and its flags."""
+    p = sub.add_parser(
+        "ui",
+        help="the web UI: train a concept from a clip, watch it learn, generate and export (needs the ui extra)",
+        description="Serve the web UI on a workspace folder (clips, runs, samples and exports are files the CLI "
+        "reads and writes too). Needs `pip install setseq[ui]`.",
+    )
+    p.add_argument("--workspace", default="setseq-workspace", help="the workspace folder (default: ./setseq-workspace)")
+    p.add_argument("--models", help="a folder of local diffusers-format model folders to offer as bases")
+    p.add_argument(
+        "--listen",
+        metavar="ADDR",
+        help=f"serve on ADDR (e.g. 0.0.0.0) instead of {LOCAL}; needs --auth, as other machines can reach it",
+    )
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        help=f"log-in for the page: USER:PASSWORD, or 'env' for user 'setseq' with the password in ${TOKEN_ENV}",
+    )
+    p.add_argument("--max-upload", type=COUNT, default=200, metavar="MIB", help="largest upload in MiB (default 200)")
+    p.add_argument("--no-examples", action="store_true", help="do not copy the example clips into the workspace")
+    p.set_defaults(func=cmd_ui)
+
+
+def credentials(auth: str | None) -> tuple[str, str] | None:
+    """(user, password) from --auth; None without it.
+
+    Raises:
+        SetseqError: an --auth that is not USER:PASSWORD, or 'env' with the variable unset.
+    """
+    if auth is None:
+        return None
+    if auth == "env":
+        token = os.environ.get(TOKEN_ENV, "")
+        if not token:
+            raise SetseqError(
+                f"--auth env reads the password from ${TOKEN_ENV}, which is not set; set it or give USER:PASSWORD."
+            )
+        return "setseq", token
+    user, sep, password = auth.partition(":")
+    if not (sep and user and password):
+        raise SetseqError(f"--auth takes USER:PASSWORD (or 'env' for ${TOKEN_ENV}), got {auth!r}.")
+    return user, password
+
+
+def cmd_ui(a: argparse.Namespace) -> int:
+    """Check the address and log-in, then serve the UI until interrupted."""
+    host = a.listen or LOCAL
+    login = credentials(a.auth)
+    if host not in (LOCAL, "localhost", "::1") and login is None:
+        raise SetseqError(
+            f"--listen {host} lets other machines reach the UI; give --auth USER:PASSWORD "
+            f"(or --auth env with ${TOKEN_ENV}) as well."
+        )
+    try:
+        from setseq.ui.app import serve
+    except ImportError as e:
+        raise SetseqError(
+            f'the web UI needs {e.name or "gradio"}, which is not installed; run `pip install -e ".[ui]"`.'
+        ) from None
+    serve(
+        a.workspace,
+        models=a.models,
+        host=host,
+        port=a.port,
+        auth=login,
+        max_upload_mib=a.max_upload,
+        examples=not a.no_examples,
+    )
+    return 0

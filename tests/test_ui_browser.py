@@ -1,0 +1,181 @@
+"""The web UI in a real browser: `setseq ui` on a free port, driven by headless Chromium (Debian's
+chromium and chromium-driver, through Selenium; no browser is downloaded). Upload a clip, train a few
+steps on the tiny toy base, generate, watch the video play, export and download the LoRA file.
+
+SETSEQ_UI_SCREENSHOTS=FOLDER saves the page's screenshots there (docs/ui/ holds the README's);
+without it they go to the test's temporary folder.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"
+)
+selenium = pytest.importorskip("selenium", reason="needs selenium (the dev extra)")
+pytest.importorskip("gradio", reason="needs gradio (the ui extra)")
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "src" / "setseq" / "examples"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = _free_port()
+    ws = tmp_path / "workspace"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "setseq.cli", "ui", "--workspace", str(ws), "--port", str(port), "--no-examples"]
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "server.log").read_text()
+                time.sleep(0.5)
+        yield url, ws
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=1400,1100",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver, what, timeout=60):
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(lambda d: what(d))
+    except TimeoutException:
+        shot = Path(os.environ.get("SETSEQ_UI_SCREENSHOTS") or driver.downloads.parent) / "failed.png"
+        driver.save_screenshot(str(shot))
+        raise AssertionError(f"the page did not get there in {timeout} s; see {shot}") from None
+
+
+def _text(driver, css):
+    found = driver.find_elements(By.CSS_SELECTOR, css)
+    return found[0].text if found else ""
+
+
+def _type(driver, css, text):
+    box = driver.find_element(By.CSS_SELECTOR, css)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    box.send_keys(text)
+
+
+def _tab(driver, name):
+    driver.find_element(By.XPATH, f"//button[@role='tab'][normalize-space()='{name}']").click()
+
+
+def test_upload_train_generate_export_in_the_browser(server, browser, tmp_path):
+    url, ws = server
+    shots = Path(os.environ.get("SETSEQ_UI_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    clips = tmp_path / "upload"
+    clips.mkdir()
+    for f in ("sprite.mp4", "sprite.txt", "sprite.mask.mp4"):
+        shutil.copy(EXAMPLES / f, clips / f)
+    d = browser
+    d.get(url)
+    _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
+
+    # upload: the clip and its caption land in the workspace, and the caption fills the prompts
+    d.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(
+        "\n".join(str(clips / f) for f in ("sprite.mp4", "sprite.txt", "sprite.mask.mp4"))
+    )
+    _wait(d, lambda d: "[v]" in d.find_element(By.CSS_SELECTOR, "#prompt textarea").get_attribute("value"))
+    assert (ws / "clips" / "sprite.mp4").is_file() and (ws / "clips" / "sprite.txt").is_file()
+    _wait(d, lambda d: "carry their tokens" in _text(d, "#prompt-check"))
+
+    # the tokens are checked as typed, with the CLI's sentence
+    _type(d, "#prompt textarea", "a diamond on a blue background.")
+    _wait(d, lambda d: "must contain its concept token [v]" in _text(d, "#prompt-check"))
+    _type(d, "#prompt textarea", "a [v] diamond on a blue background.")
+    _wait(d, lambda d: "carry their tokens" in _text(d, "#prompt-check"))
+
+    # train a few steps on the tiny toy base, with a validation sample
+    _type(d, "#base input", "toy-tiny")
+    d.find_element(By.CSS_SELECTOR, "#base input").send_keys(Keys.ENTER)
+    for css, value in (("#steps1 textarea", "2"), ("#steps2 textarea", "2"), ("#every textarea", "2")):
+        _type(d, css, value)
+    d.find_element(By.CSS_SELECTOR, "#train-button").click()
+    _wait(d, lambda d: "done" in _text(d, "#status"), timeout=90)
+    assert (ws / "runs" / "sprite" / "sprite.safetensors").is_file()
+    assert list((ws / "runs" / "sprite" / "sprite.samples").glob("*.mp4"))
+    _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#loss-plot svg polyline, #loss-plot svg path"))
+    _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#sample video"))
+    d.save_screenshot(str(shots / "train.png"))
+
+    # generate: the result plays beside the training clip
+    _tab(d, "Generate")
+    _wait(d, lambda d: "[u]" in d.find_element(By.CSS_SELECTOR, "#gen-prompt textarea").get_attribute("value"))
+    _type(d, "#gen-steps textarea", "3")
+    d.find_element(By.CSS_SELECTOR, "#generate-button").click()
+    _wait(d, lambda d: "wrote" in _text(d, "#gen-status"), timeout=60)
+    playing = "const v = document.querySelector('#result video'); return !!v && v.readyState >= 2 && !v.paused && v.currentTime > 0;"
+    _wait(d, lambda d: d.execute_script(playing), timeout=30)
+    assert d.find_elements(By.CSS_SELECTOR, "#source video")
+    assert (ws / "runs" / "sprite" / "results" / "0001.mp4").is_file()
+    time.sleep(0.5)
+    d.save_screenshot(str(shots / "generate.png"))
+
+    # export: a diffusers LoRA file, downloaded from the page
+    _tab(d, "Export")
+    d.find_element(By.CSS_SELECTOR, "#export-button").click()
+    link = _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#exported a"), timeout=30)[0]
+    link.click()
+    name = "sprite-diffusers-full.safetensors"
+    _wait(d, lambda d: (d.downloads / name).is_file(), timeout=30)
+    assert (d.downloads / name).read_bytes() == (ws / "runs" / "sprite" / "exports" / name).read_bytes()

@@ -1,4 +1,4 @@
-# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`; `make ui` starts the web UI.
 # TORCH pins the torch build installed first; the default is the local CPU wheel, so that the
 # package's own `torch>=2.1` requirement is already met and pip never pulls a CUDA build.
 PYTHON ?= python3
@@ -7,8 +7,10 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setseq-installed
 DEMO_OUT ?= demo-out
+WORKSPACE ?= setseq-workspace
+UI_STAMP := $(VENV)/.setseq-ui-installed
 
-.PHONY: test demo install clean
+.PHONY: test demo ui install clean
 
 install: $(STAMP)
 
@@ -26,6 +28,14 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/setseq demo --out $(DEMO_OUT)
+
+# the web UI on http://127.0.0.1:7860, its files in $(WORKSPACE)/ (the example clips are copied in)
+ui: $(UI_STAMP)
+	$(BIN)/setseq ui --workspace $(WORKSPACE)
+
+$(UI_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[ui]"
+	touch $(UI_STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build src/*.egg-info

@@ -28,7 +28,7 @@ def _argv(ctx, run, clips=("sprite.mp4",), **kw):
     return h.train_argv(ctx, run, list(clips), static, motion, **{**STEPS, **kw})
 
 
-def _wait(cond, timeout=60.0):
+def _wait(cond, timeout=300.0):  # a guard against hangs, generous for a loaded machine
     end = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < end, "timed out"
@@ -42,7 +42,7 @@ def trained(tmp_path_factory):
     ws.add_examples()
     ctx = h.Context(ws, Jobs())
     job = h.start_training(ctx, "sprite", _argv(ctx, "sprite", validate_every=2))
-    h.job_result(job, timeout=120)
+    h.job_result(job, timeout=600)
     return ctx
 
 
@@ -103,6 +103,18 @@ def test_the_models_folder_is_readable_and_lists_model_folders(tmp_path):
         ws.base("notes")
 
 
+def test_device_flags_go_to_model_folders_only(tmp_path):
+    models = tmp_path / "models"
+    (models / "wan").mkdir(parents=True)
+    (models / "wan" / "model_index.json").write_text("{}")
+    ws = Workspace(tmp_path / "ws", models)
+    ws.add_examples()
+    ctx = h.Context(ws, Jobs(), ["--device", "cuda", "--dtype", "bfloat16"])
+    on_wan = _argv(ctx, "w", base="wan")
+    assert on_wan[on_wan.index("--base") + 1] == str(models / "wan") and "--device" in on_wan and "bfloat16" in on_wan
+    assert "--device" not in _argv(ctx, "t", base="toy-tiny")
+
+
 def test_uploads_are_limited_in_size_and_kind(ctx):
     ws = ctx.ws
     up = ws.uploads_dir / "abc"
@@ -118,6 +130,10 @@ def test_uploads_are_limited_in_size_and_kind(ctx):
         ws.add_clips([up / "run.sh"])
     assert ws.add_clips([up / "clip.mp4", up / "clip.txt"]) == ["clip.mp4"]
     assert "clip.mp4" in ws.clips() and "sprite.mask.mp4" not in ws.clips()
+    (up / "my clip (2).mp4").write_bytes(b"x")
+    (up / "my clip (2).txt").write_text("a [v].")
+    assert ws.add_clips([up / "my clip (2).mp4", up / "my clip (2).txt"]) == ["my-clip-2.mp4"]
+    assert (ws.clips_dir / "my-clip-2.txt").is_file()  # the caption keeps its clip's name
 
 
 # ============================================================================================
@@ -203,7 +219,7 @@ def test_a_run_stops_with_a_checkpoint_and_resumes_to_the_end(ctx):
     run = "long"
     job = h.start_training(ctx, run, _argv(ctx, run, stage1_steps=40, stage2_steps=2))
     record = ctx.ws.run_dir(run) / f"{run}.job.json"
-    _wait(lambda: read_record(record).get("done", 0) >= 2)
+    _wait(lambda: read_record(record).get("done", 0) >= 1)
     assert "step" in h.run_status(ctx, run)["text"] and h.run_status(ctx, run)["active"]
     assert "stopping" in h.stop_training(ctx, run)
     _wait(job.finished.is_set)
@@ -215,11 +231,11 @@ def test_a_run_stops_with_a_checkpoint_and_resumes_to_the_end(ctx):
     stopped_at = read_record(record)["done"]
     # a restarted server (a new queue on the same folder) resumes it from the checkpoint
     ctx2 = h.Context(Workspace(ctx.ws.root), Jobs())
-    h.job_result(h.resume_training(ctx2, run), timeout=240)
+    h.job_result(h.resume_training(ctx2, run), timeout=600)
     status = h.run_status(ctx2, run)
     assert status["state"] == "done" and status["concept"] is not None
     assert len(status["losses"]["set"]) == 40 and len(status["losses"]["sequence"]) == 2
-    assert 2 <= stopped_at < 40
+    assert 1 <= stopped_at < 40
 
 
 def test_a_run_the_server_lost_reads_as_interrupted(ctx):
@@ -243,10 +259,10 @@ def test_generate_writes_a_result_that_stays_listed(trained):
     from setseq import data
 
     prompt = h.concept_prompt(trained, "sprite")
-    out = h.job_result(h.submit_generate(trained, "sprite", prompt, seed=1, steps=2), timeout=60)
+    out = h.job_result(h.submit_generate(trained, "sprite", prompt, seed=1, steps=2), timeout=600)
     assert out == trained.ws.run_dir("sprite") / "results" / "0001.mp4"
     assert data.load_video(out).frames.shape[0] == 4 and out.with_suffix(".png").is_file()
-    still = h.job_result(h.submit_generate(trained, "sprite", prompt, 1.0, 0.0, seed=1, steps="2"), timeout=60)
+    still = h.job_result(h.submit_generate(trained, "sprite", prompt, 1.0, 0.0, seed=1, steps="2"), timeout=600)
     assert still.name == "0002.mp4"
     listed = h.results(h.Context(Workspace(trained.ws.root), Jobs()), "sprite")  # as a reloaded page sees it
     assert [r["video"].name for r in listed] == ["0002.mp4", "0001.mp4"]
@@ -255,7 +271,7 @@ def test_generate_writes_a_result_that_stays_listed(trained):
         h.submit_generate(trained, "sprite", prompt, steps="0")
     job = h.submit_generate(trained, "sprite", "a [x] thing.", steps=2)
     with pytest.raises(SetseqError, match=r"\[x\]"):
-        h.job_result(job, timeout=60)
+        h.job_result(job, timeout=600)
 
 
 def test_export_writes_a_lora_in_the_run_folder(trained):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from setseq.cli.options import COUNT
+from setseq.cli.options import COUNT, device_args
 from setseq.errors import SetseqError
 
 LOCAL = "127.0.0.1"
@@ -36,7 +36,21 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--max-upload", type=COUNT, default=200, metavar="MIB", help="largest upload in MiB (default 200)")
     p.add_argument("--no-examples", action="store_true", help="do not copy the example clips into the workspace")
+    device_args(p)  # passed on to every run and generation on a model folder (the toy base runs on the CPU)
     p.set_defaults(func=cmd_ui)
+
+
+def model_flags(a: argparse.Namespace) -> list[str]:
+    """The device flags given to `setseq ui`, as `setseq train` / `generate` take them; --device cuda
+    when none is given and a GPU is there."""
+    import torch
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else None)
+    flags = ["--device", device] if device else []
+    flags += ["--dtype", a.dtype] if a.dtype else []
+    flags += ["--fp8-base"] if a.fp8_base else []
+    flags += ["--blocks-to-swap", str(a.blocks_to_swap)] if a.blocks_to_swap else []
+    return flags
 
 
 def credentials(auth: str | None) -> tuple[str, str] | None:

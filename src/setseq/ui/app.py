@@ -310,6 +310,7 @@ def serve(
     auth: tuple[str, str] | None = None,
     max_upload_mib: int = 200,
     examples: bool = True,
+    model_flags: list[str] | None = None,
     block: bool = True,
 ):
     """Serve the UI on `workspace` at http://HOST:PORT (offline: no analytics, fonts from this machine).
@@ -317,6 +318,7 @@ def serve(
     Args:
         workspace, models: see `Workspace`; max_upload_mib: the largest upload, in MiB.
         auth: (user, password) the page asks for, or None; examples: copy the example clips in.
+        model_flags: device flags for runs and generations on a model folder, e.g. ["--device", "cuda"].
         block: serve until interrupted (False: return the running app, for tests).
 
     Raises:
@@ -333,7 +335,7 @@ def serve(
 
     font = ["ui-sans-serif", "system-ui", "sans-serif"]  # no web fonts: the page works offline
     theme = gr.themes.Default(font=font, font_mono=["ui-monospace", "monospace"])
-    page = build(h.Context(ws, Jobs()))
+    page = build(h.Context(ws, Jobs(), model_flags or []))
     print(f"setseq ui: serving {ws.root} at http://{host}:{port}", file=sys.stderr, flush=True)
     return page.queue(default_concurrency_limit=4).launch(
         server_name=host,

@@ -13,13 +13,13 @@ import contextlib
 import io
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from setseq.errors import SetseqError
 from setseq.ui.jobs import ACTIVE, Job, Jobs, RecordMonitor, read_record, write_record
-from setseq.ui.workspace import Workspace, check_name
+from setseq.ui.workspace import TOY_BASES, Workspace, check_name
 
 FORMATS = ("comfyui", "diffusers")
 PARTS = ("full", "identity")
@@ -28,10 +28,13 @@ METHODS = ("toy", "setseq", "two-stage", "lora", "dreammix", "textual-inversion"
 
 @dataclass
 class Context:
-    """What every handler works on: the workspace and the job queue."""
+    """What every handler works on: the workspace, the job queue, and the device flags for runs and
+    generations on a model folder (e.g. ["--device", "cuda", "--dtype", "bfloat16"]; the toy base
+    takes none)."""
 
     ws: Workspace
     jobs: Jobs
+    model_flags: list[str] = field(default_factory=list)
 
 
 def cli_args(argv: list[str]) -> argparse.Namespace:
@@ -138,6 +141,7 @@ def train_argv(
     static = _lines(prompts, len(clips), "static prompt")
     motion = _lines(motion_prompts, len(clips), "motion prompt") if (motion_prompts or "").strip() else []
     argv = ["train", *paths, "--base", ctx.ws.base(base), "--method", method, "--quiet"]
+    argv += [] if base in TOY_BASES else ctx.model_flags
     argv += [f for p in static for f in ("--prompt", p)] + [f for p in motion for f in ("--motion-prompt", p)]
     for flag, value in (
         ("--stage1-steps", stage1_steps),
@@ -320,6 +324,7 @@ def submit_generate(
     n = 1 + max((int(p.stem) for p in results.glob("[0-9][0-9][0-9][0-9].json")), default=0)
     out = results / f"{n:04d}.mp4"
     argv = ["generate", str(concept), "--prompt", prompt, "--out", str(out)]
+    argv += [] if _base_name(concept) in TOY_BASES else ctx.model_flags
     argv += ["--identity-scale", str(identity_scale), "--motion-scale", str(motion_scale)]
     for flag, value in (("--seed", seed), ("--scale", scales), ("--steps", steps), ("--guidance", guidance)):
         if _given(value):
@@ -345,6 +350,12 @@ def submit_generate(
         return out
 
     return ctx.jobs.submit(Job("generate", run, work))
+
+
+def _base_name(concept: Path) -> str:
+    from setseq import concept as concept_io
+
+    return concept_io.load(concept).meta.get("base", {}).get("name", "")
 
 
 def job_result(job: Job, timeout: float | None = None) -> Any:

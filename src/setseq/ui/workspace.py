@@ -133,9 +133,11 @@ class Workspace:
         Returns the names of the videos added. An upload must already lie in the workspace (the
         server writes uploads to .uploads/).
 
+        A name's stem becomes a plain name (`plain_file_name`), the same for a clip and its sidecars.
+
         Raises:
-            SetseqError: a file outside the workspace, over the size limit, of a type that is not a
-                video or a caption, or with a name that is not a plain file name.
+            SetseqError: a file outside the workspace, over the size limit, or of a type that is not a
+                video or a caption.
         """
         checked = []
         for f in files:
@@ -151,13 +153,13 @@ class Workspace:
                     f"{p.name} is neither a video ({', '.join(VIDEO_SUFFIXES)}) nor a caption (.txt); "
                     "upload clips and their .txt files."
                 )
-            check_name(p.name.split(".")[0], "file name")
             checked.append(p)
         added = []
         for p in checked:
-            shutil.copyfile(p, self.clips_dir / p.name)
-            if p.suffix.lower() in VIDEO_SUFFIXES and ".mask" not in p.name:
-                added.append(p.name)
+            name = plain_file_name(p.name)
+            shutil.copyfile(p, self.clips_dir / name)
+            if p.suffix.lower() in VIDEO_SUFFIXES and ".mask" not in name:
+                added.append(name)
         return added
 
     def add_examples(self) -> None:
@@ -168,6 +170,13 @@ class Workspace:
 
 
 RUN_FILES = (".safetensors", ".ckpt", ".job.json")
+
+
+def plain_file_name(name: str) -> str:
+    """`my clip (2).mask.mp4` -> `my-clip-2.mask.mp4`: the stem in letters, digits, '_' and '-'."""
+    stem, dot, rest = name.partition(".")
+    stem = re.sub(r"[^A-Za-z0-9_]+", "-", stem).strip("-")[:64] or "clip"
+    return stem + dot + re.sub(r"[^A-Za-z0-9.]+", "", rest)
 
 
 def check_name(name: str, what: str) -> str:

@@ -286,7 +286,8 @@ class Monitor:
         """`step` steps of stage `stage_index` are done; `losses` holds every stage's losses so far."""
 
     def stop(self) -> bool:
-        """Whether the run should stop now (it checkpoints first, then raises `Stopped`)."""
+        """Whether the run should stop now (it records the step's losses and checkpoints first, then
+        raises `Stopped`); asked after every step but a stage's last."""
         return False
 
 

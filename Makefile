@@ -6,6 +6,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setseq-installed
+TORCH_STAMP := $(VENV)/.torch-installed
 DEMO_OUT ?= demo-out
 WORKSPACE ?= setseq-workspace
 UI_STAMP := $(VENV)/.setseq-ui-installed
@@ -14,10 +15,13 @@ UI_STAMP := $(VENV)/.setseq-ui-installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(TORCH_STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
+	touch $(TORCH_STAMP)
+
+$(STAMP): pyproject.toml $(TORCH_STAMP)
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
@@ -33,7 +37,7 @@ demo: $(STAMP)
 ui: $(UI_STAMP)
 	$(BIN)/setseq ui --workspace $(WORKSPACE)
 
-$(UI_STAMP): $(STAMP)
+$(UI_STAMP): pyproject.toml $(TORCH_STAMP)
 	$(BIN)/python -m pip install -q -e ".[ui]"
 	touch $(UI_STAMP)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import threading
@@ -220,10 +221,7 @@ def run_status(ctx: Context, run: str) -> dict[str, Any]:
         state = "interrupted"  # the server that held it stopped
     losses = record.get("losses") or {}
     if not losses and concept.is_file():  # a run the CLI trained
-        from setseq import concept as concept_io
-
-        with contextlib.suppress(SetseqError):
-            losses = concept_io.load(concept).meta.get("losses", {})
+        losses = concept_meta(concept).get("losses", {})
     samples = sorted((d / f"{run}.samples").glob("*.mp4"), key=lambda p: p.stat().st_mtime_ns)
     return {
         "state": state,
@@ -270,21 +268,38 @@ def _duration(seconds: float) -> str:
 # ============================================================================================
 
 
+@functools.lru_cache(maxsize=64)
+def _header(path: str, mtime_ns: int) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, "pt") as f:
+            return json.loads((f.metadata() or {}).get("setseq", "{}"))
+    except Exception:  # any unreadable header: the page shows nothing of it, `concept.load` says why
+        return {}
+
+
+def concept_meta(path: Path) -> dict[str, Any]:
+    """A concept file's setseq metadata, read from its header only (the page asks every second), or
+    {} when it cannot be read."""
+    try:
+        return _header(str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return {}
+
+
 def concept_prompt(ctx: Context, run: str) -> str:
     """The full prompt of the run's concepts (static then motion, each concept in turn), to edit."""
-    from setseq import concept as concept_io
-
-    cs = concept_io.load(_concept(ctx, run))
-    return " ".join(" ".join(p for p in (c["prompt"], c.get("motion_prompt")) if p) for c in cs.concepts)
+    concepts = concept_meta(_concept(ctx, run)).get("concepts", [])
+    return " ".join(" ".join(p for p in (c.get("prompt"), c.get("motion_prompt")) if p) for c in concepts)
 
 
 def training_clip(ctx: Context, run: str) -> Path | None:
-    """The first clip run `run` trained on, when it lies in the workspace."""
-    from setseq import concept as concept_io
-
+    """The first clip run `run` trained on, when it is a file in the workspace (None otherwise)."""
     with contextlib.suppress(SetseqError):
-        video = concept_io.load(_concept(ctx, run)).concepts[0].get("video")
-        return ctx.ws.inside(video, "the training clip") if video else None
+        video = (concept_meta(_concept(ctx, run)).get("concepts") or [{}])[0].get("video")
+        path = ctx.ws.inside(video, "the training clip") if video else None
+        return path if path is not None and path.is_file() else None
     return None
 
 
@@ -353,9 +368,7 @@ def submit_generate(
 
 
 def _base_name(concept: Path) -> str:
-    from setseq import concept as concept_io
-
-    return concept_io.load(concept).meta.get("base", {}).get("name", "")
+    return concept_meta(concept).get("base", {}).get("name", "")
 
 
 def job_result(job: Job, timeout: float | None = None) -> Any:

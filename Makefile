@@ -9,6 +9,7 @@ STAMP  := $(VENV)/.setseq-installed
 TORCH_STAMP := $(VENV)/.torch-installed
 DEMO_OUT ?= demo-out
 WORKSPACE ?= setseq-workspace
+UI_FLAGS ?=
 UI_STAMP := $(VENV)/.setseq-ui-installed
 
 .PHONY: test demo ui install clean
@@ -33,9 +34,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/setseq demo --out $(DEMO_OUT)
 
-# the web UI on http://127.0.0.1:7860, its files in $(WORKSPACE)/ (the example clips are copied in)
+# the web UI on http://127.0.0.1:7860, its files in $(WORKSPACE)/ (the example clips are copied in);
+# UI_FLAGS="--port 7870 --models ~/models" passes flags on
 ui: $(UI_STAMP)
-	$(BIN)/setseq ui --workspace $(WORKSPACE)
+	$(BIN)/setseq ui --workspace $(WORKSPACE) $(UI_FLAGS)
 
 $(UI_STAMP): pyproject.toml $(TORCH_STAMP)
 	$(BIN)/python -m pip install -q -e ".[ui]"

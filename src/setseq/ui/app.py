@@ -164,7 +164,13 @@ def build(ctx: h.Context):
                                 label="Training clip", elem_id="source", autoplay=True, loop=True, interactive=False
                             )
                         strip = gr.Image(label="Frame strip", elem_id="strip", interactive=False)
-                history = gr.Gallery(label="Earlier results (newest first)", columns=6, elem_id="history")
+                history = gr.Gallery(
+                    label="Earlier results (newest first)",
+                    columns=8,
+                    height=240,
+                    object_fit="contain",
+                    elem_id="history",
+                )
             with gr.Tab("Export", id="export"):
                 fmt = gr.Radio(list(h.FORMATS), value="diffusers", label="Format", elem_id="format")
                 part = gr.Radio(list(h.PARTS), value="full", label="Part", elem_id="part")

@@ -7,6 +7,7 @@ temporary folder. docs/ui/*.png, the README's, were taken on the embedded toy ba
     SETSEQ_UI_SCREENSHOTS=docs/ui SETSEQ_UI_BASE=toy SETSEQ_UI_STEPS=100 pytest tests/test_ui_browser.py
 """
 
+import json
 import os
 import shutil
 import socket
@@ -201,6 +202,18 @@ def test_upload_train_generate_export_in_the_browser(server, browser, tmp_path):
     _wait(d, lambda d: d.execute_script(playing))
     assert d.find_elements(By.CSS_SELECTOR, "#source video")
     assert (ws / "runs" / "sprite" / "results" / "0001.mp4").is_file()
+    # an edit (another seed, no motion) joins the earlier results; picking the first plays it again
+    _type(d, "#seed textarea", "1")
+    d.execute_script(
+        "const i = document.querySelector('#motion-scale input[type=number]'); i.value = 0;"
+        "i.dispatchEvent(new Event('input', {bubbles: true})); i.dispatchEvent(new Event('change', {bubbles: true}));"
+    )
+    d.find_element(By.CSS_SELECTOR, "#generate-button").click()
+    _wait(d, lambda d: "0002.mp4" in _text(d, "#gen-status"))
+    thumbs = _wait(d, lambda d: len(found := d.find_elements(By.CSS_SELECTOR, "#history button img")) == 2 and found)
+    assert json.loads((ws / "runs" / "sprite" / "results" / "0002.json").read_text())["motion_scale"] == 0
+    thumbs[1].click()
+    _wait(d, lambda d: "0001.mp4" in _text(d, "#gen-status"))
     _screenshot(d, shots / "generate.png")
 
     # export: a diffusers LoRA file, downloaded from the page

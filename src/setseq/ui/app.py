@@ -31,6 +31,7 @@ OFFLINE_ENV = {  # nothing phones home: no analytics, no hub, no version check
 }
 CSS = """
 #status { font-size: 1.05em; }
+#loss-plot svg { overflow: visible; max-width: 100%; height: auto; }
 .setseq-note { color: var(--body-text-color-subdued); font-size: 0.9em; }
 video { image-rendering: pixelated; }
 """
@@ -70,6 +71,13 @@ def _sentences(fn):
             return fn(*args, **kwargs)
 
     return call
+
+
+def _caption(settings: dict) -> str:
+    """A result's settings in a line: its prompt, then the scales and the seed."""
+    scales = f"identity {settings.get('identity_scale')}, motion {settings.get('motion_scale')}"
+    extra = f", {settings['scales']}" if settings.get("scales") else ""
+    return f"{settings.get('prompt', '')} ({scales}{extra}, seed {settings.get('seed')})"
 
 
 def build(ctx: h.Context):
@@ -165,10 +173,11 @@ def build(ctx: h.Context):
                             )
                         strip = gr.Image(label="Frame strip", elem_id="strip", interactive=False)
                 history = gr.Gallery(
-                    label="Earlier results (newest first)",
-                    columns=8,
-                    height=240,
+                    label="Earlier results, newest first (pick one to play it)",
+                    columns=2,
+                    height=260,
                     object_fit="contain",
+                    allow_preview=False,
                     elem_id="history",
                 )
             with gr.Tab("Export", id="export"):
@@ -240,8 +249,22 @@ def build(ctx: h.Context):
             return f"{name}: queued to resume."
 
         # ---- generate --------------------------------------------------------------------------
-        def gallery(name):
-            return [(str(r["video"]), r["settings"].get("prompt", "")) for r in h.results(ctx, name)] if name else []
+        def gallery(name):  # each earlier result as its frame strip; picking one plays it
+            rows = h.results(ctx, name) if name else []
+            return [
+                (str(r["strip"]), f"{r['video'].stem}: {_caption(r['settings'])}") for r in rows if r["strip"].is_file()
+            ]
+
+        def pick(name, evt):
+            rows = [r for r in h.results(ctx, name) if r["strip"].is_file()] if name else []
+            if not 0 <= evt.index < len(rows):
+                return gr.update(), gr.update(), gr.update()
+            r = rows[evt.index]
+            return str(r["video"]), str(r["strip"]), f"{r['video'].relative_to(ws.root)}: {_caption(r['settings'])}"
+
+        # Gradio passes the picked item to a parameter hinted SelectData; a class, not this module's string
+        pick.__annotations__["evt"] = gr.SelectData
+        on_pick = safe(pick)
 
         @safe
         def on_run(name):
@@ -303,6 +326,7 @@ def build(ctx: h.Context):
             [run, gen_prompt, id_scale, mo_scale, scales, seed, steps, guidance],
             [gen_status, result, strip, history],
         )
+        history.select(on_pick, [run], [result, strip, gen_status])
         export_btn.click(on_export, [run, fmt, part], [exported])
         refresh.click(on_refresh, [run], [run, clips, base])
     return page

@@ -57,6 +57,16 @@ def test_listen_without_auth_exits_2_with_one_sentence(capsys):
     assert err.count("\n") == 1 and "--auth" in err and "Traceback" not in err
 
 
+def test_the_servers_own_entry_refuses_too(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "setseq.ui", "--listen", "0.0.0.0", "--workspace", str(tmp_path / "ws")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--auth" in done.stderr
+    assert not (tmp_path / "ws").exists()  # refused before anything is written
+
+
 @pytest.mark.parametrize("auth", ["nopassword", ":pw", "env"])
 def test_a_bad_auth_exits_2(auth, capsys, monkeypatch):
     monkeypatch.delenv("SETSEQ_UI_TOKEN", raising=False)

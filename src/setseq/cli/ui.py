@@ -40,12 +40,14 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_ui)
 
 
-def model_flags(a: argparse.Namespace) -> list[str]:
-    """The device flags given to `setseq ui`, as `setseq train` / `generate` take them; --device cuda
-    when none is given and a GPU is there."""
-    import torch
+def model_flags(a: argparse.Namespace, pick_cuda: bool = True) -> list[str]:
+    """The device flags given to `setseq ui`, as `setseq train` / `generate` take them; with
+    `pick_cuda`, --device cuda when none is given and a GPU is there."""
+    device = a.device
+    if device is None and pick_cuda:
+        import torch
 
-    device = a.device or ("cuda" if torch.cuda.is_available() else None)
+        device = "cuda" if torch.cuda.is_available() else None
     flags = ["--device", device] if device else []
     flags += ["--dtype", a.dtype] if a.dtype else []
     flags += ["--fp8-base"] if a.fp8_base else []
@@ -74,8 +76,12 @@ def credentials(auth: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def cmd_ui(a: argparse.Namespace) -> int:
-    """Check the address and log-in, then serve the UI until interrupted."""
+def check_address(a: argparse.Namespace) -> tuple[str, tuple[str, str] | None]:
+    """The address to serve on and the log-in, (host, (user, password) or None).
+
+    Raises:
+        SetseqError: --listen to other machines without --auth, or a bad --auth.
+    """
     host = a.listen or LOCAL
     login = credentials(a.auth)
     if host not in (LOCAL, "localhost", "::1") and login is None:
@@ -83,19 +89,24 @@ def cmd_ui(a: argparse.Namespace) -> int:
             f"--listen {host} lets other machines reach the UI; give --auth USER:PASSWORD "
             f"(or --auth env with ${TOKEN_ENV}) as well."
         )
-    try:
-        from setseq.ui.app import serve
-    except ImportError as e:
-        raise SetseqError(
-            f'the web UI needs {e.name or "gradio"}, which is not installed; run `pip install -e ".[ui]"`.'
-        ) from None
-    serve(
-        a.workspace,
-        models=a.models,
-        host=host,
-        port=a.port,
-        auth=login,
-        max_upload_mib=a.max_upload,
-        examples=not a.no_examples,
-    )
-    return 0
+    return host, login
+
+
+def cmd_ui(a: argparse.Namespace) -> int:
+    """Check the address, the log-in and that gradio is there, then hand this process to
+    `python -m setseq.ui` with the same flags. The UI sits above the CLI (it runs the CLI's own
+    commands), so the CLI starts it as a program rather than importing it."""
+    import importlib.util
+    import sys
+
+    check_address(a)
+    if importlib.util.find_spec("gradio") is None:
+        raise SetseqError('the web UI needs gradio, which is not installed; run `pip install -e ".[ui]"`.')
+    argv = ["--workspace", a.workspace, "--port", str(a.port), "--max-upload", str(a.max_upload)]
+    for flag, value in (("--models", a.models), ("--listen", a.listen), ("--auth", a.auth)):
+        argv += [flag, value] if value else []
+    argv += ["--no-examples"] if a.no_examples else []
+    argv += model_flags(a, pick_cuda=False)  # the server picks
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "setseq.ui", *argv])

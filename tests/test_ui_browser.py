@@ -7,6 +7,7 @@ temporary folder. docs/ui/*.png, the README's, were taken on the embedded toy ba
     SETSEQ_UI_SCREENSHOTS=docs/ui SETSEQ_UI_BASE=toy SETSEQ_UI_STEPS=100 pytest tests/test_ui_browser.py
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,13 +44,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("server")
+@contextlib.contextmanager
+def _serve(tmp_path, *flags):
+    """`setseq ui` on a free port with a fresh workspace; yields (url, workspace) once it answers."""
     port = _free_port()
     ws = tmp_path / "workspace"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "setseq.cli", "ui", "--workspace", str(ws), "--port", str(port), "--no-examples"]
+    cmd = [sys.executable, "-m", "setseq.cli", "ui", "--workspace", str(ws), "--port", str(port), *flags]
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -66,6 +67,12 @@ def server(tmp_path_factory):
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with _serve(tmp_path_factory.mktemp("server"), "--no-examples") as running:
+        yield running
 
 
 @pytest.fixture
@@ -144,6 +151,25 @@ def test_the_server_serves_no_file_outside_the_workspace(server, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}gradio_api/file={path}", timeout=10)
         assert refused.value.code in (403, 404)
+
+
+def test_auth_guards_the_page_and_the_files(tmp_path, monkeypatch):
+    import http.cookiejar
+    import urllib.error
+    import urllib.parse
+
+    monkeypatch.setenv("SETSEQ_UI_TOKEN", "s3cret")
+    with _serve(tmp_path, "--listen", "127.0.0.1", "--auth", "env") as (url, ws):
+        clip = f"{url}gradio_api/file={ws / 'clips' / 'sprite.txt'}"
+        for path in (f"{url}config", clip):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(path, timeout=10)
+            assert refused.value.code == 401
+        session = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with pytest.raises(urllib.error.HTTPError):
+            session.open(f"{url}login", urllib.parse.urlencode({"username": "setseq", "password": "nope"}).encode())
+        session.open(f"{url}login", urllib.parse.urlencode({"username": "setseq", "password": "s3cret"}).encode())
+        assert b"[v]" in session.open(clip, timeout=10).read()
 
 
 def test_upload_train_generate_export_in_the_browser(server, browser, tmp_path):

@@ -324,3 +324,15 @@ def test_a_run_the_cli_trained_shows_in_the_ui(trained, capsys):
     st = h.run_status(trained, "cli")
     assert st["state"] == "done" and [len(v) for v in st["losses"].values()] == [1, 1]
     assert os.path.samefile(h.training_clip(trained, "cli"), clip)
+
+
+def test_a_concept_set_trains_together_and_composes_with_per_concept_scales(ctx):
+    clips = ["waves.mp4", "flicker.mp4"]
+    h.job_result(h.start_training(ctx, "pair", _argv(ctx, "pair", clips)), timeout=600)
+    prompt = h.concept_prompt(ctx, "pair")
+    assert all(t in prompt for t in ("[v1]", "[u1]", "[v2]", "[u2]"))
+    out = h.job_result(h.submit_generate(ctx, "pair", prompt, scales="u1=1,u2=0", steps=2), timeout=600)
+    assert h.results(ctx, "pair")[0]["settings"]["scales"] == "u1=1,u2=0" and out.is_file()
+    job = h.submit_generate(ctx, "pair", prompt, scales="u3=1", steps=2)
+    with pytest.raises(SetseqError, match="--scale names 'u3', which this concept set does not have"):
+        h.job_result(job, timeout=600)

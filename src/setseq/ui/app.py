@@ -21,7 +21,7 @@ from pathlib import Path
 from setseq.errors import SetseqError
 from setseq.ui import handlers as h
 from setseq.ui.jobs import Jobs
-from setseq.ui.workspace import VIDEO_SUFFIXES, Workspace
+from setseq.ui.workspace import TOY_BASES, VIDEO_SUFFIXES, Workspace
 
 OFFLINE_ENV = {  # nothing phones home: no analytics, no hub, no version check
     "GRADIO_ANALYTICS_ENABLED": "False",
@@ -313,6 +313,8 @@ def build(ctx: h.Context):
         shown = gr.State(None)
         upload.upload(on_upload, [upload, clips], [clips])
         clips.change(on_clips, [clips], [prompt, motion, name])
+        # the toy preset for the toy bases, the paper's for a model folder
+        base.change(lambda b: "toy" if b in TOY_BASES else "setseq", [base], [method])
         for box in (clips, prompt, motion, method):
             box.change(on_check, [clips, prompt, motion, method], [check])
         train_btn.click(on_train, [clips, prompt, motion, name, base, method, steps1, steps2, rank, every], [run])

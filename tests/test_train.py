@@ -150,6 +150,37 @@ def test_resumed_run_is_bit_identical(tmp_path, monkeypatch, stop_at):
     assert not (tmp_path / "cut" / "c.ckpt").exists()  # removed once the run is complete
 
 
+@pytest.mark.parametrize("stop_after", [2, 6])  # inside stage 1, inside stage 2 (of 4 + 4 steps)
+def test_a_monitor_sees_every_step_and_its_stop_resumes_bit_identical(tmp_path, stop_after):
+    from setseq.train import Monitor, Stopped
+
+    class Watch(Monitor):
+        flush_every = 1
+        seen: list = []
+
+        def start(self, cfg, done):
+            self.seen.append(("start", done))
+
+        def losses(self, stage_index, stage, step, losses):
+            self.seen.append((stage_index, step, len(losses[stage.name])))
+
+        def stop(self):  # asked after a step, before that step's loss is reported
+            return sum(1 for s in self.seen if s[0] != "start") + 1 >= stop_after
+
+    cfg = lambda: tiny_config(steps=(4, 4), prior=True, token_mask_prob=0.3, prompt_dropout=0.3)
+    _, full, _ = _train(tmp_path / "full", cfg())
+    out = tmp_path / "cut" / "c.safetensors"
+    watch = Watch()
+    with pytest.raises(Stopped):
+        Trainer(tiny_backbone(), [_spec()], cfg(), out, progress=False, monitor=watch).run()
+    assert out.with_suffix(".ckpt").is_file() and not out.exists()
+    steps = [s for s in watch.seen if s[0] != "start"]
+    assert watch.seen[0] == ("start", 0) and len(steps) == stop_after  # each step reported, with its loss
+    assert steps == [(i // 4, i % 4 + 1, i % 4 + 1) for i in range(stop_after)]
+    _, resumed, _ = _train(tmp_path / "cut", cfg(), resume=True)
+    _assert_same(full, resumed)
+
+
 def test_same_seed_repeats_a_run(tmp_path):
     _, a, _ = _train(tmp_path / "a", tiny_config())
     _, b, _ = _train(tmp_path / "b", tiny_config())

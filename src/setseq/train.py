@@ -38,7 +38,17 @@ from setseq.prior import prior_videos
 
 ENCODER_PARK = "cpu"  # where the text encoder and the VAE wait during the training steps
 
-__all__ = ["ConceptSpec", "Trainer", "add_adapters", "begin_stage", "check_concepts", "check_run", "optimizer_class"]
+__all__ = [
+    "ConceptSpec",
+    "Monitor",
+    "Stopped",
+    "Trainer",
+    "add_adapters",
+    "begin_stage",
+    "check_concepts",
+    "check_run",
+    "optimizer_class",
+]
 
 # ============================================================================================
 # checks: before a run is set up, and of its losses as it runs
@@ -116,21 +126,7 @@ def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geom
                 f"the windows of {c.name!r} {c.windows} do not each hold {geometry.frames} of its "
                 f"{c.video.shape[0]} frames."
             )
-        if c.identity_token not in c.prompt:
-            raise SetseqError(
-                f"the static prompt for {c.name!r} must contain its concept token "
-                f"{c.identity_token}, e.g. 'a {c.identity_token} dancer on a bridge'; got {c.prompt!r}."
-            )
-        if needs_motion and not c.motion_prompt:
-            raise SetseqError(
-                f"method {cfg.method!r} learns motion, so {c.name!r} needs a motion prompt with "
-                f"{c.motion_token}, e.g. 'it moves in {c.motion_token} motion'."
-            )
-        if c.motion_prompt and needs_motion and c.motion_token not in c.motion_prompt:
-            raise SetseqError(
-                f"the motion prompt for {c.name!r} must contain its motion token "
-                f"{c.motion_token}; got {c.motion_prompt!r}."
-            )
+        check_prompts(c.name, c.prompt, c.motion_prompt, (c.identity_token, c.motion_token), cfg.method, needs_motion)
         if c.mask is not None and (
             c.mask.dtype != torch.bool or c.mask.shape != (c.video.shape[0], *c.video.shape[2:])
         ):
@@ -143,6 +139,35 @@ def check_concepts(concepts: list[ConceptSpec], cfg: TrainConfig, geometry: Geom
                 f"the video for {c.name!r} has {c.video.shape[0]} frames at {geometry.fps:g} fps, "
                 f"but a clip needs {geometry.frames}; use a longer video or pass --frames."
             )
+
+
+def check_prompts(
+    name: str, prompt: str, motion_prompt: str | None, tokens: tuple[str, str], method: str, needs_motion: bool
+) -> None:
+    """A concept's static prompt holds its identity token and, for a method that learns motion, its
+    motion prompt holds its motion token (the web UI checks them as they are typed).
+
+    Args:
+        name: the concept's name; tokens: its (identity, motion) tokens, e.g. ("[v1]", "[u1]").
+
+    Raises:
+        SetseqError: the first prompt that lacks its token.
+    """
+    identity_token, motion_token = tokens
+    if identity_token not in prompt:
+        raise SetseqError(
+            f"the static prompt for {name!r} must contain its concept token "
+            f"{identity_token}, e.g. 'a {identity_token} dancer on a bridge'; got {prompt!r}."
+        )
+    if needs_motion and not motion_prompt:
+        raise SetseqError(
+            f"method {method!r} learns motion, so {name!r} needs a motion prompt with "
+            f"{motion_token}, e.g. 'it moves in {motion_token} motion'."
+        )
+    if motion_prompt and needs_motion and motion_token not in motion_prompt:
+        raise SetseqError(
+            f"the motion prompt for {name!r} must contain its motion token {motion_token}; got {motion_prompt!r}."
+        )
 
 
 def check_experts(backbone: Backbone, cfg: TrainConfig) -> None:
@@ -265,6 +290,33 @@ def begin_stage(
 # ============================================================================================
 
 
+class Monitor:
+    """What a caller (the web UI) sees of a run as it goes, and how it stops one; the default sees
+    nothing and never stops. `Trainer` calls `start` once set up, `losses` after each recorded step
+    and `stop` after each step."""
+
+    flush_every = 10  # steps whose losses wait on the device before one host sync records them
+
+    def start(self, cfg: TrainConfig, done: int) -> None:
+        """The run begins (`done` steps in, when it resumes a checkpoint) with the stages of `cfg`."""
+
+    def losses(self, stage_index: int, stage: StageConfig, step: int, losses: dict[str, list[float]]) -> None:
+        """`step` steps of stage `stage_index` are done; `losses` holds every stage's losses so far."""
+
+    def stop(self) -> bool:
+        """Whether the run should stop now (it records the step's losses and checkpoints first, then
+        raises `Stopped`); asked after every step but a stage's last."""
+        return False
+
+
+class Stopped(Exception):
+    """A run stopped on its monitor's request; its checkpoint `path` resumes it."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"training stopped; its checkpoint {path} resumes it.")
+        self.path = path
+
+
 class Trainer:
     """Trains a concept set into `backbone` and writes it to `out` (see `run`).
 
@@ -273,9 +325,11 @@ class Trainer:
         out: the concept file NAME.safetensors; its checkpoint NAME.ckpt is written beside it.
         geometry: frames, size and fps of the training clips (default: the base's).
         progress: show a progress bar; cache_dir: where prior videos are cached (`fileio.cache_root`).
+        monitor: sees the losses as they are recorded and may stop the run (`Monitor`).
 
     Raises:
         SetseqError: for a run that could not train (see `check_run` and `check_sharding`).
+        Stopped: from `run`, when the monitor stopped it (after a checkpoint at that step).
     """
 
     def __init__(
@@ -287,8 +341,10 @@ class Trainer:
         geometry: Geometry | None = None,
         progress: bool = True,
         cache_dir: str | Path | None = None,
+        monitor: Monitor | None = None,
     ):
         self.backbone, self.concepts, self.cfg = backbone, concepts, cfg
+        self.monitor = monitor or Monitor()
         self.geometry = geometry or backbone.geometry
         check_run(backbone, concepts, cfg, self.geometry)
         self.out, self.progress = Path(out), progress
@@ -321,6 +377,7 @@ class Trainer:
         state = self._start(resume)
         start_stage, start_step = (state["stage"], state["step"]) if state else (0, 0)
         done = sum(s.steps for s in cfg.stages[:start_stage]) + start_step
+        self.monitor.start(cfg, done)
         show = self.progress and self.world.main
         bar = tqdm(
             total=sum(s.steps for s in cfg.stages), initial=done, desc="training", disable=not show, dynamic_ncols=True
@@ -352,13 +409,19 @@ class Trainer:
                 pending.append(self._step(stage, step, params, opt, train_tokens))
                 last = step + 1 == stage.steps
                 periodic = (step + 1) % cfg.checkpoint_every == 0
-                stop = self._stop_requested(len(pending) >= 10 or last or periodic)
-                if len(pending) >= 10 or last or periodic or stop:
+                due = len(pending) >= self.monitor.flush_every or last or periodic
+                stop = self._stop_requested(due)  # a signal (SIGTERM, Ctrl-C)
+                halt = not last and not stop and self.monitor.stop()  # a monitor serves one-process runs (the UI's)
+                if due or stop or halt:
                     self._flush(pending, stage, step, bar)
-                if (periodic or stop) and not last:
+                    self.monitor.losses(si, stage, step + 1, self.losses)
+                if (periodic or stop or halt) and not last:
                     self._save_checkpoint(si, step + 1, opt)
                 if stop and not last:
                     self._preempted(bar, f"after step {step + 1} of {stage.steps} of stage {si + 1} ({stage.name})")
+                if halt:
+                    bar.close()
+                    raise Stopped(self.ckpt_path)
                 if cfg.validate_every and (step + 1) % cfg.validate_every == 0:
                     self._validate(stage, step + 1)
             self._count_expert_samples(stage, seen)

@@ -9,6 +9,7 @@ Bad input: one sentence on stderr and exit code 2, never a traceback.
     demo      cli/demo.py      the whole method on the toy base, with a report
     toy       cli/toy.py       the toy world's tools (pretrain, eval, examples)
     bench     cli/bench.py     the ablation and leakage benchmarks
+    ui        cli/ui.py        the web UI (train, watch, generate, export in a browser)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from setseq.cli import bench, demo, export, generate, info, toy, train
+from setseq.cli import bench, demo, export, generate, info, toy, train, ui
 from setseq.cli import eval as evaluate  # the module `eval`, not the builtin
 from setseq.cli.options import EXIT_USAGE, Parser
 from setseq.errors import SetseqError
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"setseq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (train, generate, info, export, evaluate, demo, toy, bench):
+    for group in (train, generate, info, export, evaluate, demo, toy, bench, ui):
         group.add_parser(sub)
     return parser
 

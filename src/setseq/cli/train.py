@@ -306,6 +306,22 @@ def _output(a: argparse.Namespace, first_video: str | Path) -> Path:
 
 def cmd_train(a: argparse.Namespace) -> int:
     """Learn the concepts the flags name and write the concept file (and stage 1's beside it)."""
+    if a.dry_run:
+        return dry_run(a)
+    trainer = train_from_args(a)
+    if trainer.world.main:
+        print(f"wrote {trainer.out}" + (f" and {trainer.stage1_path}" if len(trainer.cfg.stages) > 1 else ""))
+    return 0
+
+
+def train_from_args(a: argparse.Namespace, monitor=None):
+    """The run `setseq train` makes of its parsed flags, with the same checks in the same order; the
+    web UI builds the flags and passes a `train.Monitor` to watch and stop it. Returns the Trainer.
+
+    Raises:
+        SetseqError: for any bad input, before the model loads where it can be seen then.
+        train.Stopped: when `monitor` stopped the run (its checkpoint resumes it).
+    """
     from dataclasses import replace
 
     from setseq import parallel
@@ -315,8 +331,6 @@ def cmd_train(a: argparse.Namespace) -> int:
     from setseq.train import Trainer, optimizer_class
     from setseq.video import EXCERPT_KEYS
 
-    if a.dry_run:
-        return dry_run(a)
     if a.vram is not None:
         raise SetseqError("--vram goes with --dry-run, which plans a run for a GPU of that memory.")
     sources = _sources(a)
@@ -339,13 +353,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     needs_clip = any(s.data != "frames" for s in cfg.stages)
     specs = concept_specs(sources, g, excerpt=flags, needs_clip=needs_clip)
     try:
-        trainer = Trainer(backbone, specs, cfg, out, geometry=g, progress=not a.quiet)
+        trainer = Trainer(backbone, specs, cfg, out, geometry=g, progress=not a.quiet, monitor=monitor)
         trainer.run(resume=a.resume)
     finally:
         parallel.shutdown()
-    if trainer.world.main:
-        print(f"wrote {out}" + (f" and {trainer.stage1_path}" if len(cfg.stages) > 1 else ""))
-    return 0
+    return trainer
 
 
 def dry_run(a: argparse.Namespace) -> int:

@@ -101,12 +101,12 @@ def test_prompts_come_from_the_txt_beside_the_video(tmp_path):
 
 
 def test_masks_come_from_beside_the_video_or_from_mask(tmp_path, monkeypatch):
-    import setseq.train
+    import setseq.run_checks
 
     seen = []
-    real = setseq.train.check_concepts
+    real = setseq.run_checks.check_concepts
     monkeypatch.setattr(
-        setseq.train, "check_concepts", lambda cs, *a: (seen.append([c.mask for c in cs]), real(cs, *a))[1]
+        setseq.run_checks, "check_concepts", lambda cs, *a: (seen.append([c.mask for c in cs]), real(cs, *a))[1]
     )
     video = data.make_test_video(tmp_path / "clip.mp4", frames=8, size=(16, 16))
     frames = data.load_video(video).frames
@@ -419,11 +419,11 @@ def test_resume_after_a_non_finite_loss_with_a_lower_lr(tmp_path, monkeypatch, c
 
 
 def _seen_specs(monkeypatch):
-    import setseq.train
+    import setseq.run_checks
 
     seen = []
-    real = setseq.train.check_concepts
-    monkeypatch.setattr(setseq.train, "check_concepts", lambda cs, *a: (seen.append(list(cs)), real(cs, *a))[1])
+    real = setseq.run_checks.check_concepts
+    monkeypatch.setattr(setseq.run_checks, "check_concepts", lambda cs, *a: (seen.append(list(cs)), real(cs, *a))[1])
     return seen
 
 

@@ -291,7 +291,7 @@ def test_export_writes_a_lora_in_the_run_folder(trained):
     assert path == trained.ws.run_dir("sprite") / "exports" / "sprite-diffusers-identity.safetensors"
     with safe_open(str(path), "pt") as f:
         assert any(k.endswith("lora_A.weight") for k in f.keys())
-    with pytest.raises(SetseqError, match="ComfyUI format is for Wan and LTX-Video"):
+    with pytest.raises(SetseqError, match="ComfyUI format is for Wan, LTX-Video"):
         h.export(trained, "sprite", "comfyui", "full")
     with pytest.raises(SetseqError, match="no concept file yet"):
         h.export(trained, "nothing", "diffusers", "full")

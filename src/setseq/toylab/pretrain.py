@@ -419,8 +419,8 @@ def pretrain(
 # --------------------------------------------------------------------------------------------
 
 # Base v2 (2026-12-07): 11.7 M parameters (width 256, 8 blocks of 8 heads, 4.3 x the 2.7 M v1):
-# under bf16 autocast a pretraining step costs about twice v1's (the 2026-12-07 measurements in
-# docs/benchmarks.md), and the demo's LoRA steps must stay near v1's cost. The frozen word table
+# under bf16 autocast a pretraining step costs 2.4 x v1's and a stage-2 LoRA step 2.6 x (384 wide:
+# 3.6 x and 3.4 x; docs/benchmarks.md), the demo's time being the limit. The frozen word table
 # from the start (v1 learned its table and "left" and "right" drifted together), then v1's
 # curriculum phase by phase with the learning rates scaled down for the width.
 V2_ARCH = {"dim": 256, "depth": 8, "heads": 8, "frozen_words": True}

@@ -49,6 +49,14 @@ def test_train_writes_concept_and_stage_one(trained):
     assert not trained.with_name("sq.ckpt").exists()
 
 
+def test_generate_warns_when_the_prompt_calls_up_none_of_the_concepts_tokens(trained, tmp_path, capsys):
+    base = ["generate", str(trained), "--steps", "1"]
+    assert main([*base, "--prompt", "a square on a green background.", "--out", str(tmp_path / "a.mp4")]) == 0
+    assert "names none of the concept's tokens ([u], [v])" in capsys.readouterr().err
+    assert main([*base, "--prompt", "a [v] on a green background.", "--out", str(tmp_path / "b.mp4")]) == 0
+    assert "names none" not in capsys.readouterr().err
+
+
 def test_generate_writes_a_playable_video(trained, tmp_path):
     out = tmp_path / "gen.mp4"
     args = [
@@ -471,6 +479,7 @@ def test_base_toy_trains_with_the_toy_preset_and_says_so(tmp_path, capsys):
     assert main(["train", str(video), *common, "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "'toy' preset" in err and "--method setseq" in err
+    assert "1 + 1 steps" in err  # the numbers the run uses, flags included
     config = cio.load(out).meta["config"]
     assert config["method"] == "toy" and config["optim"]["lr"] == 1e-3
     assert [s["train"] for s in config["stages"]] == ["identity", "motion"]

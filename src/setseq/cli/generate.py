@@ -18,6 +18,7 @@ from setseq.cli.options import (
 )
 from setseq.errors import SetseqError
 from setseq.fileio import check_writable
+from setseq.log import warn
 
 SAMPLERS = ("scheduler", "euler")  # setseq.generate.SAMPLERS, named here so that --help needs no torch
 
@@ -102,6 +103,12 @@ def cmd_generate(a: argparse.Namespace) -> int:
         identity, motion = concept_io.resolve_scales(cs, parse_scales(a.scale))
         if a.rank_weights:
             rank_weights = concept_io.rank_weights(cs, parse_numbers(a.rank_weights, "--rank-weights"))
+        tokens = sorted(backbone.token_embeddings())
+        if tokens and not any(t in a.prompt for t in tokens):
+            warn(
+                f"the prompt names none of the concept's tokens ({', '.join(tokens)}): its adapters still "
+                "apply, but the text does not call up the concept; e.g. 'a [v] ... it moves in [u] motion.'"
+            )
     if a.frames is not None:
         g = replace(g, frames=a.frames)
     backbone.check_geometry(g)  # a concept file's geometry, or --frames, this base cannot sample

@@ -204,13 +204,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
     default = "toy" if getattr(a, "base", None) == "toy" else "setseq"
     cfg = load_config(a.config, a.method, default)
-    if cfg.method == "toy" and default == "toy" and a.method is None:
-        note(
-            "--base toy trains with the 'toy' preset (the paper's method at the toy base's scale: "
-            f"rank {cfg.lora.rank}, lr {cfg.optim.lr:g}, prompt dropout {cfg.reg.prompt_dropout:g}, "
-            f"{cfg.stages[0].steps} + {cfg.stages[1].steps} steps); "
-            "--method setseq gives the paper's numbers."
-        )
+    announce = cfg.method == "toy" and default == "toy" and a.method is None
     if a.rank is not None:
         cfg.lora.rank = a.rank
     if a.alpha is not None:
@@ -238,6 +232,13 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     cfg.shard = cfg.shard or a.shard
     cfg.keep_encoders = cfg.keep_encoders or a.keep_encoders
     cfg.validate()
+    if announce:  # the numbers the run will use, the flags above included
+        note(
+            "--base toy trains with the 'toy' preset (the paper's method at the toy base's scale: "
+            f"rank {cfg.lora.rank}, lr {cfg.optim.lr:g}, prompt dropout {cfg.reg.prompt_dropout:g}, "
+            f"{' + '.join(str(st.steps) for st in cfg.stages)} steps); "
+            "--method setseq gives the paper's numbers."
+        )
     return cfg
 
 

@@ -243,7 +243,10 @@ def test_train_generate_and_export_from_a_pipeline_folder(tmp_path, kind):
     assert (tmp_path / "c.stage1.safetensors").is_file()
     video = tmp_path / "gen.mp4"
     prompt = "a [v] red square. it moves in [u] motion."
-    assert main(["generate", str(out), "--prompt", prompt, "--out", str(video), "--steps", "1", "--upscale", "1"]) == 0
+    gen = ["generate", str(out), "--prompt", prompt, "--out", str(video), "--upscale", "1"]
+    if kind == "ltx2":  # one step divides by zero in the scheduler's terminal stretch: refused
+        assert main([*gen, "--steps", "1"]) == 2 and not video.exists()
+    assert main([*gen, "--steps", "2"]) == 0
     with av.open(str(video)) as c:
         assert c.streams.video[0].frames == int(size[1])
     for fmt in ("diffusers", "comfyui"):

@@ -103,7 +103,17 @@ def set_timesteps(
 ) -> None:
     """LTXPipeline's timesteps: sigmas evenly spaced from 1 to 1 / steps, given to the scheduler with mu
     of the latent token count F' h w (the scheduler shifts them by mu and stretches them to its
-    terminal); `defaults`: the pipeline's fallbacks for shift settings the config lacks (`shift_mu`)."""
+    terminal); `defaults`: the pipeline's fallbacks for shift settings the config lacks (`shift_mu`).
+
+    Raises:
+        SetseqError: for one step with a terminal stretch, which divides by zero in the scheduler
+            (diffusers' `stretch_shift_to_terminal`) and would sample NaN.
+    """
+    if steps < 2 and scheduler.config.get("shift_terminal"):
+        raise SetseqError(
+            "this model's scheduler stretches its schedule to a terminal noise level and needs at least 2 "
+            "steps; use --steps 2 or more, or --sampler euler."
+        )
     sigmas = np.linspace(1.0, 1.0 / steps, steps)
     mu = shift_mu(math.prod(latent_shape[1:]), scheduler.config, defaults)
     scheduler.set_timesteps(sigmas=sigmas, device=device, mu=mu)

@@ -257,3 +257,17 @@ def test_one_mover_keeps_either_the_object_or_the_camera_still():
     clauses = [t.split(". ")[1] for t in texts]
     assert not [c for c in clauses if "camera" in c and "stays still" not in c]
     assert any("camera" in c for c in clauses) and any("moves" in c for c in clauses)
+
+
+def test_captions_padded_to_one_length_give_the_same_velocity():
+    """`encode_text(pad_to_max=True)`, the fixed shape compiled pretraining uses, only adds masked padding."""
+    bb = load_backbone("toy-tiny", seed=0)
+    g = bb.geometry
+    prompts = ["a red circle on a blue background moves left while the camera is still", "", "a green ring"]
+    short, padded = bb.encode_text(prompts), bb.encode_text(prompts, pad_to_max=True)
+    assert padded.emb.shape[1] == bb.cfg.max_text_len > short.emb.shape[1]
+    assert padded.mask[:, short.mask.shape[1] :].sum() == 0
+    x = torch.randn(3, g.frames, 3, g.height, g.width, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.2, 0.6, 0.95])
+    with torch.no_grad():
+        torch.testing.assert_close(bb.velocity(x, t, padded), bb.velocity(x, t, short), atol=1e-5, rtol=1e-4)

@@ -165,9 +165,12 @@ class ToyBackbone:
     def unknown_words(self, prompt: str) -> list[str]:
         return self.tokenizer.unknown(prompt)
 
-    def encode_text(self, prompts: list[str]) -> Text:
+    def encode_text(self, prompts: list[str], pad_to_max: bool = False) -> Text:
+        """Token embeddings (B, L, D) and mask (B, L) of the prompts, L the longest prompt's tokens, or
+        with pad_to_max the model's max_text_len: one shape for every batch, which torch.compile
+        needs (the padding is masked, so the result is the same up to rounding)."""
         ids = [self.tokenizer.encode(p, self.cfg.max_text_len) for p in prompts]
-        n = max(len(i) for i in ids)
+        n = self.cfg.max_text_len if pad_to_max else max(len(i) for i in ids)
         dev = self.text_encoder.words.weight.device
         tok = torch.zeros(len(ids), n, dtype=torch.long, device=dev)  # [pad] = 0
         mask = torch.zeros(len(ids), n, dtype=torch.bool, device=dev)

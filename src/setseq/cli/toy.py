@@ -66,6 +66,12 @@ def _pretrain_parser(tsub) -> None:
         help="processes rendering clips beside the training (default 0; on a GPU use several, "
         "the rendering sets the pace). The result does not depend on it",
     )
+    pre.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the transformer through torch.compile: about 1.3 x faster steps on a CPU with bf16 units "
+        "after a few minutes of compiling (needs a C++ compiler)",
+    )
     pre.set_defaults(func=cmd_toy_pretrain)
 
 
@@ -143,7 +149,7 @@ def cmd_toy_pretrain(a: argparse.Namespace) -> int:
             raise SetseqError(
                 f"--plan sets every phase's settings; leave out --recipe and {', '.join(given) or 'the rest'}."
             )
-        print(f"wrote {pretrain_plan(a.plan, a.out, a.model, device=a.device, workers=a.workers)}")
+        print(f"wrote {pretrain_plan(a.plan, a.out, a.model, device=a.device, workers=a.workers, compile=a.compile)}")
         return 0
 
     cfg = PretrainConfig(model=a.model, **RECIPES[a.recipe])
@@ -172,7 +178,7 @@ def cmd_toy_pretrain(a: argparse.Namespace) -> int:
         raise SetseqError(f"unknown model preset {a.model!r}; use toy or toy-tiny.")
     if a.recipe != "defaults" and cfg.init is None and not a.resume:
         raise SetseqError(f"the {a.recipe} recipe continues earlier weights; give them with --init.")
-    print(f"wrote {pretrain(a.out, cfg, resume=a.resume, device=a.device, workers=a.workers)}")
+    print(f"wrote {pretrain(a.out, cfg, resume=a.resume, device=a.device, workers=a.workers, compile=a.compile)}")
     return 0
 
 

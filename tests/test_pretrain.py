@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from setseq.backbones import load_backbone
-from setseq.backbones.toy import load_file_weights
+from setseq.backbones.toy import load_file_weights, save_weights
 from setseq.cli import main
 from setseq.toylab.pretrain import weighted_loss
 
@@ -271,3 +271,16 @@ def test_captions_padded_to_one_length_give_the_same_velocity():
     t = torch.tensor([0.2, 0.6, 0.95])
     with torch.no_grad():
         torch.testing.assert_close(bb.velocity(x, t, padded), bb.velocity(x, t, short), atol=1e-5, rtol=1e-4)
+
+
+def test_a_base_of_ones_own_replaces_the_shipped_one_everywhere(tmp_path, monkeypatch, capsys):
+    """SETSEQ_TOY_WEIGHTS makes `--base toy` load that file: what `setseq toy pretrain` wrote is used
+    by every command; a path that is not a weights file is one clear error."""
+    own = load_backbone("toy-tiny", seed=3)
+    save_weights(own, tmp_path / "mine.safetensors")
+    monkeypatch.setenv("SETSEQ_TOY_WEIGHTS", str(tmp_path / "mine.safetensors"))
+    bb = load_backbone("toy")
+    assert bb.name == "toy" and bb.cfg.dim == own.cfg.dim and bb.fingerprint() == own.fingerprint()
+    monkeypatch.setenv("SETSEQ_TOY_WEIGHTS", str(tmp_path / "missing.safetensors"))
+    assert main(["toy", "eval", "-n", "1"]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err

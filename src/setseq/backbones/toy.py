@@ -1,14 +1,16 @@
 """The embedded default backbone: the toy DiT (setseq.toy.dit) over the toy world's vocabulary.
 
-`--base toy` loads the pretrained weights shipped in `setseq/toy/weights/`; while none ship it
-builds the DiT with seeded random weights and says so. `toy-tiny` is a tiny random instance for
-tests and smoke runs.
+`--base toy` loads the pretrained weights shipped in `setseq/toy/weights/`, or the weights file
+that the environment variable SETSEQ_TOY_WEIGHTS names (a base of one's own from `setseq toy
+pretrain`, for every command at once); while none ship it builds the DiT with seeded random weights
+and says so. `toy-tiny` is a tiny random instance for tests and smoke runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -19,7 +21,7 @@ from setseq import precision
 from setseq.backbones.base import Geometry, SamplingDefaults, Text
 from setseq.errors import SetseqError
 from setseq.fileio import atomic_path
-from setseq.log import warn
+from setseq.log import note, warn
 from setseq.toy.dit import DiTConfig, TextEncoder, Tokenizer, ToyDiT
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "toy" / "weights"
@@ -247,9 +249,18 @@ def load_file_weights(path: str | Path, name: str = "toy") -> ToyBackbone:
 
 
 def load(name: str = "toy", seed: int = 0) -> ToyBackbone:
-    """The toy backbone `name`: shipped weights when present, else seeded random ones (warned)."""
+    """The toy backbone `name`: for "toy" the weights file SETSEQ_TOY_WEIGHTS names when it is set,
+    else the shipped weights when present, else seeded random ones (warned).
+
+    Raises:
+        SetseqError: for an unknown name, or a SETSEQ_TOY_WEIGHTS that is not a toy weights file.
+    """
     if name not in PRESETS:
         raise SetseqError(f"unknown toy model {name!r}; choose one of {sorted(PRESETS)}.")
+    own = os.environ.get("SETSEQ_TOY_WEIGHTS") if name == "toy" else None
+    if own:
+        note(f"toy base from SETSEQ_TOY_WEIGHTS={own}")
+        return load_file_weights(own, name)
     path = WEIGHTS_DIR / f"{name}.safetensors"
     if path.is_file():
         return load_file_weights(path, name)

@@ -163,7 +163,8 @@ def check_base(cs: ConceptSet, backbone: Backbone, source: str = "the concept") 
         raise SetseqError(
             f"{source} was trained on base {base.get('name')!r} (weights {base.get('fingerprint')}), "
             f"but the loaded base is {backbone.name!r} (weights {backbone.fingerprint()}); "
-            f"pass --base {base.get('name')} with the same weights."
+            f"pass --base {base.get('name')} with the same weights"
+            + (" (SETSEQ_TOY_WEIGHTS set as when it was trained)." if base.get("name") == "toy" else ".")
         )
 
 

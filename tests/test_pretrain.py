@@ -15,6 +15,7 @@ def test_pretraining_command_trains_resumes_and_writes_weights(tmp_path):
     first = torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"]
     assert main([*args[:-4], "--steps", "6", "--batch-size", "2", "--resume"]) == 0
     assert first == 4 and torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 6
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step-000004.png", "step-000006.png"]
     bb = load_backbone("toy-tiny")
     trained = load_file_weights(tmp_path / "toy-tiny.safetensors", "toy-tiny")
     assert trained.fingerprint() != bb.fingerprint()

@@ -111,10 +111,10 @@ def test_motion_words_keeps_nearly_clean_clips_whatever_the_caption():
     assert r["rows"]["opposite"]["captioned"] <= 1 / 6  # it says the other way, the clip wins
 
 
-def test_attribute_accuracy_confusion_agrees_with_accuracy(capsys):
+def test_attribute_accuracy_confusion_agrees_with_accuracy(capsys, tmp_path):
     """The confusion table counts every clip an attribute applies to once, and its diagonal is the
     accuracy (a rough 2-step sample is enough: the check is bookkeeping, not quality)."""
-    from setseq.toylab.evaluate import GRID_TOLERANCE, attribute_accuracy
+    from setseq.toylab.evaluate import GRID_TOLERANCE, attribute_accuracy, sample_strip
 
     r = attribute_accuracy(load_backbone("toy"), n=12, steps=2, progress=False)
     for attr, rows in r["confusion"].items():
@@ -126,9 +126,16 @@ def test_attribute_accuracy_confusion_agrees_with_accuracy(capsys):
     grids, truths = [s["grid"] for s in r["samples"]], [s["grid_truth"] for s in r["samples"]]
     sharp = sum(g <= GRID_TOLERANCE * t for g, t in zip(grids, truths)) / len(grids)
     assert r["grid"]["sharp"] == pytest.approx(sharp, abs=0.01) and min(truths) > 0
-    assert main(["toy", "eval", "-n", "4", "--steps", "2"]) == 0
+    assert main(["toy", "eval", "-n", "4", "--steps", "2", "--frames", str(tmp_path / "f.png")]) == 0
     out = capsys.readouterr().out
     assert "camera in the caption -> read from the clip:" in out and "patch grid" in out
+    # The strip shows the same first captions, truth over sample: 8 rows of 32 px, 4 x, 2 px gaps.
+    from PIL import Image
+
+    assert Image.open(tmp_path / "f.png").size == ((8 * 34 - 2) * 4, (8 * 34 - 2) * 4)
+    strip = sample_strip(load_backbone("toy"), tmp_path / "g.png", n=2, steps=2)
+    assert [s["caption"] for s in strip] == [s["caption"] for s in r["samples"][:2]]
+    assert [round(s["grid_truth"], 3) for s in strip] == [s["grid_truth"] for s in r["samples"][:2]]
 
 
 def test_toy_eval_motion_words_cli(capsys):

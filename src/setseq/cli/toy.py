@@ -123,6 +123,11 @@ def _eval_parser(tsub) -> None:
     ev.add_argument("--guidance", type=float, help="guidance (default: the model's)")
     ev.add_argument("--json", help="also write the results to this JSON file")
     ev.add_argument(
+        "--frames",
+        metavar="PNG",
+        help="also write a frame strip of the first four held-out captions, each sample under its rendered truth",
+    )
+    ev.add_argument(
         "--motion-words",
         action="store_true",
         help="instead: whether the model reads motion words; moving sprites noised to --start are denoised "
@@ -191,6 +196,7 @@ def cmd_toy_eval(a: argparse.Namespace) -> int:
         camera_probe,
         direction_probe,
         motion_words,
+        sample_strip,
     )
 
     n = a.n if a.n is not None else (32 if a.motion_words else 16 if a.probe else 100)
@@ -245,6 +251,9 @@ def cmd_toy_eval(a: argparse.Namespace) -> int:
             for truth, found in sorted(rows.items()):
                 counts = ", ".join(f"{k} {v}" for k, v in sorted(found.items(), key=lambda kv: -kv[1]))
                 print(f"  {truth:<10} -> {counts}")
+    if a.frames:
+        sample_strip(bb, a.frames, steps=a.steps, guidance=a.guidance)
+        print(f"wrote {a.frames}")
     if a.json:
         from setseq.fileio import atomic_path
 

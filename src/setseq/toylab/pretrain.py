@@ -30,7 +30,7 @@ from setseq.fileio import atomic_path
 from setseq.log import note
 from setseq.toy import world
 from setseq.toy.dit import DiTConfig
-from setseq.toylab.evaluate import camera_probe, direction_probe
+from setseq.toylab.evaluate import camera_probe, direction_probe, sample_strip
 
 ARCH_OVERRIDES = (
     "prediction",
@@ -237,6 +237,18 @@ def weighted_loss(
     return ((pred.float() - target.float()) ** 2 * weight).mean() / weight.mean()
 
 
+def _sample_ema(bb: ToyBackbone, modules: torch.nn.Module, ema: dict, path: Path) -> None:
+    """The EMA weights' samples of four held-out captions under their truths (`sample_strip`), the live
+    weights put back after."""
+    live = {k: v.detach().clone() for k, v in modules.state_dict().items()}
+    modules.load_state_dict(ema)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        sample_strip(bb, path)
+    finally:
+        modules.load_state_dict(live)
+
+
 def pretrain(
     out_dir: str | Path,
     cfg: PretrainConfig,
@@ -247,7 +259,9 @@ def pretrain(
     workers: int = 0,
     compile: bool = False,
 ) -> Path:
-    """Train the toy DiT; writes `out_dir/ckpt.pt` as it goes and `out_dir/<model>.safetensors`.
+    """Train the toy DiT; writes `out_dir/ckpt.pt` as it goes and `out_dir/<model>.safetensors`, and at
+    every checkpoint `out_dir/samples/step-NNNNNN.png`: the EMA weights' samples of four held-out
+    captions, each under its rendered truth.
 
     Args:
         device: where the model trains ("cpu", "cuda", ...); None: a GPU when there is one.
@@ -381,6 +395,7 @@ def pretrain(
             # almost pure noise: the cheap sign of motion that the held-out measure needs.
             with torch.compiler.set_stance("force_eager"):
                 probe, camera = direction_probe(bb, t=0.99), camera_probe(bb, t=0.99)
+                _sample_ema(bb, modules, ema, out_dir / "samples" / f"step-{step:06d}.png")
             probes.append(
                 {
                     "step": step,

@@ -120,7 +120,7 @@ def run_demo(
             file = f"{i}-{who}.mp4"
             write_video(out / file, clip, g.fps, scale=8)
             rows.append(
-                _score(
+                score(
                     clip,
                     reference,
                     kind,
@@ -146,7 +146,7 @@ def run_demo(
             clip = generate(bb, [recon], steps=plan.sample_steps, seed=seed)[0]
         write_video(out / f"sweep-{k}.mp4", clip, g.fps, scale=8)
         sweep.append(
-            _score(
+            score(
                 clip,
                 reference,
                 kind,
@@ -239,7 +239,10 @@ def run_demo(
 SWEEP = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
-def _score(clip: torch.Tensor, reference: torch.Tensor, kind: str, expect: dict, **row) -> dict:
+def score(clip: torch.Tensor, reference: torch.Tensor, kind: str, expect: dict, **row) -> dict:
+    """One output's row of the demo's table: `row`'s fields, then the toy metrics of `clip` (F, 3, H, W)
+    against `reference` (a scene of `kind`), what the checker reads, and whether it reads every
+    attribute of `expect` (e.g. {"background": "green"}) as asked (edit_followed 1.0 or 0.0)."""
     m = toy_metrics(clip, reference, kind)
     found = checker.check(clip)
     return {

@@ -123,6 +123,14 @@ def test_attribute_accuracy_confusion_agrees_with_accuracy(capsys, tmp_path):
         if applies:
             right = sum(found.get(truth, 0) for truth, found in rows.items())
             assert right / len(applies) == pytest.approx(r["accuracy"][attr])
+    # Still, pans and zooms apart: weighted by their clips they make up the camera accuracy.
+    counts = {k: sum("camera" in s["correct"] and s["caption"].count(w) > 0 for s in r["samples"])
+              for k, w in (("pan", "pans"), ("zoom", "zooms"))}  # fmt: skip
+    cameras = sum("camera" in s["correct"] for s in r["samples"])
+    counts["still"] = cameras - counts["pan"] - counts["zoom"]
+    assert set(r["by_camera"]) == {k for k, c in counts.items() if c}
+    weighted = sum(share * counts[k] for k, share in r["by_camera"].items()) / cameras
+    assert weighted == pytest.approx(r["accuracy"]["camera"])
     grids, truths = [s["grid"] for s in r["samples"]], [s["grid_truth"] for s in r["samples"]]
     sharp = sum(g <= GRID_TOLERANCE * t for g, t in zip(grids, truths)) / len(grids)
     assert r["grid"]["sharp"] == pytest.approx(sharp, abs=0.01) and min(truths) > 0

@@ -241,6 +241,7 @@ def cmd_toy_eval(a: argparse.Namespace) -> int:
         for k, v in r["accuracy"].items():
             print(f"{k:<12} {v:.1%}")
         print(f"{'mean':<12} {r['mean']:.1%}  over {n} held-out captions")
+        print("camera by move  " + ", ".join(f"{k} {v:.0%}" for k, v in r["by_camera"].items()))
         gr = r["grid"]
         print(
             f"patch grid   median {gr['median']:.2f} (rendered truth {gr['truth_median']:.2f}); "

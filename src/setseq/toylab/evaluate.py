@@ -36,6 +36,7 @@ def attribute_accuracy(
 
     Returns:
         {"n": n, "accuracy": {attribute: share correct}, "mean": mean over attributes,
+         "by_camera": {"still" | "pan" | "zoom": share of those clips whose camera was read right},
          "confusion": {"camera" | "direction": {truth: {what the checker read: count}}} over the
          clips the attribute applies to (None: the checker read no direction),
          "grid": {"median", "truth_median", "sharp"}: the samples' `background_grid` and their
@@ -72,9 +73,23 @@ def attribute_accuracy(
             }
         )
     mean = float(np.mean(list(acc.values())))
+    by_camera = {}  # share right by kind of camera move: the aims name pans and zooms apart
+    for kind in ("still", "pan", "zoom"):
+        rows = [(truth, found) for truth, found in confusion["camera"].items() if truth.split("-")[0] == kind]
+        total = sum(sum(found.values()) for _, found in rows)
+        if total:
+            by_camera[kind] = sum(found.get(truth, 0) for truth, found in rows) / total
     sharp = float(np.mean([gr <= GRID_TOLERANCE * tr for gr, tr in zip(grids, truths)]))
     grid = {"median": float(np.median(grids)), "truth_median": float(np.median(truths)), "sharp": sharp}
-    return {"n": n, "accuracy": acc, "mean": mean, "confusion": confusion, "grid": grid, "samples": samples}
+    return {
+        "n": n,
+        "accuracy": acc,
+        "mean": mean,
+        "by_camera": by_camera,
+        "confusion": confusion,
+        "grid": grid,
+        "samples": samples,
+    }
 
 
 def sample_strip(

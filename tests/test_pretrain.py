@@ -285,3 +285,23 @@ def test_a_base_of_ones_own_replaces_the_shipped_one_everywhere(tmp_path, monkey
     monkeypatch.setenv("SETSEQ_TOY_WEIGHTS", str(tmp_path / "missing.safetensors"))
     assert main(["toy", "eval", "-n", "1"]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_a_convolutional_head_grows_onto_weights_without_one_and_starts_as_a_no_op(tmp_path):
+    """`refine` on weights pretrained without the head: the same velocities at first, then it trains."""
+    from setseq.toylab.pretrain import add_refine
+
+    bb = load_backbone("toy-tiny", seed=0)
+    grown = add_refine(bb, 8)
+    g = bb.geometry
+    x = torch.randn(2, g.frames, 3, g.height, g.width, generator=torch.Generator().manual_seed(1))
+    t, text = torch.tensor([0.3, 0.8]), bb.encode_text(["a red circle on a blue background", ""])
+    with torch.no_grad():
+        torch.testing.assert_close(grown.velocity(x, t, text), bb.velocity(x, t, text))
+    save_weights(bb, tmp_path / "plain.safetensors")
+    args = ["toy", "pretrain", "--model", "toy-tiny", "--steps", "2", "--batch-size", "2"]
+    assert (
+        main([*args, "--out", str(tmp_path / "r"), "--refine", "8", "--init", str(tmp_path / "plain.safetensors")]) == 0
+    )
+    trained = load_file_weights(tmp_path / "r" / "toy-tiny.safetensors", "toy-tiny")
+    assert trained.cfg.refine == 8 and trained.transformer.refine[-1].weight.abs().sum() > 0

@@ -110,6 +110,12 @@ def _pretrain_model_args(pre: argparse.ArgumentParser, d: PretrainConfig) -> Non
         "frozen encoder (default: the preset's; the shipped weights have none)",
     )
     pre.add_argument(
+        "--refine",
+        type=int,
+        help="hidden channels of a 3 x 3 convolutional head on the output, which smooths the patch seams "
+        "(default: none); continuing weights without one adds it",
+    )
+    pre.add_argument(
         "--foreground-weight", type=float, help="extra loss weight on the object's pixels: 1 + W (default 0)"
     )
 
@@ -176,6 +182,7 @@ def cmd_toy_pretrain(a: argparse.Namespace) -> int:
         "heads",
         "timestep_shift",
         "frozen_words",
+        "refine",
     ):
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))

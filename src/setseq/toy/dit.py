@@ -4,8 +4,9 @@
       (+ a fixed sin-cos position embedding when cfg.abs_pos, as in DiT)
       -> N x [ self-attention (QK-norm, 3D RoPE 2:1:1)  -> cross-attention to text -> MLP x4 ]
          each with adaLN timestep modulation (zero-initialised gates, as in DiT)
-      -> final adaLN + linear -> unpatchify -> velocity (B, F, C, H, W), or the clean clip x0 turned
-         into a velocity v = (x_t - x0) / t (`prediction = "x0"`, what the shipped model uses)
+      -> final adaLN + linear -> unpatchify (-> + a 3 x 3 convolutional head, cfg.refine)
+      -> velocity (B, F, C, H, W), or the clean clip x0 turned into a velocity v = (x_t - x0) / t
+         (`prediction = "x0"`, what the shipped model uses)
 
 Self-conditioning (Chen et al. 2023): the previous x_0 estimate is concatenated to x_t on the
 channel axis before patchifying (zeros when absent). The text encoder is a small transformer over
@@ -56,6 +57,12 @@ class DiTConfig:
     # v = (x_t - x0) / t (Li and He 2025, "Back to Basics": a small pixel-space model need not learn
     # to pass the noise through, so its early estimates are clean). "velocity": v directly.
     prediction: str = "velocity"
+    # Hidden channels of a small convolutional head on the unpatchified output (0: none): three
+    # 3 x 3 convolutions per frame, added residually, the last zero-initialised so that the model
+    # starts as it was. A latent video DiT's patch seams are smoothed by its VAE decoder's
+    # convolutions; a pixel-space DiT has none and shows its patch grid (U-ViT, Bao et al. 2023,
+    # adds a 3 x 3 convolution after the output layer for the same reason).
+    refine: int = 0
     vocab: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -279,6 +286,19 @@ class ToyDiT(nn.Module):
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.final = nn.Linear(d, c * p * p)
+        # 4. the convolutional head over whole frames (cfg.refine)
+        r = cfg.refine
+        self.refine = (
+            nn.Sequential(
+                nn.Conv2d(c, r, 3, padding=1),
+                nn.SiLU(),
+                nn.Conv2d(r, r, 3, padding=1),
+                nn.SiLU(),
+                nn.Conv2d(r, c, 3, padding=1),
+            )  # fmt: skip
+            if r
+            else None
+        )
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -291,7 +311,7 @@ class ToyDiT(nn.Module):
         for blk in self.blocks:
             nn.init.zeros_(blk.ada[-1].weight)
             nn.init.zeros_(blk.ada[-1].bias)
-        for m in (self.final_ada[-1], self.final):
+        for m in (self.final_ada[-1], self.final) + ((self.refine[-1],) if self.refine is not None else ()):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -328,5 +348,8 @@ class ToyDiT(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             shift, scale = self.final_ada(c.float()).chunk(2, -1)
             x = self.final(modulate(self.final_norm(x.float()), shift, scale))  # (B, T, C p p)
-        x = x.view(B, Fr, h, w, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (B, F, C, h, p, w, p)
-        return x.reshape(B, Fr, C, H, W)
+            x = x.view(B, Fr, h, w, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (B, F, C, h, p, w, p)
+            x = x.reshape(B, Fr, C, H, W)
+            if self.refine is not None:  # 4. across the patch borders, frame by frame
+                x = x + self.refine(x.flatten(0, 1)).view_as(x)
+        return x

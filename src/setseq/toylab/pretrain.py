@@ -39,6 +39,7 @@ ARCH_OVERRIDES = (
     "depth",
     "heads",
     "frozen_words",
+    "refine",
 )  # PretrainConfig fields that override the preset
 
 
@@ -56,6 +57,9 @@ class PretrainConfig:
     # A fixed, never-trained word table in the text encoder (DiTConfig.frozen_words); None keeps
     # the preset's (the shipped weights were made without it).
     frozen_words: bool | None = None
+    # Hidden channels of the convolutional output head (DiTConfig.refine); None keeps the preset's
+    # (none). Continuing weights without one (`init`) adds it, zero-initialised.
+    refine: int | None = None
     steps: int = 2500
     batch_size: int = 16
     lr: float = 1e-3
@@ -237,6 +241,16 @@ def weighted_loss(
     return ((pred.float() - target.float()) ** 2 * weight).mean() / weight.mean()
 
 
+def add_refine(bb: ToyBackbone, channels: int, seed: int = 0) -> ToyBackbone:
+    """`bb` with a convolutional output head (`DiTConfig.refine`) added: the same weights, the head's
+    last layer zero, so the new model computes what `bb` did until the head trains."""
+    cfg = DiTConfig(**{**bb.cfg.to_dict(), "refine": channels})
+    fresh = ToyBackbone(bb.name, cfg, bb.geometry, seed=seed, pretrained_init=True).state_dict()
+    old = bb.state_dict()
+    assert set(old) <= set(fresh) and all(".refine." in k for k in set(fresh) - set(old))
+    return ToyBackbone(bb.name, cfg, bb.geometry, state={**fresh, **old})
+
+
 def _sample_ema(bb: ToyBackbone, modules: torch.nn.Module, ema: dict, path: Path) -> None:
     """The EMA weights' samples of four held-out captions under their truths (`sample_strip`), the live
     weights put back after."""
@@ -308,6 +322,8 @@ def pretrain(
     loss_on = cfg.loss or arch.prediction
     if cfg.init:
         bb = load_file_weights(cfg.init, cfg.model)
+        if _layout(bb.cfg) == {**_layout(arch), "refine": 0} and arch.refine and bb.geometry == g:
+            bb = add_refine(bb, arch.refine, cfg.seed)
         if _layout(bb.cfg) != _layout(arch) or bb.geometry != g:
             raise SetseqError(f"{cfg.init!r} holds another architecture or geometry than the {cfg.model!r} preset.")
     else:

@@ -134,7 +134,19 @@ def test_attribute_accuracy_confusion_agrees_with_accuracy(capsys, tmp_path):
     grids, truths = [s["grid"] for s in r["samples"]], [s["grid_truth"] for s in r["samples"]]
     sharp = sum(g <= GRID_TOLERANCE * t for g, t in zip(grids, truths)) / len(grids)
     assert r["grid"]["sharp"] == pytest.approx(sharp, abs=0.01) and min(truths) > 0
-    assert main(["toy", "eval", "-n", "4", "--steps", "2", "--frames", str(tmp_path / "f.png")]) == 0
+    args = [
+        "toy",
+        "eval",
+        "-n",
+        "4",
+        "--steps",
+        "2",
+        "--guidance-interval",
+        "0.3,1",
+        "--frames",
+        str(tmp_path / "f.png"),
+    ]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "camera in the caption -> read from the clip:" in out and "patch grid" in out
     # The strip shows the same first captions, truth over sample: 8 rows of 32 px, 4 x, 2 px gaps.

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from setseq.cli.options import interval
 from setseq.errors import SetseqError
 
 if TYPE_CHECKING:
@@ -127,6 +128,12 @@ def _eval_parser(tsub) -> None:
     ev.add_argument("-n", type=int, help="number of held-out captions (default 100; 32 clips with --motion-words)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     ev.add_argument("--guidance", type=float, help="guidance (default: the model's)")
+    ev.add_argument(
+        "--guidance-interval",
+        type=interval,
+        metavar="LO,HI",
+        help="guide only at noise levels in (LO, HI], 1 = pure noise (default 0,1: every step)",
+    )
     ev.add_argument("--json", help="also write the results to this JSON file")
     ev.add_argument(
         "--frames",
@@ -244,7 +251,7 @@ def cmd_toy_eval(a: argparse.Namespace) -> int:
             said = "-" if row["captioned"] is None else f"{row['captioned']:.0%}"
             print(f"{name:<16} {row['true']:>9.0%} {said:>13} {row['still']:>6.0%}")
     else:
-        r = attribute_accuracy(bb, n=n, steps=a.steps, guidance=a.guidance)
+        r = attribute_accuracy(bb, n=n, steps=a.steps, guidance=a.guidance, guidance_interval=a.guidance_interval)
         for k, v in r["accuracy"].items():
             print(f"{k:<12} {v:.1%}")
         print(f"{'mean':<12} {r['mean']:.1%}  over {n} held-out captions")
@@ -260,7 +267,7 @@ def cmd_toy_eval(a: argparse.Namespace) -> int:
                 counts = ", ".join(f"{k} {v}" for k, v in sorted(found.items(), key=lambda kv: -kv[1]))
                 print(f"  {truth:<10} -> {counts}")
     if a.frames:
-        sample_strip(bb, a.frames, steps=a.steps, guidance=a.guidance)
+        sample_strip(bb, a.frames, steps=a.steps, guidance=a.guidance, guidance_interval=a.guidance_interval)
         print(f"wrote {a.frames}")
     if a.json:
         from setseq.fileio import atomic_path

@@ -31,8 +31,10 @@ def attribute_accuracy(
     steps: int | None = None,
     guidance: float | None = None,
     progress: bool = True,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> dict:
-    """Accuracy of background, colour, camera and direction over `n` held-out captions.
+    """Accuracy of background, colour, camera and direction over `n` held-out captions (sampled
+    with `generate`'s steps, guidance and guidance interval; None: the model's).
 
     Returns:
         {"n": n, "accuracy": {attribute: share correct}, "mean": mean over attributes,
@@ -48,7 +50,16 @@ def attribute_accuracy(
     captions = [world.caption_text(s) for s in scenes]
     videos = []
     for i in tqdm(range(0, n, batch), desc="held-out captions", disable=not progress):
-        videos.append(generate(backbone, captions[i : i + batch], steps=steps, guidance=guidance, seed=seed + i))
+        videos.append(
+            generate(
+                backbone,
+                captions[i : i + batch],
+                steps=steps,
+                guidance=guidance,
+                guidance_interval=guidance_interval,
+                seed=seed + i,
+            )
+        )
     videos = torch.cat(videos)
     acc = checker.accuracy(videos, scenes)
     g = backbone.geometry
@@ -99,6 +110,7 @@ def sample_strip(
     seed: int = 0,
     steps: int | None = None,
     guidance: float | None = None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> list[dict]:
     """Write a frame strip of the first `n` held-out captions `attribute_accuracy` draws with `seed`:
     for each, its rendered truth, then the base's sample beneath it (8 frames a row, 4 x pixels).
@@ -111,7 +123,9 @@ def sample_strip(
     rng = np.random.default_rng(seed)
     scenes = [world.sample_scene(rng, "heldout") for _ in range(n)]
     captions = [world.caption_text(s) for s in scenes]
-    samples = generate(backbone, captions, steps=steps, guidance=guidance, seed=seed)
+    samples = generate(
+        backbone, captions, steps=steps, guidance=guidance, guidance_interval=guidance_interval, seed=seed
+    )
     g = backbone.geometry
     rows, out = [], []
     for cap, scene, sample in zip(captions, scenes, samples):

@@ -125,7 +125,7 @@ def sample_strip(
     captions = [world.caption_text(s) for s in scenes]
     samples = generate(
         backbone, captions, steps=steps, guidance=guidance, guidance_interval=guidance_interval, seed=seed
-    )
+    ).cpu()  # a model pretraining on a GPU samples there
     g = backbone.geometry
     rows, out = [], []
     for cap, scene, sample in zip(captions, scenes, samples):

@@ -95,7 +95,7 @@ def test_sampling_and_a_training_step_in_bf16_stay_within_tolerance():
 
 
 def test_a_plan_sets_every_phase_and_refuses_other_settings(tmp_path, capsys):
-    from setseq.toylab.pretrain import PLANS, plan_phases
+    from setseq.toylab.plans import PLANS, plan_phases
 
     phases = plan_phases("v2", tmp_path)
     assert [f.name for f, _ in phases] == [f"{i}-{name}" for i, (name, _) in enumerate(PLANS["v2"])]
@@ -111,6 +111,7 @@ def test_a_plan_sets_every_phase_and_refuses_other_settings(tmp_path, capsys):
 
 def test_a_plan_keeps_finished_phases_resumes_the_others_and_ships_bf16(tmp_path, monkeypatch):
     from setseq.backbones.toy import load_file_weights, save_weights
+    from setseq.toylab import plans
     from setseq.toylab import pretrain as pt
 
     calls, made = [], _backbone()
@@ -121,10 +122,10 @@ def test_a_plan_keeps_finished_phases_resumes_the_others_and_ships_bf16(tmp_path
         save_weights(made, folder / "toy-tiny.safetensors")
 
     monkeypatch.setattr(pt, "pretrain", fake)
-    phases = pt.plan_phases("v2", tmp_path, "toy-tiny")
+    phases = plans.plan_phases("v2", tmp_path, "toy-tiny")
     fake(phases[0][0], None, True)
     calls.clear()
-    shipped = pt.pretrain_plan("v2", tmp_path, "toy-tiny")
+    shipped = plans.pretrain_plan("v2", tmp_path, "toy-tiny")
     assert [name for name, _ in calls] == [f.name for f, _ in phases[1:]]
     assert all(resume for _, resume in calls)
     # the shipped file: the last phase's weights in bf16, computing in float32 once loaded

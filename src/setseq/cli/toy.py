@@ -33,7 +33,8 @@ def _pretrain_parser(tsub) -> None:
     pre = tsub.add_parser("pretrain", help="pretrain the toy DiT from scratch on the toy world (resumable)")
     pre.add_argument("--out", required=True, help="folder for the checkpoint, log and MODEL.safetensors")
     pre.add_argument("--model", default="toy", help="architecture preset: toy or toy-tiny (default: toy)")
-    from setseq.toylab.pretrain import PLANS, RECIPES, PretrainConfig
+    from setseq.toylab.plans import PLANS
+    from setseq.toylab.pretrain import RECIPES, PretrainConfig
 
     d = PretrainConfig()  # the help states the defaults the run will use
     pre.add_argument(
@@ -159,7 +160,8 @@ def _eval_parser(tsub) -> None:
 
 def cmd_toy_pretrain(a: argparse.Namespace) -> int:
     """Pretrain the toy DiT with the flags over PretrainConfig, or run a whole plan."""
-    from setseq.toylab.pretrain import RECIPES, PretrainConfig, pretrain, pretrain_plan
+    from setseq.toylab.plans import pretrain_plan
+    from setseq.toylab.pretrain import RECIPES, PretrainConfig, pretrain
 
     if a.plan:
         given = [f for f in ("steps", "batch_size", "lr", "init", "dim", "depth", "heads") if getattr(a, f) is not None]

@@ -1,4 +1,4 @@
-"""The patch-grid sharpness measure: about 1 on rendered truth, above 1 where the grid shows."""
+"""The patch-grid sharpness measure: about 1.2 on rendered truth, well above where a grid shows."""
 
 import numpy as np
 import pytest
@@ -27,17 +27,20 @@ def test_rendered_truth_scores_about_one_on_the_whole_frame_and_on_the_backgroun
     renders = _renders()
     whole = [patch_grid_ratio(r.video, 4) for r in renders]
     background = [background_grid(r.video) for r in renders]
-    assert 0.9 < np.mean(whole) < 1.1 and 0.9 < np.mean(background) < 1.1
-    assert max(whole) < 1.4
+    # the worst of 16 grid offsets: about 1.2 (1.0 at any one offset)
+    assert 1.0 < np.mean(whole) < 1.3 and 1.0 < np.mean(background) < 1.35
+    assert max(whole) < 1.6
 
 
-def test_drawing_the_patch_grid_raises_the_score_and_only_on_the_model_grid():
+def test_drawing_the_patch_grid_raises_the_score_wherever_the_grid_lies():
     for r in _renders(4):
         smooth = r.video + 0.02 * torch.randn(r.video.shape, generator=torch.Generator().manual_seed(0))
         grid = 0.5 * smooth + 0.5 * _blocky(r.video)  # half-way to flat patches
         assert patch_grid_ratio(grid, 4) > 1.5 * patch_grid_ratio(smooth, 4)
-        # the same blocks off the model's grid (shifted 2 pixels) put their steps inside its patches
-        assert patch_grid_ratio(0.5 * smooth + 0.5 * _blocky(r.video, offset=2), 4) < 1.0
+        # the same blocks off the model's grid (moved 1 or 2 pixels, as a moving sampler leaves them)
+        for offset in (1, 2):
+            moved = 0.5 * smooth + 0.5 * _blocky(r.video, offset=offset)
+            assert patch_grid_ratio(moved, 4) == pytest.approx(patch_grid_ratio(grid, 4), rel=0.25)
 
 
 def test_ignored_pixels_leave_the_score_and_bad_arguments_are_refused():

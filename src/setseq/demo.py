@@ -225,7 +225,7 @@ def run_demo(
                 "trajectory or texture dynamics against the training video (1 = same); edit_followed: the "
                 "requested background or camera is what the checker reads; grid: how much stronger the "
                 "background's gradient is across the model's 4 x 4 patch borders than inside patches "
-                f"(the training video: {rows[0]['grid_truth']:.2f}; a render scores about 1, a blocky sample more). "
+                f"(the training video: {rows[0]['grid_truth']:.2f}; a render scores about 1.2, a blocky sample more). "
                 f"Training took {t_train:.0f} s; the whole demo {time.time() - t0:.0f} s.</p>",
             ),
             *sections_extra,

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from setseq import flow
 from setseq.backbones.base import TOKEN, Backbone, Geometry, Text
 from setseq.errors import SetseqError
+from setseq.patch_shift import shifting
 
 
 def check_prompt_tokens(prompt: str, known: list[str]) -> None:
@@ -57,6 +58,7 @@ def sample(
     init: torch.Tensor | None = None,
     start: float = 1.0,
     sampler: str | None = None,
+    patch_shift: int | None = None,
 ) -> torch.Tensor:
     """Sample the latents of one clip per prompt.
 
@@ -84,6 +86,10 @@ def sample(
             diffusers pipeline steps it (the same video as the pipeline for the same noise, prompt
             embeddings, steps and guidance); or "euler", setseq's Euler integrator of
             `flow.schedule` at the backbone's shift. Default: the scheduler where the backbone has one.
+        patch_shift: move the model's patch grid by a random offset in [0, patch_shift) pixels on
+            each axis at every step, so that a pixel-space DiT's patch seams do not add up
+            (`setseq.patch_shift`); offsets are seeded by `seed`. Default: the backbone's (the toy
+            base's patch, 4; 0, off, for latent models).
 
     Returns:
         Latents (B, *backbone.latent_shape(geometry)), float32, on the backbone's device.
@@ -92,8 +98,9 @@ def sample(
         SetseqError: for unknown concept tokens, a geometry the backbone refuses, init videos that
             do not match the prompts, a start level outside (0, 1], a guidance interval that is
             not 0 <= lo < hi <= 1, an unknown sampler, the scheduler sampler on a backbone without
-            one, init videos or self-conditioning with the scheduler sampler, or guidance_2 for a
-            model of one transformer.
+            one, init videos or self-conditioning with the scheduler sampler, guidance_2 for a
+            model of one transformer, a negative patch_shift, or one for a model that cannot move
+            its patch grid.
     """
     g = geometry or backbone.geometry
     backbone.check_geometry(g)
@@ -144,14 +151,28 @@ def sample(
     both = Text.cat([cond, backbone.encode_text([negative] * len(prompts))]) if guided else cond
 
     every_step = (lo, hi) == (0.0, 1.0)  # then no step needs its t read back from the device
+    patch_shift = backbone.sampling.patch_shift if patch_shift is None else patch_shift
+    if patch_shift < 0:
+        raise SetseqError(f"the patch shift is a number of pixels, 0 or more, got {patch_shift}.")
+    if patch_shift > 1 and not getattr(backbone, "supports_patch_shift", False):
+        raise SetseqError(
+            f"{backbone.name!r} cannot move its patch grid (a pixel-space model such as the toy can; a latent "
+            f"model's VAE hides its grid); leave --patch-shift out."
+        )
+    # one model call per step: the guided and unguided halves share the step's offset
+    if patch_shift > 1:  # the Euler schedule's last step averages over offsets (`patch_shift.shifting`)
+        final_t = float(flow.schedule(steps, backbone.sampling.shift, "cpu", start)[-2]) if own is None else 0.0
+        model = shifting(backbone.velocity, patch_shift, seed, final_t)
+    else:
+        model = backbone.velocity
 
     def velocity(x, t, self_cond):
         # a step's samples share one t; a two-expert model guides its low-noise steps by guidance_2
         w = scale if boundary is None or float(t[0]) >= boundary else scale_2
         if w == 1.0 or not (every_step or lo < float(t[0]) <= hi):
-            return backbone.velocity(x, t, cond, self_cond)
+            return model(x, t, cond, self_cond)
         sc2 = None if self_cond is None else torch.cat([self_cond, self_cond])
-        v_c, v_u = backbone.velocity(torch.cat([x, x]), torch.cat([t, t]), both, sc2).chunk(2)
+        v_c, v_u = model(torch.cat([x, x]), torch.cat([t, t]), both, sc2).chunk(2)
         return flow.guide(v_c, v_u, w)
 
     bar = tqdm(total=steps, desc="sampling", leave=False, disable=not progress)

@@ -58,6 +58,10 @@ class SamplingDefaults:
     # Noise levels (lo, hi] at which guidance applies; elsewhere the conditional velocity alone
     # (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"). (0, 1): every step.
     guidance_interval: tuple[float, float] = (0.0, 1.0)
+    # Largest patch-grid offset in pixels, drawn afresh at every step (`setseq.patch_shift`): a
+    # pixel-space DiT's patch (the toy's 4) so that its patch seams do not add up; 0: off, for
+    # latent models, whose VAE decoder hides the grid.
+    patch_shift: int = 0
 
 
 @runtime_checkable

@@ -45,6 +45,7 @@ class ToyBackbone:
     """The toy DiT and its text encoder behind the `Backbone` protocol."""
 
     supports_self_conditioning = True
+    supports_patch_shift = True  # velocity() takes a grid_offset (`setseq.patch_shift`)
     pipeline_sampler = None  # no diffusers folder, no scheduler: the toy samples with setseq's Euler
     frame_step = 1  # pixel space: every frame is its own latent frame
     lora_targets = ["blocks.*.attn.[qkvo]", "blocks.*.cross.[qkvo]", "blocks.*.mlp.fc[12]"]
@@ -60,7 +61,8 @@ class ToyBackbone:
         pretrained_init: bool = False,
     ):
         self.name, self.cfg, self.geometry = name, cfg, geometry
-        self.sampling = sampling or SamplingDefaults(steps=25, guidance=4.0)
+        # pixel space: the patch grid moves at every sampling step (`setseq.patch_shift`)
+        self.sampling = sampling or SamplingDefaults(steps=25, guidance=4.0, patch_shift=cfg.patch)
         if not cfg.vocab:
             from setseq.toy import world
 
@@ -182,10 +184,11 @@ class ToyBackbone:
         return Text(self.text_encoder(tok, mask), mask)
 
     # -- the model -------------------------------------------------------------------------
-    def velocity(self, x_t, t, text: Text, self_cond=None):
-        """(B, F, C, H, W) float32, computed under bf16 autocast where `self.bf16` says so."""
+    def velocity(self, x_t, t, text: Text, self_cond=None, grid_offset=(0.0, 0.0)):
+        """(B, F, C, H, W) float32, computed under bf16 autocast where `self.bf16` says so;
+        grid_offset as `ToyDiT.forward` (`setseq.patch_shift` moves the patch grid)."""
         with precision.autocast(self.bf16 and x_t.device.type == "cpu"):
-            return self.transformer(x_t, t, text.emb, text.mask, self_cond).float()
+            return self.transformer(x_t, t, text.emb, text.mask, self_cond, grid_offset).float()
 
     def prior_prompts(self, n: int, seed: int) -> list[tuple[str, str]]:
         from setseq.toy import world

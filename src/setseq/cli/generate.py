@@ -8,6 +8,8 @@ from pathlib import Path
 from setseq.cli.options import (
     COUNT,
     GUIDANCE,
+    PATCH_SHIFT_HELP,
+    PIXELS,
     SCALE,
     SEED,
     device_args,
@@ -70,6 +72,7 @@ def add_parser(sub) -> None:
         metavar="LO,HI",
         help="LO,HI: guide only at noise levels in (LO, HI], 1 = pure noise (default: the base model's; toy: 0,1, every step)",
     )
+    p.add_argument("--patch-shift", type=PIXELS, metavar="PIXELS", help=PATCH_SHIFT_HELP)
     p.add_argument("--negative", default="", help="negative prompt for guidance (default empty)")
     p.add_argument("--frames", type=COUNT, help="frames to generate (default: the concept's)")
     p.add_argument("--upscale", type=COUNT, help="integer upscaling of the written video (default: to at least 256 px)")
@@ -130,6 +133,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
             guidance=a.guidance,
             guidance_2=a.guidance_2,
             guidance_interval=a.guidance_interval,
+            patch_shift=a.patch_shift,
             sampler=a.sampler,
             seed=a.seed,
             negative=a.negative,

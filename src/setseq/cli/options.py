@@ -49,6 +49,11 @@ SECONDS = _number(float, 0, what="a number of seconds >= 0")
 DURATION = _number(float, 0, above=True, what="a number of seconds > 0")
 SCALE = _number(float, what="a finite number")
 GUIDANCE = _number(float, 0, what="a number >= 0")
+PIXELS = _number(int, 0, what="a whole number of pixels >= 0")
+PATCH_SHIFT_HELP = (
+    "move the model's patch grid by a random offset below PIXELS at every sampling step, so that a "
+    "pixel-space model's patch seams do not add up (default: the base model's; toy: 4; 0: off)"
+)
 
 
 def dropouts(text: str) -> list[float]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import TYPE_CHECKING
 
-from setseq.cli.options import interval
+from setseq.cli.options import PATCH_SHIFT_HELP, PIXELS, interval
 from setseq.errors import SetseqError
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ def _eval_parser(tsub) -> None:
         metavar="LO,HI",
         help="guide only at noise levels in (LO, HI], 1 = pure noise (default 0,1: every step)",
     )
+    ev.add_argument("--patch-shift", type=PIXELS, metavar="PIXELS", help=PATCH_SHIFT_HELP)
     ev.add_argument("--json", help="also write the results to this JSON file")
     ev.add_argument(
         "--frames",
@@ -228,6 +230,8 @@ def cmd_toy_eval(a: argparse.Namespace) -> int:
         bb = load_file_weights(a.weights)
     else:
         bb = load_backbone(a.base)
+    if a.patch_shift is not None:
+        bb.sampling = dataclasses.replace(bb.sampling, patch_shift=a.patch_shift)
     if a.probe:
         ts = (0.99, 0.9, 0.7)
         r = {"probes": [direction_probe(bb, n=n, t=t) for t in ts], "camera": [camera_probe(bb, n=n, t=t) for t in ts]}

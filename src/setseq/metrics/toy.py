@@ -223,7 +223,7 @@ def edit_adherence(video: torch.Tensor, requested: dict[str, str]) -> float:
 
 def background_grid(video: torch.Tensor, patch: int = 4) -> float:
     """`patch_grid_ratio` on the clip's background: the object (background subtraction, grown by a
-    pixel so that its edges do not count) left out. About 1 for rendered truth; above 1 where a
+    pixel so that its edges do not count) left out. About 1.2 for rendered truth; well above where a
     model draws its patch grid. patch: the toy DiT's patch (4 for the shipped preset)."""
     video = check_video(video)
     return patch_grid_ratio(video, patch, ignore=torch.from_numpy(checker.grow(segment(video))))
@@ -255,7 +255,7 @@ def toy_metrics(
         {"mse", "tc_pixel", "toy_identity", "toy_motion", "toy_edits", "grid", "grid_truth", and
         "toy_edit" when the prompt requests an edit}; "toy_edits" maps the attributes read
         differently from the reference to their new values; "grid" is the clip's `background_grid`
-        and "grid_truth" the reference's (about 1 for a render: a sharp sample stays near it).
+        and "grid_truth" the reference's (about 1.2 for a render: a sharp sample stays near it).
     """
     out = {
         "mse": mse(video, reference),

@@ -154,12 +154,16 @@ def rope_split(head_dim: int) -> tuple[int, int, int]:
     return head_dim // 2, head_dim // 4, head_dim // 4
 
 
-def rope_angles(f: int, h: int, w: int, head_dim: int, theta: float, device=None) -> torch.Tensor:
-    """Rotation angles (T, head_dim / 2) for a (f, h, w) token grid, T = f * h * w."""
+def rope_angles(
+    f: int, h: int, w: int, head_dim: int, theta: float, device=None, offset: tuple[float, float] = (0.0, 0.0)
+) -> torch.Tensor:
+    """Rotation angles (T, head_dim / 2) for a (f, h, w) token grid, T = f * h * w. offset: the
+    (row, column) position of the first token in tokens, fractional where the patch grid is moved
+    (`setseq.patch_shift`); positions are offset + 0, 1, ..."""
     parts = []
-    for n, d, axis in zip((f, h, w), rope_split(head_dim), range(3)):
+    for n, d, axis, start in zip((f, h, w), rope_split(head_dim), range(3), (0.0, *offset)):
         freqs = theta ** (-torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)  # (d/2,)
-        pos = torch.arange(n, device=device, dtype=torch.float32)
+        pos = torch.arange(n, device=device, dtype=torch.float32) + start
         ang = pos[:, None] * freqs[None]  # (n, d/2)
         shape = [1, 1, 1, d // 2]
         shape[axis] = n
@@ -167,10 +171,13 @@ def rope_angles(f: int, h: int, w: int, head_dim: int, theta: float, device=None
     return torch.cat(parts, -1).reshape(f * h * w, head_dim // 2)
 
 
-def sincos_embedding(f: int, h: int, w: int, dim: int, theta: float, device=None) -> torch.Tensor:
+def sincos_embedding(
+    f: int, h: int, w: int, dim: int, theta: float, device=None, offset: tuple[float, float] = (0.0, 0.0)
+) -> torch.Tensor:
     """Fixed absolute position embedding (T, dim) for a (f, h, w) token grid: the sines and cosines
-    of the RoPE angles with the channels split 2:1:1 the same way (DiT's sin-cos embedding, in 3D)."""
-    angles = rope_angles(f, h, w, dim, theta, device)  # (T, dim / 2)
+    of the RoPE angles with the channels split 2:1:1 the same way (DiT's sin-cos embedding, in 3D);
+    offset as `rope_angles`."""
+    angles = rope_angles(f, h, w, dim, theta, device, offset)  # (T, dim / 2)
     return torch.cat([angles.sin(), angles.cos()], -1)
 
 
@@ -318,15 +325,17 @@ class ToyDiT(nn.Module):
     # x0-prediction divides by t; below this the division is clamped (sampling ends at t = 0)
     MIN_T = 0.05
 
-    def forward(self, x_t, t, text, text_mask, self_cond=None):
-        """Velocity (B, F, C, H, W) at time t (B,), whichever quantity the output layer predicts."""
-        out = self.predict(x_t, t, text, text_mask, self_cond)
+    def forward(self, x_t, t, text, text_mask, self_cond=None, grid_offset=(0.0, 0.0)):
+        """Velocity (B, F, C, H, W) at time t (B,), whichever quantity the output layer predicts.
+        grid_offset: (row, column) position of the first patch in patches, where the frame was
+        extended to move the patch grid (`setseq.patch_shift`): the content keeps its positions."""
+        out = self.predict(x_t, t, text, text_mask, self_cond, grid_offset)
         if self.cfg.prediction == "x0":
             t_ = t.to(out.dtype).clamp(min=self.MIN_T).view(-1, 1, 1, 1, 1)
             return (x_t - out) / t_  # x_t = (1 - t) x0 + t n  =>  v = n - x0 = (x_t - x0) / t
         return out
 
-    def predict(self, x_t, t, text, text_mask, self_cond=None):
+    def predict(self, x_t, t, text, text_mask, self_cond=None, grid_offset=(0.0, 0.0)):
         B, Fr, C, H, W = x_t.shape
         p = self.cfg.patch
         h, w = H // p, W // p
@@ -337,9 +346,10 @@ class ToyDiT(nn.Module):
         x = x.permute(0, 1, 3, 5, 2, 4, 6).reshape(B, Fr * h * w, 2 * C * p * p)  # (B, T, 2C p p)
         x = self.patch_embed(x)  # (B, T, D)
         if self.cfg.abs_pos:
-            x = x + sincos_embedding(Fr, h, w, self.cfg.dim, self.cfg.rope_theta, x.device).to(x.dtype)
+            x = x + sincos_embedding(Fr, h, w, self.cfg.dim, self.cfg.rope_theta, x.device, grid_offset).to(x.dtype)
         c = self.t_embed(t)  # (B, D)
-        angles = rope_angles(Fr, h, w, self.cfg.dim // self.cfg.heads, self.cfg.rope_theta, x.device)
+        head_dim = self.cfg.dim // self.cfg.heads
+        angles = rope_angles(Fr, h, w, head_dim, self.cfg.rope_theta, x.device, grid_offset)
         # 2. blocks
         for blk in self.blocks:
             x = blk(x, c, text, text_mask, angles)

@@ -19,7 +19,7 @@ from setseq.metrics.toy import background_grid
 from setseq.toy import checker, world
 
 # A sample counts as sharp when its background's patch-grid ratio is within this factor of its
-# rendered truth's (truths score about 1; an undertrained patchifying model well above).
+# rendered truth's (truths score about 1.2; an undertrained patchifying model well above).
 GRID_TOLERANCE = 1.3
 
 
@@ -116,7 +116,7 @@ def sample_strip(
     for each, its rendered truth, then the base's sample beneath it (8 frames a row, 4 x pixels).
 
     Returns [{caption, grid, grid_truth}, ...]: the captions top to bottom and both rows'
-    `background_grid` (the patch-grid ratio; truths score about 1).
+    `background_grid` (the patch-grid ratio; truths score about 1.2).
     """
     from setseq.report import frame_strip
 

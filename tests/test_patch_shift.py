@@ -161,10 +161,10 @@ def test_the_cli_takes_a_patch_shift_and_refuses_a_negative_one(tmp_path, capsys
 def test_on_the_shipped_base_the_moving_grid_draws_fewer_seams():
     bb = load_backbone("toy")
     rng = np.random.default_rng(0)
-    scenes = [world.sample_scene(rng, "heldout") for _ in range(6)]
+    scenes = [world.sample_scene(rng, "heldout") for _ in range(4)]
     prompts = [world.caption_text(s) for s in scenes]
     grid = {
-        shift: np.median([background_grid(v) for v in generate(bb, prompts, seed=0, patch_shift=shift)])
+        shift: np.median([background_grid(v) for v in generate(bb, prompts, steps=15, seed=0, patch_shift=shift)])
         for shift in (0, bb.cfg.patch)
     }
     # measured on 48 held-out captions (2026-12-07): 1.91 on a fixed grid, 1.32 moving; truth about 1.1

@@ -159,8 +159,7 @@ def sample(
             f"{backbone.name!r} cannot move its patch grid (a pixel-space model such as the toy can; a latent "
             f"model's VAE hides its grid); leave --patch-shift out."
         )
-    # one model call per step: the guided and unguided halves share the step's offset
-    if patch_shift > 1:  # the Euler schedule's last step averages over offsets (`patch_shift.shifting`)
+    if patch_shift > 1:  # one offset a step, shared by the guided halves; the Euler schedule's last step averages
         final_t = float(flow.schedule(steps, backbone.sampling.shift, "cpu", start)[-2]) if own is None else 0.0
         model = shifting(backbone.velocity, patch_shift, seed, final_t)
     else:

@@ -108,8 +108,8 @@ def patch_grid_ratio(video: torch.Tensor, patch: int, ignore: torch.Tensor | Non
     offsets of the grid: a sampler that moves the model's grid (`setseq.patch_shift`) can leave
     its seams anywhere, and they count wherever they are. A rendered clip, which knows no grid,
     scores about 1.2 (the worst of 16 offsets on the toy world; about 1.0 at any one); a blocky
-    one scores well above that. (Before 2026-12-07 the measure read the
-    model's own grid only: the same for a fixed grid, about 0.05 lower on rendered truth.)
+    one scores well above that. (Before 2026-12-07 the measure read the model's own grid only: the
+    same on a fixed grid's samples, about 1.0 on rendered truth.)
 
     Args:
         video: clip (F, 3, H, W) in [-1, 1]; H and W need not be multiples of the patch.

@@ -54,7 +54,9 @@ def frame_view(frame: av.VideoFrame, stream) -> View:
     y' = b x + d y, in 16.16 fixed point) and the sample aspect ratio."""
     sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     sar = float(sar) if sar and sar > 0 else 1.0
-    for side in frame.side_data:
+    # Iterating side_data gives the side data up to PyAV 18.1.0 and their types from 18.1.1 on.
+    for item in frame.side_data:
+        side = item if hasattr(item, "type") else frame.side_data[item]
         if str(getattr(side.type, "name", side.type)).endswith("DISPLAYMATRIX"):
             a, b, _, c, d = np.frombuffer(bytes(side), dtype=np.int32)[:5].tolist()
             if abs(a) + abs(d) >= abs(b) + abs(c):

@@ -99,7 +99,7 @@ def test_bench_scale_defaults_to_toy_on_the_toy_base_and_refuses_unknown_scales(
     from setseq.errors import SetseqError
 
     ns = lambda **kw: argparse.Namespace(**{"scale": None, "step_scale": None, **kw})
-    assert _scales(ns(base="toy")) == ("toy", 1.0)
+    assert _scales(ns(base="toy")) == _scales(ns(base="toy-v2")) == ("toy", 1.0)
     assert _scales(ns(base="toy-tiny")) == ("paper", 0.25)
     assert _scales(ns(base="toy", scale="paper", step_scale=0.5)) == ("paper", 0.5)
     with pytest.raises(SetseqError, match="unknown scale"):

@@ -103,3 +103,12 @@ def test_a_checkpoint_from_before_the_expert_setting_resumes():
     before = {**now, "flow": {k: v for k, v in now["flow"].items() if k != "experts"}}
     assert learning(before) == learning(now)
     assert learning({**now, "flow": {**now["flow"], "experts": "shared"}}) != learning(now)
+
+
+@pytest.mark.parametrize(("base", "method"), [("toy", "toy"), ("toy-v2", "toy"), ("toy-tiny", "setseq")])
+def test_each_pretrained_toy_base_defaults_to_the_toy_preset(base, method):
+    """The pretrained embedded bases train at the toy scale unless --method says otherwise; the random
+    toy-tiny (tests) keeps the paper's preset."""
+    cfg = config_from_args(build_parser().parse_args(["train", "x.mp4", "--base", base]))
+    assert cfg.method == method
+    assert cfg.to_dict() == preset(method).to_dict()

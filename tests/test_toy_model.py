@@ -66,6 +66,37 @@ def test_demo_quick_writes_report_metrics_and_videos(tmp_path):
     assert Image.open(out / "frames.png").size[1] > 5 * 32  # the training video and four outputs
 
 
+V2 = WEIGHTS_DIR / "toy-v2.safetensors"
+
+
+@pytest.mark.skipif(not V2.is_file(), reason="no toy-v2 weights in this checkout")
+def test_v2_weights_are_the_last_phase_of_their_plan_on_the_presets_architecture(capsys):
+    """`--base toy-v2` loads the shipped file of `setseq toy pretrain --plan v2`: bf16 storage within
+    the 40 MB budget, the preset's architecture, and the plan's last phase recorded as its recipe."""
+    from dataclasses import asdict
+
+    from safetensors import safe_open
+
+    from setseq.backbones.toy import PRESETS
+    from setseq.toylab.plans import plan_phases
+
+    bb = load_backbone("toy-v2")
+    assert "warning" not in capsys.readouterr().err
+    assert V2.stat().st_size <= 40 * 2**20
+    assert 1e7 < sum(p.numel() for p in bb.parameters()) < 2e7
+    assert bb.fingerprint() != load_backbone("toy").fingerprint()
+    with safe_open(str(V2), "pt") as f:
+        meta = f.metadata()
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"BF16", "I64"}
+    arch = {k: v for k, v in json.loads(meta["config"]).items() if k != "vocab"}
+    preset = PRESETS["toy-v2"][0].to_dict()
+    assert {k: preset[k] for k in arch} == arch
+    info = json.loads(meta["info"])
+    last = json.loads(json.dumps(asdict(plan_phases("v2", "out")[-1][1])))
+    assert info["plan"] == "v2" and info["pretrain"]["init"].endswith("4-camera-focus/toy.safetensors")
+    assert {k: v for k, v in info["pretrain"].items() if k != "init"} == {k: v for k, v in last.items() if k != "init"}
+
+
 def test_pretrain_defaults_are_the_recipe_of_the_shipped_weights():
     """The shipped model is six runs, each `--init` the one before: the defaults, then
     pretrain.CONTINUATION, MOTION_FOCUS, CONSOLIDATION, CAMERA_FOCUS and CAMERA_CONSOLIDATION

@@ -107,7 +107,7 @@ def test_the_models_folder_is_readable_and_lists_model_folders(tmp_path):
     (models / "wan" / "model_index.json").write_text("{}")
     (models / "notes").mkdir()
     ws = Workspace(tmp_path / "ws", models)
-    assert ws.bases() == ["toy", "toy-tiny", "wan"]
+    assert ws.bases() == ["toy", "toy-v2", "toy-tiny", "wan"]
     assert ws.base("wan") == str(models / "wan") and ws.inside(models / "wan") == models / "wan"
     with pytest.raises(SetseqError, match="no model folder"):
         ws.base("notes")

@@ -14,14 +14,17 @@ import torch
 from setseq.backbones.base import Backbone, Geometry, SamplingDefaults, Text
 from setseq.errors import SetseqError
 
-__all__ = ["Backbone", "Geometry", "SamplingDefaults", "Text", "load_backbone", "BASES"]
+__all__ = ["Backbone", "Geometry", "SamplingDefaults", "Text", "load_backbone", "BASES", "PRETRAINED_TOYS"]
 
-BASES = ("toy", "toy-tiny")
+# The embedded bases pretrained on the toy world, each trained on with the toy-scale method preset
+# (`config.preset_toy`); toy-tiny is random, for tests, and takes the paper's presets.
+PRETRAINED_TOYS = ("toy", "toy-v2")
+BASES = (*PRETRAINED_TOYS, "toy-tiny")
 
 
 def load_backbone(spec: str, **options) -> Backbone:
-    """`toy` (the embedded default), `toy-tiny` (tests), or a local diffusers folder (Wan 2.1, Wan 2.2,
-    LTX-Video, LTX-2, HunyuanVideo 1.5).
+    """`toy` (the embedded default), `toy-v2` (its larger successor), `toy-tiny` (tests), or a local
+    diffusers folder (Wan 2.1, Wan 2.2, LTX-Video, LTX-2, HunyuanVideo 1.5).
 
     Args:
         spec: a name of BASES or the path of a local Diffusers-format folder.

@@ -3,7 +3,8 @@
 `--base toy` loads the pretrained weights shipped in `setseq/toy/weights/`, or the weights file
 that the environment variable SETSEQ_TOY_WEIGHTS names (a base of one's own from `setseq toy
 pretrain`, for every command at once); while none ship it builds the DiT with seeded random weights
-and says so. `toy-tiny` is a tiny random instance for tests and smoke runs.
+and says so. `toy-v2` is the larger base pretrained by `setseq toy pretrain --plan v2`, from its own
+shipped file. `toy-tiny` is a tiny random instance for tests and smoke runs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ PRESETS: dict[str, tuple[DiTConfig, Geometry]] = {
     # and moves most of a token a frame), predicting the clean clip (docs/toy-model.md)
     "toy": (
         DiTConfig(dim=128, depth=6, heads=4, patch=4, prediction="x0", abs_pos=True),
+        Geometry(frames=8, height=32, width=32, fps=8.0),
+    ),
+    # 11.7 M parameters, 256 wide, 8 blocks, a frozen word table (`setseq toy pretrain --plan v2`;
+    # docs/toy-model.md); the same world and geometry
+    "toy-v2": (
+        DiTConfig(dim=256, depth=8, heads=8, patch=4, prediction="x0", abs_pos=True, frozen_words=True),
         Geometry(frames=8, height=32, width=32, fps=8.0),
     ),
     "toy-tiny": (
@@ -268,9 +275,9 @@ def load(name: str = "toy", seed: int = 0) -> ToyBackbone:
     if path.is_file():
         return load_file_weights(path, name)
     cfg, geometry = PRESETS[name]
-    if name == "toy":
+    if name != "toy-tiny":
         warn(
-            "no pretrained toy weights ship with this install yet; using the toy DiT with seeded "
+            f"no pretrained {name} weights ship with this install; using the toy DiT with seeded "
             "random weights, so generated videos will be noise-like."
         )
     return ToyBackbone(name, DiTConfig(**cfg.to_dict()), geometry, seed=seed)

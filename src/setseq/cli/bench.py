@@ -61,7 +61,9 @@ def add_parser(sub) -> None:
 
 def _scales(a: argparse.Namespace) -> tuple[str, float]:
     """(scale, step_scale) from the options: the toy scale by default on the toy base."""
-    scale = a.scale or ("toy" if a.base == "toy" else "paper")
+    from setseq.backbones import PRETRAINED_TOYS
+
+    scale = a.scale or ("toy" if a.base in PRETRAINED_TOYS else "paper")
     return scale, a.step_scale or (1.0 if scale == "toy" else 0.25)
 
 

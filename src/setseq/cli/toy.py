@@ -33,7 +33,7 @@ def _pretrain_parser(tsub) -> None:
     """`toy pretrain`: where it writes, which preset and recipe, the optimiser, how the run goes."""
     pre = tsub.add_parser("pretrain", help="pretrain the toy DiT from scratch on the toy world (resumable)")
     pre.add_argument("--out", required=True, help="folder for the checkpoint, log and MODEL.safetensors")
-    pre.add_argument("--model", default="toy", help="architecture preset: toy or toy-tiny (default: toy)")
+    pre.add_argument("--model", default="toy", help="architecture preset: toy, toy-v2 or toy-tiny (default: toy)")
     from setseq.toylab.plans import PLANS
     from setseq.toylab.pretrain import RECIPES, PretrainConfig
 
@@ -197,8 +197,10 @@ def cmd_toy_pretrain(a: argparse.Namespace) -> int:
     ):
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))
-    if a.model not in ("toy", "toy-tiny"):
-        raise SetseqError(f"unknown model preset {a.model!r}; use toy or toy-tiny.")
+    from setseq.backbones.toy import PRESETS
+
+    if a.model not in PRESETS:
+        raise SetseqError(f"unknown model preset {a.model!r}; use one of {', '.join(PRESETS)}.")
     if a.recipe != "defaults" and cfg.init is None and not a.resume:
         raise SetseqError(f"the {a.recipe} recipe continues earlier weights; give them with --init.")
     print(f"wrote {pretrain(a.out, cfg, resume=a.resume, device=a.device, workers=a.workers, compile=a.compile)}")

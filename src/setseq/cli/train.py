@@ -20,7 +20,9 @@ def add_parser(sub) -> None:
     )
     _data_args(p)
     p.add_argument(
-        "--base", default="toy", help="base model: 'toy' (embedded default), 'toy-tiny', or a local path (default: toy)"
+        "--base",
+        default="toy",
+        help="base model: 'toy' (embedded default), 'toy-v2', 'toy-tiny', or a local path (default: toy)",
     )
     p.add_argument("--out", help="output concept file NAME.safetensors (default: VIDEO's name)")
     device_args(p)
@@ -199,10 +201,11 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     Raises:
         SetseqError: a flag the method has no stage for, or a setting out of range.
     """
+    from setseq.backbones import PRETRAINED_TOYS
     from setseq.config import load_config
     from setseq.log import note
 
-    default = "toy" if getattr(a, "base", None) == "toy" else "setseq"
+    default = "toy" if getattr(a, "base", None) in PRETRAINED_TOYS else "setseq"
     cfg = load_config(a.config, a.method, default)
     announce = cfg.method == "toy" and default == "toy" and a.method is None
     if a.rank is not None:

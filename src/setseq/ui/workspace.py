@@ -21,11 +21,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from setseq.backbones import BASES
 from setseq.errors import SetseqError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
 SIDECAR_SUFFIXES = (".txt",)
-TOY_BASES = ("toy", "toy-tiny")
+TOY_BASES = BASES  # the embedded ones, by name
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -2,6 +2,7 @@
 
     python benchmarks/new_concept.py --out runs/new-concept            # the demo's full toy preset
     python benchmarks/new_concept.py --out runs/new-concept --quick    # the demo's smoke-run steps
+    python benchmarks/new_concept.py --out runs/new-concept-v2 --base toy-v2   # toy-v2 and its demo plan
 
 The clip is drawn here, by this script's own code, not by the toy world's renderer: a square split
 into a yellow and a cyan half (colours no example uses together) on a red background, running once
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from setseq import demo
-from setseq.backbones import load_backbone
+from setseq.backbones import PRETRAINED_TOYS, load_backbone
 from setseq.generate import generate
 from setseq.report import frame_strip
 from setseq.specs import ConceptSource, concept_specs
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="runs/new-concept")
     ap.add_argument("--quick", action="store_true", help="the demo's smoke-run plan")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base", default="toy", choices=PRETRAINED_TOYS, help="the toy base; the demo's plan for it")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,10 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     write_video(out / "triangle.mask.mp4", mask[:, None].expand(-1, 3, -1, -1).float() * 2 - 1, FPS)
     (out / "triangle.txt").write_text(f"static: {STATIC}\nmotion: {MOTION}\n")
 
-    bb = load_backbone("toy")
+    bb = load_backbone(args.base)
     g = bb.geometry
     spec = concept_specs([ConceptSource(clip_file)], g)[0]
-    plan = demo.QUICK if args.quick else demo.FULL
+    plan = demo.demo_plan(args.base, args.quick)
     cfg = demo.demo_config(plan, args.seed)
     Trainer(bb, [spec], cfg, out / "triangle.safetensors", progress=True).run()
     t_train = time.time() - t0

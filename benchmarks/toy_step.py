@@ -2,6 +2,7 @@
 
     python benchmarks/toy_step.py                         # the default grid, 2 threads
     python benchmarks/toy_step.py --models 128x6,384x8 --compile --repeats 5
+    python benchmarks/toy_step.py --models 256x8 --attention          # + bf16 attention in training
 
 Three kinds of step, each on the toy's geometry (8 frames of 32 x 32, patch 4: 512 tokens a clip):
 - pretrain: forward + backward of the whole DiT and text encoder on 16 clips, and an AdamW step;
@@ -11,7 +12,9 @@ Three kinds of step, each on the toy's geometry (8 frames of 32 x 32, patch 4: 5
 
 Every configuration runs in this one process, so the ratios in a row are measured side by side.
 bf16 columns run the backbone's bf16 autocast over float32 master weights (`ToyBackbone.bf16`,
-setseq.precision); it pays where the CPU has bf16 matrix units (AMX, AVX-512 BF16).
+setseq.precision); it pays where the CPU has bf16 matrix units (AMX, AVX-512 BF16). Under it the
+toy's attention trains in float32 (`setseq.toy.dit.TRAIN_ATTENTION_FP32`); `--attention` adds a
+column with attention in bf16 throughout, the path that flag replaced.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 
 from setseq import flow, lora, precision
 from setseq.backbones.toy import PRESETS, ToyBackbone
+from setseq.toy import dit
 from setseq.toy.dit import DiTConfig
 
 
@@ -92,18 +96,19 @@ def make_steps(bb: ToyBackbone, kind: str):
     return step
 
 
-def seconds(step, bb: ToyBackbone, modes: list[bool], repeats: int) -> list[float]:
-    """The fastest of `repeats` timings of `step` with the backbone's bf16 autocast off or on, the
-    modes interleaved so that whatever else the machine does falls on all of them alike (one
-    warm-up call each)."""
+def seconds(step, bb: ToyBackbone, modes: list[tuple[bool, bool]], repeats: int) -> list[float]:
+    """The fastest of `repeats` timings of `step` in each mode (bf16 autocast, float32 attention in
+    training), the modes interleaved so that whatever else the machine does falls on all of them
+    alike (one warm-up call each)."""
     best = [float("inf")] * len(modes)
     for r in range(repeats + 1):
-        for i, bf16 in enumerate(modes):
-            bb.bf16 = bf16
+        for i, (bf16, attention_fp32) in enumerate(modes):
+            bb.bf16, dit.TRAIN_ATTENTION_FP32 = bf16, attention_fp32
             start = time.perf_counter()
             step()
             if r:
                 best[i] = min(best[i], time.perf_counter() - start)
+    dit.TRAIN_ATTENTION_FP32 = True
     return best
 
 
@@ -112,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default="128x6,256x8,384x8,512x8", help="WIDTHxDEPTH,... (heads = width / 32)")
     ap.add_argument("--kinds", default="pretrain,lora-set,lora-seq,sample")
     ap.add_argument("--compile", action="store_true", help="also time bf16 autocast + torch.compile")
+    ap.add_argument("--attention", action="store_true", help="also time bf16 with bf16 attention in training")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -120,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
         f"bf16 matrix units: {precision.cpu_has_bf16()}, best of {args.repeats} (modes interleaved)"
     )
-    cols = ["fp32", "bf16"] + (["bf16+compile"] if args.compile else [])
+    cols = ["fp32", "bf16"] + (["bf16, bf16 attention"] if args.attention else [])
+    cols += ["bf16+compile"] if args.compile else []
     print(f"| model | params | step | {' | '.join(f'{c} s' for c in cols)} | fp32 / bf16 |")
     print("|" + " --- |" * (4 + len(cols)))
     for spec in args.models.split(","):
@@ -129,10 +136,11 @@ def main(argv: list[str] | None = None) -> None:
             bb = build(dim, depth, max(1, dim // 32))
             n = sum(p.numel() for p in bb.parameters()) / 1e6
             step = make_steps(bb, kind)
-            times = seconds(step, bb, [False, True], args.repeats)
+            modes = [(False, True), (True, True)] + ([(True, False)] if args.attention else [])
+            times = seconds(step, bb, modes, args.repeats)
             if args.compile:
                 bb.transformer.compile()
-                times += seconds(step, bb, [True], args.repeats)
+                times += seconds(step, bb, [(True, True)], args.repeats)
             row = " | ".join(f"{s:.3f}" for s in times)
             print(f"| {dim} x {depth} | {n:.1f} M | {kind} | {row} | {times[0] / times[1]:.2f} |", flush=True)
 

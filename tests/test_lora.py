@@ -176,6 +176,22 @@ def test_scoped_scales_apply_inside_and_restore_on_exit_even_on_an_exception():
     assert [s for s, _, _ in _controls(layers)] == [0.9, 0.9]
 
 
+def test_scoped_scales_leave_the_rank_weights_buffer_untouched_unless_they_set_it():
+    """A backward through a saved buffer fails once the buffer is written in place (its version
+    moves), as torch.compile's saved graphs do after a training step's `lora.scales(motion=...)`."""
+    model, x = _model(), torch.randn(3, 12)
+    layers = lora.inject(model, ["*"], rank=2)
+    for layer in layers.values():
+        layer.add_motion("a")
+    versions = [layer.rank_weights._version for layer in layers.values()]
+    with lora.scales(model, identity=0.5, motion=0.3):
+        model(x)
+    assert [layer.rank_weights._version for layer in layers.values()] == versions
+    with lora.scales(model, rank_weights=torch.tensor([2.0, 0.0])):
+        pass
+    assert all(torch.equal(layer.rank_weights, torch.ones(2)) for layer in layers.values())  # restored
+
+
 def test_scales_cannot_change_while_merged():
     model = _model()
     layers = lora.inject(model, ["*"], rank=2)

@@ -8,7 +8,7 @@ from setseq.backbones.toy import PRESETS, ToyBackbone
 from setseq.cli import main
 from setseq.errors import SetseqError
 from setseq.generate import generate
-from setseq.toy.dit import DiTConfig
+from setseq.toy.dit import Attention, DiTConfig
 
 
 def _backbone(dim: int = 64) -> ToyBackbone:
@@ -70,6 +70,25 @@ def test_velocities_in_bf16_stay_within_tolerance_of_float32_and_stay_float32():
     out = bb.velocity(x, t, text)
     assert out.dtype == torch.float32 and all(p.dtype == torch.float32 for p in bb.parameters())
     assert 0.0 < _relative(out, ref) < TOLERANCE  # bf16 did run, and stayed close
+
+
+def test_attention_under_bf16_autocast_trains_in_float32_and_samples_in_bf16():
+    """With a backward to come the toy's attention leaves autocast for float32 (faster on the CPU);
+    without one it stays bf16. Both stay within tolerance of float32 and carry gradients."""
+    torch.manual_seed(0)
+    attn = Attention(64, 2, kv_dim=32)
+    x, ctx = torch.randn(2, 16, 64), torch.randn(2, 5, 32)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    ref = attn(x, ctx, key_mask=mask)
+    with precision.autocast(True):
+        trained = attn(x, ctx, key_mask=mask)
+        with torch.no_grad():
+            sampled = attn(x, ctx, key_mask=mask)
+    assert trained.dtype == sampled.dtype == torch.bfloat16
+    assert not torch.equal(trained, sampled)  # two paths ran
+    assert _relative(trained.float(), ref) < TOLERANCE and _relative(sampled.float(), ref) < TOLERANCE
+    trained.float().sum().backward()
+    assert attn.q.weight.grad is not None and attn.q.weight.grad.abs().sum() > 0
 
 
 def test_sampling_and_a_training_step_in_bf16_stay_within_tolerance():

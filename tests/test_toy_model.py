@@ -266,3 +266,21 @@ def test_the_camera_probe_tells_a_model_that_follows_its_camera_words_from_one_t
     assert follows["pan"]["truth"] > 0.2 and follows["zoom"]["truth"] > 0.2  # frame widths; log ratio
     assert follows["follows"] > 0.7
     assert abs(deaf["follows"]) < 0.1 and abs(deaf["pan"]["own"]) < 0.05
+
+
+def test_each_base_has_a_demo_plan_and_the_config_carries_it():
+    """toy-v2 runs the demo on its own plan (steps moved to stage 1, timestep shift 3); every other
+    base on the toy preset's; the training config is the preset with the plan's numbers in it."""
+    from setseq import demo
+    from setseq.config import preset
+
+    assert demo.demo_plan("toy", False) is demo.FULL and demo.demo_plan("toy-tiny", True) is demo.QUICK
+    toy = preset("toy")
+    for quick in (False, True):
+        plan = demo.demo_plan("toy-v2", quick)
+        cfg = demo.demo_config(plan, seed=3)
+        assert [s.steps for s in cfg.stages] == [plan.stage1_steps, plan.stage2_steps]
+        assert cfg.flow.shift == plan.shift == 3.0 and cfg.seed == 3
+        assert cfg.lora.rank == toy.lora.rank and cfg.optim.lr == toy.optim.lr  # the preset otherwise
+    cfg = demo.demo_config(demo.FULL, seed=0)
+    assert cfg.flow.shift == toy.flow.shift and [s.steps for s in cfg.stages] == [s.steps for s in toy.stages]

@@ -40,21 +40,36 @@ class DemoPlan:
     prior_videos: int | None
     prior_steps: int | None
     sample_steps: int
+    shift: float | None = None  # the flow's timestep shift in training; None: the preset's
 
 
 # The full demo trains with the toy preset as it is (config.preset_toy); the quick one is a smoke run.
 FULL = DemoPlan(stage1_steps=None, stage2_steps=None, prior_videos=None, prior_steps=None, sample_steps=25)
 QUICK = DemoPlan(stage1_steps=30, stage2_steps=40, prior_videos=4, prior_steps=10, sample_steps=15)
+# toy-v2 costs about 2.5x toy's per step, so its plan moves steps from stage 2 (the clip, 8 frames a
+# sample) to stage 1 (single frames, a third of the cost) and shifts training time towards noise
+# (shift 3), where the clip's path is decided: with it 100 + 250 steps already reproduced the path
+# (motion 1.00) that 200 + 550 at shift 1 reached (docs/demo.md, "On toy-v2"; 2026-12-08).
+FULL_V2 = DemoPlan(stage1_steps=300, stage2_steps=200, prior_videos=None, prior_steps=None, sample_steps=25, shift=3.0)
+QUICK_V2 = DemoPlan(stage1_steps=40, stage2_steps=30, prior_videos=4, prior_steps=10, sample_steps=15, shift=3.0)
+PLANS = {"toy-v2": (FULL_V2, QUICK_V2)}  # other bases: (FULL, QUICK)
+
+
+def demo_plan(base: str, quick: bool) -> DemoPlan:
+    """The demo's training and sampling plan for `base`: its own where PLANS has one, else toy's."""
+    full, short = PLANS.get(base, (FULL, QUICK))
+    return short if quick else full
 
 
 def demo_config(plan: DemoPlan, seed: int):
-    """The toy training preset with the plan's step counts where it sets them."""
+    """The toy training preset with the plan's step counts and shift where it sets them."""
     cfg = preset("toy")
     cfg.seed = seed
     for stage, steps in zip(cfg.stages, (plan.stage1_steps, plan.stage2_steps)):
         stage.steps = stage.steps if steps is None else steps
     cfg.reg.prior_videos = plan.prior_videos or cfg.reg.prior_videos
     cfg.reg.prior_steps = plan.prior_steps or cfg.reg.prior_steps
+    cfg.flow.shift = plan.shift or cfg.flow.shift
     cfg.checkpoint_every = 100
     return cfg
 
@@ -79,7 +94,7 @@ def run_demo(
         raise SetseqError(f"unknown example concept {concept!r}; choose one of {', '.join(world.CONCEPTS)}.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = QUICK if quick else FULL
+    plan = demo_plan(base, quick)
     t0 = time.time()
     bb = load_backbone(base)
     g = bb.geometry
@@ -92,7 +107,7 @@ def run_demo(
     concept_file = out / f"{concept}.safetensors"
     note(
         f"learning the example concept '{concept}' with the toy preset: "
-        f"{cfg.stages[0].steps} + {cfg.stages[1].steps} steps at lr {cfg.optim.lr:g}"
+        f"{cfg.stages[0].steps} + {cfg.stages[1].steps} steps at lr {cfg.optim.lr:g}, timestep shift {cfg.flow.shift:g}"
     )
     Trainer(bb, [spec], cfg, concept_file, progress=progress).run()
     t_train = time.time() - t0

@@ -280,8 +280,15 @@ def scales(
         SetseqError: as `set_scales` on entry; on exit, when the block left the adapters merged (the
             merged delta was made with the block's scales, so restoring them would corrupt unmerge).
     """
+    # g is restored only when the block sets it: writing a buffer in place bumps its version, which
+    # breaks the backward of a compiled forward that saved it, even when the values are the same.
     saved = [
-        (layer, layer.identity_scale, dict(layer.motion_scales), layer.rank_weights.clone())
+        (
+            layer,
+            layer.identity_scale,
+            dict(layer.motion_scales),
+            None if rank_weights is None else layer.rank_weights.clone(),
+        )
         for layer in adapters(model).values()
     ]
     set_scales(model, identity, motion, rank_weights)  # a refusal here has changed nothing
@@ -295,7 +302,8 @@ def scales(
             )
         for layer, s_id, w, g in saved:
             layer.identity_scale, layer.motion_scales = s_id, w
-            layer.rank_weights.copy_(g)
+            if g is not None:
+                layer.rank_weights.copy_(g)
 
 
 def set_dropout(model: nn.Module, identity: float = 0.0, motion: float = 0.0) -> None:

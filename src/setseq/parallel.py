@@ -228,6 +228,9 @@ def blocks(transformer: nn.Module) -> list[nn.Module]:
 def compile_blocks(transformer: nn.Module) -> None:
     """torch.compile each block in place (module names, and so concept files, stay the same)."""
     refuse_memory_flags(transformer, "--compile")
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for block in blocks(transformer):
         block.compile()
 

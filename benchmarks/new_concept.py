@@ -150,12 +150,12 @@ def main(argv: list[str] | None = None) -> None:
         "outputs": rows,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    print("| output | identity | motion | path | followed | grid (truth) | MSE |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| output | identity | coverage | motion | path | followed | grid (truth) | MSE |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         p = f"{r['path']:.2f}" if "path" in r else "-"
         print(
-            f"| {r['output']} | {r['identity']:.2f} | {r['motion']:.2f} | {p} | {r['edit_followed']:.0f} | "
+            f"| {r['output']} | {r['identity']:.2f} | {r['coverage']:.2f} | {r['motion']:.2f} | {p} | {r['edit_followed']:.0f} | "
             f"{r['grid']:.2f} ({r['grid_truth']:.2f}) | {r['mse_to_reference']:.4f} |"
         )
     print(

@@ -9,7 +9,9 @@ import torch
 from setseq.errors import SetseqError
 from setseq.metrics import pixel_coherence
 from setseq.metrics.toy import (
+    _rgb_and_backs,
     concept_metrics,
+    coverage,
     edit_adherence,
     identity_score,
     motion_score,
@@ -127,3 +129,19 @@ def test_motion_of_a_clip_without_any_object_is_zero():
     assert motion_score(blank, truth.video, "sprite", truth.mask) == 0.0
     assert motion_score(blank, truth.video, "waves", truth.mask) == 0.0
     assert np.isclose(identity_score(blank, truth.video, truth.mask), 0.0)
+
+
+def test_coverage_sees_an_object_drawn_in_a_few_frames_where_identity_does_not(concept):
+    """Erasing the object from six of the eight frames leaves its colours' proportions, so identity
+    stays; coverage drops to about the quarter that is left. The identical clip covers as much."""
+    _, _, truth, _, scores = concept
+    assert scores["identical"]["toy_coverage"] == pytest.approx(1.0, abs=0.15)
+    rgb, backs = _rgb_and_backs(truth.video)
+    erased = rgb.copy()
+    mask = truth.mask.numpy().copy()
+    mask[:2] = False  # the first two frames keep their object
+    erased[mask] = backs[mask]
+    erased = torch.from_numpy(erased).permute(0, 3, 1, 2).float() * 2 - 1
+    assert identity_score(erased, truth.video, truth.mask) > 0.8
+    assert coverage(erased, truth.video, truth.mask) < 0.4
+    assert coverage(torch.full_like(truth.video, -1.0), truth.video, truth.mask) == 0.0

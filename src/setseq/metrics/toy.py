@@ -84,6 +84,22 @@ def identity_score(video: torch.Tensor, reference: torch.Tensor, reference_mask:
     return float(np.minimum(ours, theirs).sum())
 
 
+def coverage(video: torch.Tensor, reference: torch.Tensor, reference_mask: Mask | None = None) -> float:
+    """How much object (or texture) the clip draws, against the reference: the share of its frames
+    that its foreground covers over the reference's share. 1 for as much, 0 for nothing, above 1
+    for more. `identity_score` compares colour proportions only, so a clip that draws a few specks
+    in the right colours scores well on it; this says how much was drawn (read them together).
+
+    Args:
+        video: generated clip (F, 3, H, W) in [-1, 1].
+        reference: reference clip (F', 3, H', W') in [-1, 1]; need not be aligned.
+        reference_mask: (F', H', W') bool object pixels of the reference; None segments it.
+    """
+    ref_mask = segment(reference) if reference_mask is None else np.asarray(reference_mask, bool)
+    ours, theirs = float(segment(video).mean()), float(ref_mask.mean())
+    return ours / theirs if theirs > 0 else float(ours == 0)
+
+
 # --------------------------------------------------------------------------------------------
 # motion
 
@@ -252,8 +268,8 @@ def toy_metrics(
             the reference's, "toy_edit" says which share of them the clip shows.
 
     Returns:
-        {"mse", "tc_pixel", "toy_identity", "toy_motion", "toy_edits", "grid", "grid_truth", and
-        "toy_edit" when the prompt requests an edit}; "toy_edits" maps the attributes read
+        {"mse", "tc_pixel", "toy_identity", "toy_coverage", "toy_motion", "toy_edits", "grid",
+        "grid_truth", and "toy_edit" when the prompt requests an edit}; "toy_edits" maps the attributes read
         differently from the reference to their new values; "grid" is the clip's `background_grid`
         and "grid_truth" the reference's (about 1.2 for a render: a sharp sample stays near it).
     """
@@ -261,6 +277,7 @@ def toy_metrics(
         "mse": mse(video, reference),
         "tc_pixel": pixel_coherence(video),
         "toy_identity": identity_score(video, reference, reference_mask),
+        "toy_coverage": coverage(video, reference, reference_mask),
         "toy_motion": motion_score(video, reference, kind, reference_mask),
         "toy_edits": detected_edits(video, reference),
         "grid": background_grid(video),

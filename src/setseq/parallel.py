@@ -228,8 +228,12 @@ def blocks(transformer: nn.Module) -> list[nn.Module]:
 def compile_blocks(transformer: nn.Module) -> None:
     """torch.compile each block in place (module names, and so concept files, stay the same)."""
     refuse_memory_flags(transformer, "--compile")
-    import torch._dynamo
+    import torch._dynamo  # only a --compile run needs dynamo
 
+    # The blocks share one forward, compiled once per variant: with and without grad (the
+    # self-conditioning pass), per stage's trained adapters, per clip length, times the blocks.
+    # Past dynamo's default limit of 8 the rest ran eager, with only a log warning (seen 2026-12-08);
+    # the limit is raised for the process, as --compile is a setting for the whole run.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for block in blocks(transformer):
         block.compile()

@@ -41,6 +41,40 @@ def test_ablation_resumes_from_its_finished_jobs_and_redoes_jobs_of_other_settin
     assert trained == [rows[0].label]  # other settings: that job is done again
 
 
+def test_a_benchmark_stopped_inside_a_job_continues_it_from_its_checkpoint(tmp_path, monkeypatch):
+    """SIGTERM in the middle of a job's training writes its checkpoint; running the benchmark again
+    trains only the steps that were left, where a fresh start would train them all again."""
+    import os
+    import signal
+
+    import setseq.bench as bench
+    from setseq.preempt import Preempted
+    from setseq.train import Trainer
+
+    out = tmp_path / "abl"
+    kw = dict(concepts=["sprite"], seeds=[0], base="toy-tiny", step_scale=0.012, batch_size=2, sample_steps=2, edits=1)
+    real, steps = Trainer._step, []
+
+    def step_then_stop(self, *a):
+        loss = real(self, *a)
+        steps.append(1)
+        if len(steps) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(Trainer, "_step", step_then_stop)
+    with pytest.raises(Preempted, match="run the same benchmark command again to continue"):
+        bench.run_ablation(out, rows=ROWS[:1], progress=False, **kw)
+    assert len(list(out.rglob("*.ckpt"))) == 1 and not list((out / "jobs").glob("*.json"))
+    steps.clear()
+    monkeypatch.setattr(Trainer, "_step", lambda self, *a: steps.append(1) or real(self, *a))
+    result = bench.run_ablation(out, rows=ROWS[:1], progress=False, **kw)
+    stages = bench._config(ROWS[0].method, ROWS[0].rank, "paper").stages  # toy-tiny trains at the paper's scale
+    total = sum(max(1, round(s.steps * kw["step_scale"])) for s in stages)
+    assert total > 3 and len(steps) == total - 3  # only what was left
+    assert result["records"] and not list(out.rglob("*.ckpt"))
+
+
 def test_summary_averages_runs_and_separates_reconstruction_from_edits():
     rec = lambda seed, out, mse, edit: {
         "row": "LoRA-1",

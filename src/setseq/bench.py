@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from setseq import checkpoint
 from setseq.backbones import load_backbone
 from setseq.config import preset, toy_scale
 from setseq.errors import SetseqError
@@ -79,8 +80,17 @@ def _train(row: Row, concept: str, seed: int, base: str, step_scale: float, batc
     cfg.seed, cfg.optim.batch_size = seed, batch
     for s in cfg.stages:
         s.steps = max(1, round(s.steps * step_scale))
-    Trainer(bb, [spec], cfg, out / f"{concept}-{row.method}-r{row.rank}-s{seed}.safetensors", progress=False).run()
+    run_job(Trainer(bb, [spec], cfg, out / f"{concept}-{row.method}-r{row.rank}-s{seed}.safetensors", progress=False))
     return bb, spec.video
+
+
+def run_job(trainer: Trainer) -> None:
+    """A benchmark job's training, continued from the checkpoint a stopped run of it left when that
+    was made with the same settings on the same base, else afresh: a benchmark stopped inside a
+    job (SIGTERM, Ctrl-C) loses at most the steps since the job's last checkpoint."""
+    config, fingerprint = trainer.cfg.to_dict(), trainer.backbone.fingerprint()
+    trainer.resume_hint = "run the same benchmark command again to continue"
+    trainer.run(resume=checkpoint.resumable(trainer.ckpt_path, config, fingerprint))
 
 
 def _kept(done: Path, settings: dict, run) -> dict:
@@ -342,7 +352,7 @@ def _leakage_job(arm, stitch, remove, seed, names, base, scale, step_scale, batc
     cfg.reg.stitch_remove_background = remove
     for s in cfg.stages:
         s.steps = max(1, round(s.steps * step_scale))
-    Trainer(bb, specs, cfg, path, progress=False).run()
+    run_job(Trainer(bb, specs, cfg, path, progress=False))
     prompts = [(s.name, s.full_prompt) for s in specs] + [("both", f"{specs[0].full_prompt} {specs[1].full_prompt}")]
     clips = generate(bb, [p for _, p in prompts], steps=sample_steps, seed=seed)
     records = []

@@ -94,12 +94,27 @@ def load(path: str | Path, config: dict[str, Any], fingerprint: str) -> dict[str
         state = torch.load(path, weights_only=False)
     except Exception as e:  # a torn or foreign file: say which, do not guess
         raise SetseqError(f"checkpoint {str(path)!r} cannot be read ({e}); delete it to start afresh.") from None
-    if learning(state.get("config")) != learning(config) or state.get("fingerprint") != fingerprint:
+    if not _same_run(state, config, fingerprint):
         raise SetseqError(
             f"checkpoint {str(path)!r} was made with another configuration or base; "
             f"run with the same settings, or delete it to start afresh."
         )
     return state
+
+
+def _same_run(state: dict[str, Any], config: dict[str, Any], fingerprint: str) -> bool:
+    """Whether a checkpoint's state was made with these settings (`learning`'s) and this base."""
+    return learning(state.get("config")) == learning(config) and state.get("fingerprint") == fingerprint
+
+
+def resumable(path: str | Path, config: dict[str, Any], fingerprint: str) -> bool:
+    """Whether `path` holds a readable checkpoint of a run with these settings on this base, so
+    that `load` would continue it (a job that decides by itself whether to resume; no warning)."""
+    try:
+        state = torch.load(path, weights_only=False) if Path(path).is_file() else None
+    except Exception:  # a torn or foreign file: not a run to continue
+        return False
+    return state is not None and _same_run(state, config, fingerprint)
 
 
 def resume_stage(opt: torch.optim.Optimizer, state: dict[str, Any], optim: OptimConfig) -> None:

@@ -179,6 +179,7 @@ class Trainer:
         check_run(backbone, concepts, cfg, self.geometry)
         self.out, self.progress = Path(out), progress
         self.ckpt_path = self.out.with_name(self.out.stem + ".ckpt")
+        self.resume_hint = "run the same command with --resume to continue"  # said when a signal stops the run
         self.stage1_path = self.out.with_name(self.out.name.removesuffix(".safetensors") + ".stage1.safetensors")
         check_writable(self.out, self.ckpt_path, self.stage1_path, create=True)  # before any training time is spent
         self.cache_dir = Path(cache_dir or cache_root())
@@ -298,7 +299,7 @@ class Trainer:
         signum = self.stop.signum or signal.SIGTERM  # another rank received it
         raise preempt.Preempted(
             f"stopped by {signal.Signals(signum).name} {where}; checkpoint {self.ckpt_path} is written: "
-            "run the same command with --resume to continue.",
+            f"{self.resume_hint}.",
             signum,
         )
 

@@ -166,7 +166,8 @@ def run_ablation(
             base's scale with `config.toy_scale` (the same change that makes the toy preset).
 
     Resumable: each finished (concept, seed, row) job is saved in OUT/jobs/ and reused by a later
-    run into the same OUT with the same settings.
+    run into the same OUT with the same settings; a job stopped inside its training continues from
+    its checkpoint (`run_job`).
 
     Raises:
         SetseqError: for an unknown scale.
@@ -394,7 +395,8 @@ def run_leakage(
 
     `scale` and `step_scale` as in `run_ablation`: the Set-and-Sequence preset at the paper's scale
     or moved to the toy base's (`config.toy_scale`). Raises SetseqError for an unknown scale.
-    Resumable as `run_ablation` is: finished (arm, seed) jobs are kept in OUT/jobs/.
+    Resumable as `run_ablation` is: finished (arm, seed) jobs are kept in OUT/jobs/, and a job stopped
+    inside its training continues from its checkpoint (`run_job`).
     """
     _check_scale(scale)
     out = Path(out)

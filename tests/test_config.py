@@ -106,9 +106,11 @@ def test_a_checkpoint_from_before_the_expert_setting_resumes():
 
 
 @pytest.mark.parametrize(("base", "method"), [("toy", "toy"), ("toy-v2", "toy"), ("toy-tiny", "setseq")])
-def test_each_pretrained_toy_base_defaults_to_the_toy_preset(base, method):
-    """The pretrained embedded bases train at the toy scale unless --method says otherwise; the random
-    toy-tiny (tests) keeps the paper's preset."""
+def test_each_pretrained_toy_base_defaults_to_the_toy_preset(base, method, capsys):
+    """The pretrained embedded bases train at the toy scale unless --method says otherwise, and say
+    so naming the base; the random toy-tiny (tests) keeps the paper's preset."""
     cfg = config_from_args(build_parser().parse_args(["train", "x.mp4", "--base", base]))
     assert cfg.method == method
     assert cfg.to_dict() == preset(method).to_dict()
+    said = capsys.readouterr().err
+    assert (f"--base {base} trains with the 'toy' preset" in said) == (method == "toy")

@@ -238,7 +238,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     cfg.validate()
     if announce:  # the numbers the run will use, the flags above included
         note(
-            "--base toy trains with the 'toy' preset (the paper's method at the toy base's scale: "
+            f"--base {a.base} trains with the 'toy' preset (the paper's method at the toy base's scale: "
             f"rank {cfg.lora.rank}, lr {cfg.optim.lr:g}, prompt dropout {cfg.reg.prompt_dropout:g}, "
             f"{' + '.join(str(st.steps) for st in cfg.stages)} steps); "
             "--method setseq gives the paper's numbers."
